@@ -1,0 +1,112 @@
+"""Errors that shardc reports to its users, and how they are rendered.
+
+Every problem a user can cause -- bad source text, an impossible layout, an
+unknown flag value -- is a :class:`ShardcError`.  It carries the source text
+and a 1-based line/column when there is a location, and renders as::
+
+    palm.model:14:33: error: einsum operand 2 has dims [E, F] but the spec says "FE"
+      f  = einsum("BLF,FE->BLE", u, win)
+                                    ^
+
+The command line prints :meth:`ShardcError.render` (or :meth:`to_json` under
+``--json``) and exits with status 2; no traceback is ever shown for these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of one program and the name it is reported under."""
+
+    filename: str
+    text: str
+
+    def line_text(self, line: int) -> str:
+        """The text of 1-based ``line`` without its newline ('' when out of range)."""
+        lines = self.text.splitlines()
+        if 1 <= line <= len(lines):
+            return lines[line - 1]
+        return ""
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A 1-based position in a source file (line 0 means 'no location')."""
+
+    line: int = 0
+    col: int = 0
+
+    def __bool__(self) -> bool:
+        return self.line > 0
+
+
+NOLOC = Loc()
+
+
+class ShardcError(Exception):
+    """A user-facing error, optionally located in a source file."""
+
+    def __init__(
+        self,
+        message: str,
+        source: Source | None = None,
+        loc: Loc | None = None,
+        *,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+        self.loc = loc if loc is not None else NOLOC
+        self.hint = hint
+
+    @property
+    def filename(self) -> str | None:
+        return self.source.filename if self.source is not None else None
+
+    @property
+    def line(self) -> int | None:
+        return self.loc.line if self.loc else None
+
+    @property
+    def col(self) -> int | None:
+        return self.loc.col if self.loc else None
+
+    def located(self, source: Source, loc: Loc) -> "ShardcError":
+        """This error with a location filled in (kept if it already has one)."""
+        if self.loc and self.source is not None:
+            return self
+        return ShardcError(self.message, source, loc if not self.loc else self.loc, hint=self.hint)
+
+    def render(self) -> str:
+        """``file:line:col: error: message``, then the source line and a caret."""
+        if self.source is not None and self.loc:
+            head = f"{self.source.filename}:{self.loc.line}:{self.loc.col}: error: {self.message}"
+            text = self.source.line_text(self.loc.line)
+            # Keep tabs so the caret lines up under the same terminal column.
+            pad = "".join("\t" if ch == "\t" else " " for ch in text[: max(self.loc.col - 1, 0)])
+            out = [head, "  " + text, "  " + pad + "^"]
+        elif self.source is not None:
+            out = [f"{self.source.filename}: error: {self.message}"]
+        else:
+            out = [f"error: {self.message}"]
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, object]:
+        """The error as ``{"error": {"file", "line", "col", "message"}}``."""
+        message = self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+        return {
+            "error": {
+                "file": self.filename,
+                "line": self.line,
+                "col": self.col,
+                "message": message,
+            }
+        }
+
+    def __str__(self) -> str:
+        return self.render()

@@ -1,0 +1,54 @@
+"""Comments and blank lines of a source file, attached to the statements they belong to.
+
+The formatter keeps a user's comments: a comment on the same line as a
+statement stays at the end of that line; comment lines above a statement stay
+above it; comments before a ``}`` or at the end of the file stay there.  A
+blank line before a statement (or before its comment lines) is kept as one
+blank line.  Anchors are keyed by ``id()`` of the AST statement, ``("close",
+id(repeat))`` for a repeat's ``}`` and ``0`` for the end of the file.
+"""
+from __future__ import annotations
+
+from typing import Hashable
+
+from . import syntax as ast
+from .ir import Trivia
+
+
+def _anchors(stmts: tuple[ast.Stmt, ...]) -> list[tuple[int, Hashable]]:
+    out: list[tuple[int, Hashable]] = []
+    for stmt in stmts:
+        out.append((stmt.loc.line, id(stmt)))
+        if isinstance(stmt, ast.RepeatStmt):
+            out.extend(_anchors(stmt.body))
+            out.append((stmt.close.line, ("close", id(stmt))))
+    return out
+
+
+def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
+    """Map each anchor to the comments and blank line that belong to it."""
+    anchors = _anchors(module.stmts)
+    lines = module.source.text.splitlines()
+    end_line = len(lines) + 1
+    anchors.append((end_line, 0))
+    on_line = {line: key for line, key in anchors}
+    before: dict[Hashable, list[tuple[int, str]]] = {}
+    after: dict[Hashable, str] = {}
+    for comment in module.comments:
+        key = on_line.get(comment.loc.line)
+        text = comment.text.rstrip()
+        if key is not None and key != 0:
+            after[key] = text
+            continue
+        nxt = next(k for line, k in anchors if line > comment.loc.line)
+        before.setdefault(nxt, []).append((comment.loc.line, text))
+    result: dict[Hashable, Trivia] = {}
+    prev_line = 0
+    for line, key in anchors:
+        leading = before.get(key, [])
+        first = leading[0][0] if leading else line
+        blank = prev_line > 0 and any(
+            not lines[i - 1].strip() for i in range(prev_line + 1, min(first, end_line)) if i <= len(lines))
+        result[key] = Trivia(tuple(t for _, t in leading), after.get(key), blank)
+        prev_line = line
+    return result
