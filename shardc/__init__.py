@@ -14,6 +14,9 @@ from .frontend import load, parse
 from .ir import DType, Graph, OpKind, TensorType, Value
 from .layout import Layout
 from .mesh import Mesh
+from .printer import format_graph as format
+from .reference import reference
+from .summary import Summary, summarize
 
 __all__ = [
     "DType",
@@ -23,8 +26,12 @@ __all__ = [
     "OpKind",
     "ShardcError",
     "TensorType",
+    "Summary",
     "Value",
+    "format",
     "load",
     "parse",
+    "reference",
+    "summarize",
 ]
 __version__ = "0.1.0"
