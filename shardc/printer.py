@@ -9,7 +9,7 @@ printed IR is the test and debugging interface.  The canonical form:
   the expression that uses them, with the fewest parentheses that keep the
   tree (``a - (b - c)``);
 * in runs of consecutive declarations or assignments the names are padded
-  to one width, and ``@ LAYOUT`` pins line up;
+  to one width, and ``@ LAYOUT`` pins and end-of-line comments line up;
 * numbers print as integers when whole (``2``), else as Python's shortest
   round-trip form (``0.0625``, ``1e-06``);
 * a body is indented by two spaces; one blank line goes before the first
@@ -210,7 +210,7 @@ class _Printer:
 
     @staticmethod
     def leading(trivia: Trivia, pad: str, blank: bool) -> list[str]:
-        return ([""] if blank else []) + [pad + c for c in trivia.before]
+        return ([""] if blank else []) + [pad + c if c else "" for c in trivia.before]
 
     @staticmethod
     def trailing(line: str, trivia: Trivia) -> str:
@@ -232,11 +232,20 @@ class _Printer:
                 texts.append(f"{INDENT * depth}{head}{name}{' ' + r.rest if r.rest else ''}")
             pinned = [len(t) for t, r in zip(texts, run) if r.pin]
             pin_col = max(pinned) if len(pinned) > 1 else 0
-            for text, r in zip(texts, run):
-                if r.pin:
-                    text = f"{text.ljust(pin_col)} {r.pin}"
+            texts = [f"{t.ljust(pin_col)} {r.pin}" if r.pin else t for t, r in zip(texts, run)]
+            # End-of-line comments on consecutive lines start in one column (as gofmt does).
+            cols = [0] * len(run)
+            i = 0
+            while i < len(run):
+                j = i
+                while j < len(run) and run[j].trivia.after:
+                    j += 1
+                if j > i:
+                    cols[i:j] = [max(len(t) for t in texts[i:j]) + 2] * (j - i)
+                i = max(j, i + 1)
+            for text, r, col in zip(texts, run, cols):
                 lines.extend(self.leading(r.trivia, INDENT * depth, r.blank))
-                lines.append(self.trailing(text, r.trivia))
+                lines.append(f"{text.ljust(col)}{r.trivia.after}" if r.trivia.after else text)
             run.clear()
 
         def kind(r: _Row) -> str:

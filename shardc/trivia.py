@@ -4,7 +4,8 @@ The formatter keeps a user's comments: a comment on the same line as a
 statement stays at the end of that line; comment lines above a statement stay
 above it; comments before a ``}`` or at the end of the file stay there.  A
 blank line before a statement (or before its comment lines) is kept as one
-blank line.  Anchors are keyed by ``id()`` of the AST statement, ``("close",
+blank line, and so is a blank line between comment lines or between them and
+their statement (written as an empty string in ``Trivia.before``).  Anchors are keyed by ``id()`` of the AST statement, ``("close",
 id(repeat))`` for a repeat's ``}`` and ``0`` for the end of the file.
 """
 from __future__ import annotations
@@ -49,6 +50,17 @@ def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
         first = leading[0][0] if leading else line
         blank = prev_line > 0 and any(
             not lines[i - 1].strip() for i in range(prev_line + 1, min(first, end_line)) if i <= len(lines))
-        result[key] = Trivia(tuple(t for _, t in leading), after.get(key), blank)
+        result[key] = Trivia(_with_gaps(leading, line, lines), after.get(key), blank)
         prev_line = line
     return result
+
+
+def _with_gaps(leading: list[tuple[int, str]], line: int, lines: list[str]) -> tuple[str, ...]:
+    """Comment texts with "" wherever blank lines separated them (or the last from ``line``)."""
+    out: list[str] = []
+    marks = [n for n, _ in leading] + [line]
+    for (n, text), nxt in zip(leading, marks[1:]):
+        out.append(text)
+        if any(not lines[i - 1].strip() for i in range(n + 1, nxt) if i <= len(lines)):
+            out.append("")
+    return tuple(out)
