@@ -473,7 +473,7 @@ class _Lowerer:
             if where is None and err.keyword is not None:
                 where = locs.get(err.keyword)
             raise self.error(err.message, where or loc) from None
-        result = Value(self.new_id(), name, TensorType(result_dtype(operands), dims))
+        result = Value(self.new_id(), name, TensorType(result_dtype(kind, operands), dims))
         ops.append(Op(kind, result, operands, attrs, loc))  # type: ignore[arg-type]
         return result
 

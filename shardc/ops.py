@@ -258,8 +258,16 @@ CALLS: dict[str, OpKind] = {d.spelling: k for k, d in OP_DEFS.items() if d.spell
 INFIX: dict[str, OpKind] = {"+": OpKind.ADD, "-": OpKind.SUB, "*": OpKind.MUL, "/": OpKind.DIV}
 
 
-def result_dtype(operands: tuple[Operand, ...]) -> DType:
-    """f32 if any tensor operand is f32, else bf16 (int8 and f16 compute as bf16)."""
+def result_dtype(kind: OpKind, operands: tuple[Operand, ...]) -> DType:
+    """f32 if any tensor operand is f32, else bf16 (int8 and f16 compute as bf16).
+
+    Collectives move data without computing: they keep the dtype (an
+    all-gather of int8 weights sends int8 bytes).
+    """
+    if kind.is_collective:
+        first = operands[0]
+        assert isinstance(first, Value)
+        return first.dtype
     if any(isinstance(o, Value) and o.dtype is DType.F32 for o in operands):
         return DType.F32
     return DType.BF16

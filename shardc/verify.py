@@ -65,8 +65,8 @@ class _Verifier:
                 if dims != stmt.result.dims:
                     raise self.fail(f"{stmt.kind} should give dims [{', '.join(dims)}], "
                                     f"result says {stmt.result.type}", stmt.loc)
-                if result_dtype(stmt.operands) != stmt.result.dtype:
-                    raise self.fail(f"{stmt.kind} result dtype should be {result_dtype(stmt.operands)}",
+                if result_dtype(stmt.kind, stmt.operands) != stmt.result.dtype:
+                    raise self.fail(f"{stmt.kind} result dtype should be {result_dtype(stmt.kind, stmt.operands)}",
                                     stmt.loc)
                 self.check_value(stmt.result, stmt.loc)
                 visible.add(stmt.result.id)
