@@ -40,12 +40,13 @@ layouts in the same fixed order whatever it is asked), so asking for many
 targets from one source costs one search.  Costs are kept exact as integers:
 every cost times the number of chips is an integer, because K divides it.
 
-Because the search is exact it finds non-obvious sequences when they are
-cheaper.  Notably, when an axis ``w`` is unused by both layouts, an all_reduce
-over a group of ``K > 2`` chips costs more than ``slice(w)``,
-``reduce_scatter``, ``all_gather`` (the classic 2D all-reduce): the saving is
-``(Kw-1)(K-2)/(K Kw)`` of the local bytes.  With ``K == 2`` the two tie and the
-single all_reduce wins.
+No detours through idle axes: a ``slice`` may only add an axis that ``src``
+or ``dst`` uses.  Without this rule the search would, for instance, replace an
+all_reduce over ``K > 2`` chips by ``slice(w)``, ``reduce_scatter``,
+``all_gather(w)`` over an axis ``w`` neither layout uses (the classic 2D
+all-reduce), which sends fewer bytes but takes three collectives: a trade the
+byte count alone cannot judge (per-collective latency), so it is left out.
+Within that rule the search is exact.
 """
 from __future__ import annotations
 
@@ -225,13 +226,14 @@ def _reshard(src: Layout, dst: Layout, sizes: tuple[tuple[str, int], ...], mesh:
             f"cannot reshard {src.format(mesh)} to {dst.format(mesh)}: a value cannot become a "
             f"partial sum over {''.join(mesh.sort_axes(new))}; no collective creates partial sums")
     # Partial axes that dst keeps are frozen: once summed they could never come back.
-    return _search(src, dst.partial, sizes, mesh, itemsize).steps_to(dst)
+    sliceable = src.used_axes | dst.split_axes  # no detours through idle axes
+    return _search(src, dst.partial, sliceable, sizes, mesh, itemsize).steps_to(dst)
 
 
 @lru_cache(maxsize=512)
-def _search(src: Layout, frozen: frozenset[str], sizes: tuple[tuple[str, int], ...], mesh: Mesh,
-            itemsize: int) -> "_Search":
-    return _Search(src, frozen, dict(sizes), mesh, itemsize)
+def _search(src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
+            sizes: tuple[tuple[str, int], ...], mesh: Mesh, itemsize: int) -> "_Search":
+    return _Search(src, frozen, sliceable, dict(sizes), mesh, itemsize)
 
 
 class _Search:
@@ -241,9 +243,10 @@ class _Search:
     holds tentative paths, ``best`` the least tentative label per layout.
     """
 
-    def __init__(self, src: Layout, frozen: frozenset[str], sizes: dict[str, int], mesh: Mesh,
-                 itemsize: int) -> None:
+    def __init__(self, src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
+                 sizes: dict[str, int], mesh: Mesh, itemsize: int) -> None:
         self.frozen, self.sizes, self.mesh, self.itemsize = frozen, sizes, mesh, itemsize
+        self.sliceable = sliceable
         self.axis = dict(mesh.axes)
         self.chips = mesh.num_chips
         self.done: dict[Layout, tuple[Step, ...]] = {}
@@ -265,7 +268,7 @@ class _Search:
     def _expand(self, cost: int, count: int, keys: tuple, layout: Layout, path: tuple) -> None:
         in_bytes = math.prod(self.sizes[d] // self._group(held) for d, held in layout.split)
         in_bytes *= self.itemsize
-        for kind, attrs in _moves(layout, self.frozen, self.mesh.names):
+        for kind, attrs in _moves(layout, self.frozen, self.sliceable, self.mesh.names):
             after = _apply(layout, kind, attrs)
             if after in self.done or not self._divides(after, kind, attrs):
                 continue
@@ -291,15 +294,16 @@ class _Search:
         return self.sizes[dim] % self._group(after.axes_of(dim)) == 0
 
 
-def _moves(layout: Layout, frozen: frozenset[str],
+def _moves(layout: Layout, frozen: frozenset[str], sliceable: frozenset[str],
            names: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
-    """Every collective legal on ``layout`` that leaves ``frozen`` partial axes pending.
+    """Every collective legal on ``layout`` that leaves ``frozen`` partial axes pending
+    and slices only ``sliceable`` axes.
 
     Legal by construction (suffix and partial rules); divisibility is left to the caller.
     """
     dims = layout.dims
     reducible = [a for a in names if a in layout.partial and a not in frozen]  # mesh order
-    unused = [a for a in names if a not in layout.used_axes]
+    unused = [a for a in names if a not in layout.used_axes and a in sliceable]
     for r in range(1, len(reducible) + 1):
         for group in itertools.combinations(reducible, r):
             yield AR, CollectiveAttrs(group)
