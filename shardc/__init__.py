@@ -6,6 +6,7 @@ The public API (stable; see DESIGN.md)::
     g = shardc.load("examples/palm_540b_decode.model")   # or shardc.parse(text)
     text = shardc.format(g)                               # canonical .model text
     ref = shardc.reference(g, seed=0)                     # unsharded NumPy run
+    sg = shardc.shard(g, "4x4x4", ffn="2d-ws", attention="batch")  # sharded Graph
 
 Only what works is exported.
 """
@@ -16,6 +17,7 @@ from .layout import Layout
 from .mesh import Mesh
 from .printer import format_graph as format
 from .reference import reference
+from .shard import ShardResult, shard, shard_program, verify_sharded
 from .summary import Summary, summarize
 
 __all__ = [
@@ -32,6 +34,10 @@ __all__ = [
     "load",
     "parse",
     "reference",
+    "shard",
+    "shard_program",
+    "ShardResult",
+    "verify_sharded",
     "summarize",
 ]
 __version__ = "0.1.0"

@@ -540,6 +540,9 @@ class _Lowerer:
         values: dict[str, object] = {}
         if sig.dim_keywords:
             for kw in keywords:
+                if not _DIM_RE.fullmatch(kw.key.text):  # e.g. relabel(a, over=E)
+                    raise self.error(f"{func} takes OLD=NEW dim pairs such as L=S, not '{kw.key.text}='; "
+                                     f"usage: {usage}", kw.key.loc)
                 old = self.dim(kw.key)
                 if not isinstance(kw.value, ast.Name) or not _DIM_RE.fullmatch(kw.value.text):
                     raise self.error(f"{func} renames a dim to a dim: write {old}=S", kw.value.loc)
@@ -548,7 +551,9 @@ class _Lowerer:
                 values[old] = self.dim(kw.value)
                 locs[old] = kw.key.loc
             if not values:
-                raise self.error(f"{func} needs at least one OLD=NEW dim pair; usage: {usage}", Loc())
+                # Located like a missing keyword: at the ')' of the call (it had no location).
+                raise self.error(f"{func} needs at least one OLD=NEW dim pair; usage: {usage}",
+                                 Loc(*_end_of_call(self.source, locs)))
             return values
         allowed = [k for k, _ in sig.keywords]
         kinds = dict(sig.keywords)

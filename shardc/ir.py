@@ -341,3 +341,44 @@ class Graph:
                 if stmt.result.layout is None:
                     return False
         return any_stmt and self.mesh is not None
+
+
+def renumber(g: Graph) -> tuple[Graph, dict[int, int]]:
+    """``g`` with value ids in canonical order (the order the frontend gives).
+
+    Passes allocate ids as they go; renumbering makes ``parse(format(g)) == g``
+    hold for their output.  Returns the new graph and the map old id -> new id.
+    """
+    mapping: dict[int, int] = {}
+    values: dict[int, Value] = {}
+
+    def define(v: Value) -> Value:
+        mapping[v.id] = len(mapping)
+        values[v.id] = Value(mapping[v.id], v.name, v.type, v.layout)
+        return values[v.id]
+
+    def use(o: Operand) -> Operand:
+        return values[o.id] if isinstance(o, Value) else o
+
+    def block(b: Block) -> Block:
+        out: list[Stmt] = []
+        for s in b:
+            if isinstance(s, Decl):
+                out.append(Decl(s.kind, define(s.value), s.loc, s.trivia))
+            elif isinstance(s, Op):
+                operands = tuple(use(o) for o in s.operands)
+                out.append(Op(s.kind, define(s.result), operands, s.attrs, s.loc, s.trivia))
+            elif isinstance(s, Output):
+                out.append(Output(tuple(values[v.id] for v in s.values), s.pin, s.loc, s.trivia))
+            else:
+                inits = [values[c.init.id] for c in s.carries]
+                args = [define(c.arg) for c in s.carries]
+                body = block(s.body)
+                carries = tuple(Carry(i, a, values[c.next.id], define(c.result))
+                                for i, a, c in zip(inits, args, s.carries))
+                out.append(Repeat(s.count, carries, body, s.loc, s.trivia, s.close_trivia))
+        return Block(tuple(out))
+
+    body = block(g.body)
+    new = Graph(g.name, g.mesh, g.dims, body, g.source, g.trivia, g.mesh_trivia, g.dims_trivia, g.end_trivia)
+    return new, mapping

@@ -11,6 +11,7 @@ was expected in words ("expected ',' or ']' after a dim").
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,9 +381,16 @@ def _describe(tok: Token | None) -> str:
         return f"'{tok}'"
     if tok.type == "NUMBER":
         return f"number {tok}"
+    if tok.type == "STRING":  # the string itself reads better than 'a string such as ...'
+        return str(tok)
     if tok.type == "$END":
         return "end of file"
     return _WORDS.get(tok.type, f"'{tok}'")
+
+
+def _char(ch: str) -> str:
+    """A character for a message: itself if printable, else its code point (U+000D)."""
+    return f"'{ch}'" if ch.isprintable() else f"U+{ord(ch):04X}"
 
 
 def _expected_words(expected: set[str]) -> str:
@@ -390,15 +398,30 @@ def _expected_words(expected: set[str]) -> str:
         rest = expected - {"NAME", "NUMBER", "LPAR", "MINUS", "STRING", "UPPER"}
         what = "an argument" if "STRING" in expected else "an expression"
         return what + (" or " + _expected_words(rest) if rest else "")
-    words = sorted({_WORDS.get(t, t.lower()) for t in expected if not t.startswith("__")})
-    # Statements can start with many keywords: say so once instead of listing them.
+    # Statements can start with many keywords: say "a statement" once instead of listing
+    # them (blank lines and the end of the file are always allowed there, so leave them out).
     if len({"MODEL", "MESH", "DIMS", "INPUT", "PARAM", "CACHE", "OUTPUT"} & expected) >= 4:
-        rest = [w for t, w in ((t, _WORDS.get(t, t)) for t in expected)
-                if t not in _KEYWORD_TYPES and t != "NAME"]
-        return "a statement" + (" or " + " or ".join(sorted(set(rest))) if rest else "")
+        return "a statement" + (" or '}'" if "CLOSE_BRACE" in expected else "")
+    if "_NL" in expected:  # "end of line" covers the end of the file
+        expected = expected - {"$END"}
+    words = sorted({_WORDS.get(t, t.lower()) for t in expected if not t.startswith("__")})
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _accepted(err: UnexpectedToken) -> set[str]:
+    """The terminals the parser would have accepted where ``err`` happened.
+
+    ``err.expected`` comes from the lexer when the contextual lexer fails, and
+    there keywords hide inside NAME and a lexer state may be shared by parser
+    states ('}' offered at the top level); the parser's own answer is exact.
+    """
+    try:
+        accepted = set(err.interactive_parser.accepts())
+    except Exception:  # an old lark, or no interactive parser: fall back to the lexer's set
+        accepted = set()
+    return accepted or set(err.expected)
 
 
 def _syntax_error(err: UnexpectedInput, source: Source, prev: Token | None) -> ShardcError:
@@ -414,11 +437,13 @@ def _syntax_error(err: UnexpectedInput, source: Source, prev: Token | None) -> S
             return ShardcError(
                 "malformed partial sum: write (partialsum-AXES) with no spaces, e.g. (partialsum-yz)",
                 source, loc)
-        return ShardcError(f"unexpected character '{ch}'", source, loc)
+        return ShardcError(f"unexpected character {_char(ch)}", source, loc)
     if isinstance(err, UnexpectedToken):
         tok = err.token
-        expected = set(err.expected)
+        expected = _accepted(err)
         loc = Loc(tok.line or 0, tok.column or 0) if tok.type != "$END" else _end_loc(source)
+        if tok.type == "$END" and not re.sub(r"#[^\n]*", "", source.text).strip():
+            return ShardcError("the program is empty: it starts with 'model NAME'", source, loc)
         if tok.type in _KEYWORD_TYPES and "NAME" in expected:
             return ShardcError(f"'{tok}' is a reserved word and cannot be used as a name", source, loc)
         if prev is not None and prev.type in _KEYWORD_TYPES and tok.type in ("EQUAL", "COLON"):
@@ -426,11 +451,27 @@ def _syntax_error(err: UnexpectedInput, source: Source, prev: Token | None) -> S
                                Loc(prev.line or 0, prev.column or 0))
         if prev is not None and prev.type == "UPPER" and tok.type == "UPPER" and "RSQB" in expected:
             return ShardcError("expected ',' or ']' after a dim", source, loc)
+        # Only a repeat body needs more than the end of the file after a statement.
+        if tok.type == "$END" and ("CLOSE_BRACE" in expected or expected == {"_NL"}):
+            return ShardcError("the repeat block is not closed: expected '}' on a line of its own", source, loc)
+        if tok.type == "CLOSE_BRACE" and "CLOSE_BRACE" not in expected:
+            at_start = prev is None or prev.type == "_NL"
+            where = "has no open repeat block" if at_start else "must stand alone on its line"
+            return ShardcError(f"'}}' {where}", source, loc)
+        if "PARTIAL" in expected and tok.type == "LPAR":
+            return ShardcError(
+                "malformed partial sum: write (partialsum-AXES) with no spaces, e.g. (partialsum-yz)",
+                source, loc)
+        if "PARTIAL" in expected and tok.type == "NAME" and str(tok).startswith("_"):
+            return ShardcError(f"a layout is one token: write {prev}{tok} with no space", source, loc)
         found = _describe(tok)
-        after = f" after {_describe(prev)}" if prev is not None else ""
+        after = f" after {_describe(prev)}" if prev is not None and prev.type != "_NL" else ""
         if tok.type == "_NL" and "CLOSE_BRACE" in expected and "NAME" not in expected:
             return ShardcError("'{' must end its line", source, loc)
-        return ShardcError(f"expected {_expected_words(expected)}{after}, found {found}", source, loc)
+        message = f"expected {_expected_words(expected)}{after}, found {found}"
+        if tok.type == "_NL" and ({"RPAR", "RSQB"} & expected):
+            message += " (parentheses and brackets close on the line that opens them)"
+        return ShardcError(message, source, loc)
     if isinstance(err, UnexpectedEOF):
         return ShardcError("unexpected end of file", source, _end_loc(source))
     return ShardcError(str(err), source)

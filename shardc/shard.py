@@ -1,0 +1,625 @@
+"""The sharding pass: Graph + Mesh + Strategy -> sharded Graph.
+
+Every value gets a layout and every collective becomes an op.  The pass walks
+the program once (a repeat body once, not once per layer) and for each op:
+
+1. asks :data:`~shardc.candidates.CANDIDATES` for ways to lay out the operands,
+2. keeps the legal one (checked by the op's rule in :mod:`shardc.rules`) whose
+   reshards move the fewest bytes,
+3. inserts those reshards -- collectives chosen by :func:`~shardc.reshard.reshard`,
+   the only place collectives are invented -- and annotates the result with
+   the layout its rule derives.
+
+Declarations get their layout from a pin or from the strategy; a weight the
+strategy does not place floats until its first use.  Pins on statements and
+outputs are honoured by resharding the result; loop carries keep one layout
+(the layout of the value entering the loop) and the end of the body is
+resharded back to it.  Each inserted collective records why it is there
+(:class:`CollectiveRecord`).  The result is renumbered canonically and passes
+:func:`verify_sharded`, which recomputes every annotation from the rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .candidates import CANDIDATES, Candidate, OpView
+from .errors import NOLOC, Loc, ShardcError
+from .ir import (
+    Block,
+    Carry,
+    CollectiveAttrs,
+    Const,
+    Decl,
+    DeclKind,
+    Graph,
+    Op,
+    Operand,
+    OpKind,
+    Output,
+    OverAttrs,
+    Repeat,
+    Stmt,
+    TensorType,
+    Value,
+    renumber,
+)
+from .layout import Layout
+from .mesh import Mesh
+from .reshard import Step, reshard
+from .rules import infer, operand_layouts
+from .strategies import Strategy, make_strategy
+from .verify import verify
+
+
+@dataclass(frozen=True)
+class CollectiveRecord:
+    """One collective of a sharded program, and why the pass put it there."""
+
+    value: str  # the name of its result in the printed program
+    kind: OpKind
+    axes: tuple[str, ...]
+    dim: str | None
+    src_dim: str | None
+    dst_dim: str | None
+    before: Layout
+    after: Layout
+    bytes_per_chip: float  # bytes each chip sends, per execution
+    count: int  # executions per program run (a repeat body's collectives run once per layer)
+    repeat: int | None  # index of the repeat block it sits in
+    line: int  # source line of the statement it serves (0 if none)
+    reason: str
+    implicit: bool = False  # statistics all-reduce inside a norm or softmax
+
+    def to_json(self, mesh: Mesh) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "axes": "".join(self.axes),
+            "dim": self.dim if self.kind is not OpKind.ALL_TO_ALL else f"{self.src_dim}->{self.dst_dim}",
+            "bytes_per_chip": self.bytes_per_chip,
+            "count": self.count,
+            "reason": self.reason,
+            "value": self.value,
+            "from": self.before.format(mesh),
+            "to": self.after.format(mesh),
+            "line": self.line,
+            "implicit": self.implicit,
+        }
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """The sharded program, the strategy that made it, and its collectives."""
+
+    graph: Graph
+    strategy: Strategy | None
+    collectives: tuple[CollectiveRecord, ...] = field(default=())
+
+
+# Statistics per row that a norm or softmax all-reduces when its dim is split (f32 each).
+STATS_PER_ROW = {OpKind.LAYERNORM: 2, OpKind.RMSNORM: 1, OpKind.SOFTMAX: 2}
+STATS_ITEMSIZE = 4
+
+
+def stats_bytes(kind: OpKind, layout: Layout, over: str, sizes: dict[str, int], mesh: Mesh) -> float:
+    """Bytes each chip sends in the statistics all-reduce of a norm/softmax over a split dim.
+
+    Each row (every index of the other dims held locally) has
+    ``STATS_PER_ROW[kind]`` f32 statistics; a ring all-reduce over the K chips
+    splitting ``over`` sends ``2 (K-1)/K`` of them.
+    """
+    k = mesh.group_size(layout.axes_of(over))
+    if k == 1:
+        return 0.0
+    rows = 1
+    for d, size in zip(layout.dims, layout.local_sizes(sizes, mesh)):
+        if d != over:
+            rows *= size
+    return 2 * (k - 1) / k * rows * STATS_PER_ROW[kind] * STATS_ITEMSIZE
+
+
+class _Floating:
+    """A weight waiting for its first use to decide its layout."""
+
+    def __init__(self, decl: Decl, index: int, block: list[Stmt]) -> None:
+        self.decl = decl
+        self.index = index
+        self.block = block
+
+
+class _Sharder:
+    def __init__(self, g: Graph, mesh: Mesh, strategy: Strategy) -> None:
+        self.g = g
+        self.mesh = mesh
+        self.strategy = strategy
+        self.sizes = g.sizes
+        self.next_id = 0
+        self.env: dict[int, Value] = {}
+        self.floating: dict[int, _Floating] = {}
+        self.decl_kinds: dict[int, DeclKind] = {}
+        self.caches: list[dict[tuple[int, Layout], Value]] = [{}]
+        self.taken = _all_names(g)
+        self.records: list[tuple[int, CollectiveRecord]] = []  # (result value id, record)
+        self.repeat_index: int | None = None
+        self.count = 1
+        self.post = self._post_requirements()
+        self.defs: dict[int, Op] = {op.result.id: op for op in g.ops()}
+        self.uses: dict[int, int] = _use_counts(g)
+        self.added = {v.id for op in g.ops() if op.kind is OpKind.ADD for v in op.inputs}  # operands of '+'
+        self.synthetic = 0  # ids of ops the pass adds to the source program count down from -1
+
+    # -- helpers --------------------------------------------------------------------
+    def new_value(self, name: str | None, type_: TensorType, layout: Layout) -> Value:
+        self.next_id += 1
+        return Value(self.next_id - 1, name, type_, layout)
+
+    def fresh(self, base: str | None) -> str:
+        base = base or "t"
+        if base[-1].isdigit():
+            base += "_"
+        n = 1
+        while f"{base}{n}" in self.taken:
+            n += 1
+        self.taken.add(f"{base}{n}")
+        return f"{base}{n}"
+
+    def _post_requirements(self) -> dict[int, tuple[Layout | None, str]]:
+        """Values whose final layout is constrained: (layout or None = complete, reason)."""
+        post: dict[int, tuple[Layout | None, str]] = {}
+        for stmt, _ in self.g.walk():
+            if isinstance(stmt, Op) and stmt.result.layout is not None:
+                post[stmt.result.id] = (stmt.result.layout, f"pinned @ {stmt.result.layout.format(self.mesh)} "
+                                        f"on line {stmt.loc.line}")
+            elif isinstance(stmt, Output):
+                for v in stmt.values:
+                    want = stmt.pin if stmt.pin is not None else None
+                    reason = (f"output pinned @ {stmt.pin.format(self.mesh)} on line {stmt.loc.line}"
+                              if stmt.pin is not None else "outputs hold complete values")
+                    post.setdefault(v.id, (want, reason))
+            elif isinstance(stmt, Repeat):
+                for c in stmt.carries:
+                    post.setdefault(c.init.id, (None, "values entering a repeat hold complete values"))
+        return post
+
+    # -- declarations -----------------------------------------------------------------
+    def decl(self, d: Decl, out: list[Stmt]) -> None:
+        v = d.value
+        self.decl_kinds[v.id] = d.kind
+        layout = v.layout
+        if layout is None:
+            if d.kind is DeclKind.INPUT:
+                layout = self.strategy.activation_layout(v.dims, self.sizes)
+            elif d.kind is DeclKind.CACHE:
+                layout = self.strategy.cache_layout(v.dims, self.sizes, v.name or "")
+            else:
+                layout = self.strategy.weight_layout(v.dims, self.sizes, v.name or "")
+        if layout is None:
+            self.floating[v.id] = _Floating(d, len(out), out)
+            out.append(d)  # patched when its first use decides its layout
+            return
+        self.place(d, layout, out, len(out))
+
+    def place(self, d: Decl, layout: Layout, out: list[Stmt], index: int) -> Value:
+        v = d.value
+        try:
+            layout.check(self.sizes, self.mesh, v.dims)
+        except ShardcError as err:
+            raise ShardcError(f"'{v.name}': {err.message}", self.g.source, d.loc, hint=err.hint) from None
+        new = self.new_value(v.name, v.type, layout)
+        stmt = Decl(d.kind, new, d.loc, d.trivia)
+        if index == len(out):
+            out.append(stmt)
+        else:
+            out[index] = stmt
+        self.env[v.id] = new
+        return new
+
+    def settle_floating(self, old_id: int, layout: Layout) -> Value:
+        f = self.floating.pop(old_id)
+        return self.place(f.decl, layout, f.block, f.index)
+
+    # -- reshards ------------------------------------------------------------------------
+    def reshard_to(self, value: Value, target: Layout, reason: str, line: int, out: list[Stmt],
+                   final_name: str | None = None) -> Value:
+        """Insert the collectives taking ``value`` to ``target``; return the new value."""
+        assert value.layout is not None
+        if value.layout == target:
+            return value
+        key = (value.id, target)
+        for cache in reversed(self.caches):
+            if key in cache and final_name is None:
+                return cache[key]
+        steps = reshard(value.layout, target, self.sizes, self.mesh, itemsize=value.dtype.bytes)
+        current = value
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            name = final_name if (last and final_name) else self.fresh(value.name)
+            current = self.emit_step(current, step, name, reason, line, out)
+        if final_name is None:
+            self.caches[-1][key] = current
+        return current
+
+    def emit_step(self, operand: Value, step: Step, name: str, reason: str, line: int,
+                  out: list[Stmt]) -> Value:
+        result = self.new_value(name, operand.type, step.after)
+        out.append(Op(step.kind, result, (operand,), step.attrs, Loc(line, 1) if line else NOLOC))
+        a = step.attrs
+        self.records.append((result.id, CollectiveRecord(
+            name, step.kind, a.axes, a.dim, a.src, a.dst, step.before, step.after, step.bytes_per_chip,
+            self.count, self.repeat_index, line, reason)))
+        return result
+
+    def cost(self, value: Value | None, target: Layout | None) -> float:
+        if value is None or target is None or value.layout is None or value.layout == target:
+            return 0.0
+        steps = reshard(value.layout, target, self.sizes, self.mesh, itemsize=value.dtype.bytes)
+        return sum(s.bytes_per_chip for s in steps)
+
+    # -- sums: the parallel block's single reduction ----------------------------------
+    def is_chain_link(self, op: Op) -> bool:
+        """An anonymous ``+`` whose only use is another ``+`` (an inner link of ``a + b + c``)."""
+        if op.kind is not OpKind.ADD or op.result.name is not None or op.result.layout is not None:
+            return False
+        return self.uses.get(op.result.id, 0) == 1 and op.result.id in self.added
+
+    def leaves(self, op: Op) -> list[Operand]:
+        out: list[Operand] = []
+        for o in op.operands:
+            if isinstance(o, Value) and o.id in self.defs and self.is_chain_link(self.defs[o.id]):
+                out.extend(self.leaves(self.defs[o.id]))
+            else:
+                out.append(o)
+        return out
+
+    def sum_chain(self, root: Op, out: list[Stmt]) -> None:
+        """Shard ``t1 + t2 + ... + tn`` adding terms with the same pending partial sums first.
+
+        ``x + o + f`` with ``o`` and ``f`` both ``BLE_x (partialsum-yz)`` becomes
+        ``x + (o + f)``: one reduce-scatter instead of two (the parallel block of
+        PAPER.md §3.4).  Addition is reassociated only when that groups partial
+        sums; otherwise the chain is sharded as written.
+        """
+        leaves = self.leaves(root)
+        layouts = [self.env[v.id].layout if isinstance(v, Value) and v.id in self.env else None for v in leaves]
+        groups: dict[Layout, list[Operand]] = {}
+        terms: list[Operand | Layout] = []
+        for leaf, layout in zip(leaves, layouts):
+            if layout is not None and layout.partial:
+                if layout not in groups:
+                    groups[layout] = []
+                    terms.append(layout)
+                groups[layout].append(leaf)
+            else:
+                terms.append(leaf)
+        if all(len(members) < 2 for members in groups.values()):
+            for link in self.links_in_order(root):
+                self.op(link, out)
+            self.op(root, out)
+            return
+        summed: list[Operand] = []
+        for term in terms:
+            if isinstance(term, Layout):
+                members = groups[term]
+                acc = members[0]
+                for m in members[1:]:
+                    acc = self.synthetic_add(acc, m, root, out)
+                summed.append(acc)
+            else:
+                summed.append(term)
+        acc = summed[0]
+        for term in summed[1:-1]:
+            acc = self.synthetic_add(acc, term, root, out)
+        self.op(Op(OpKind.ADD, root.result, (acc, summed[-1]), root.attrs, root.loc, root.trivia), out)
+
+    def links_in_order(self, root: Op) -> list[Op]:
+        links: list[Op] = []
+        for o in root.operands:
+            if isinstance(o, Value) and o.id in self.defs and self.is_chain_link(self.defs[o.id]):
+                links.extend(self.links_in_order(self.defs[o.id]))
+                links.append(self.defs[o.id])
+        return links
+
+    def synthetic_add(self, a: Operand, b: Operand, root: Op, out: list[Stmt]) -> Value:
+        from .ops import result_dims, result_dtype
+
+        self.synthetic -= 1
+        dims = result_dims(OpKind.ADD, (a, b), root.attrs, self.sizes)
+        result = Value(self.synthetic, None, TensorType(result_dtype(OpKind.ADD, (a, b)), dims))
+        self.op(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc), out)
+        return result
+
+    # -- ops -----------------------------------------------------------------------------
+    def op(self, op: Op, out: list[Stmt]) -> None:
+        current: list[Value | None] = []
+        for o in op.operands:
+            current.append(self.env.get(o.id) if isinstance(o, Value) else None)
+        view = OpView(
+            op=op,
+            current=tuple(v.layout if v is not None else None for v in current),
+            stationary=tuple(isinstance(o, Value) and self.is_stationary(o) and o.id in self.env
+                             for o in op.operands),
+            names=tuple(o.name or "a temporary" if isinstance(o, Value) else "" for o in op.operands),
+            strategy=self.strategy,
+            sizes=self.sizes,
+        )
+        choice = self.choose(op, view, current)
+        operands: list[Operand] = []
+        for i, o in enumerate(op.operands):
+            if isinstance(o, Const):
+                operands.append(o)
+                continue
+            target = choice.targets[i]
+            assert target is not None
+            if current[i] is None:  # a floating weight takes the layout its first use asks for
+                operands.append(self.settle_floating(o.id, target))
+                continue
+            value = current[i]
+            assert value is not None
+            reason = f"{choice.reasons[i]}; feeds {_describe(op)} on line {op.loc.line}"
+            operands.append(self.reshard_to(value, target, reason, op.loc.line, out))
+        inferred = infer(op.kind, op.attrs, tuple(operands), operand_layouts(tuple(operands)),
+                         op.result.dims, self.mesh, self.sizes)
+        want, why = self.post.get(op.result.id, (None, ""))
+        final = inferred.layout if op.result.id not in self.post else (
+            want if want is not None else self.strategy.complete(inferred.layout, self.sizes))
+        needs_post = final != inferred.layout
+        name = op.result.name if (op.result.name and not needs_post) else self.fresh(op.result.name)
+        result = self.new_value(name, op.result.type, inferred.layout)
+        out.append(Op(op.kind, result, tuple(operands), op.attrs, op.loc, op.trivia))
+        if inferred.stats_axes:
+            self.record_stats(op, result)
+        if needs_post:
+            final_name = op.result.name or self.fresh(None)
+            result = self.reshard_to(result, final, why, op.loc.line, out, final_name=final_name)
+        self.env[op.result.id] = result
+
+    def choose(self, op: Op, view: OpView, current: list[Value | None]) -> Candidate:
+        best: tuple[float, int, Candidate] | None = None
+        errors: list[str] = []
+        for n, cand in enumerate(CANDIDATES[op.kind](view)):
+            try:
+                operands = tuple(
+                    o if isinstance(o, Const) else Value(o.id, o.name, o.type, cand.targets[i])
+                    for i, o in enumerate(op.operands))
+                infer(op.kind, op.attrs, operands, operand_layouts(operands), op.result.dims,
+                      self.mesh, self.sizes)
+                for t, o in zip(cand.targets, op.operands):
+                    if t is not None and isinstance(o, Value):
+                        t.check(self.sizes, self.mesh, o.dims)
+            except ShardcError as err:
+                errors.append(err.message)
+                continue
+            total = sum(self.cost(v, t) for v, t in zip(current, cand.targets))
+            if best is None or total < best[0]:
+                best = (total, n, cand)
+        if best is None:
+            raise ShardcError(f"cannot shard {_describe(op)}: " + "; ".join(errors or ["no candidate layout"]),
+                              self.g.source, op.loc)
+        return best[2]
+
+    def record_stats(self, op: Op, result: Value) -> None:
+        assert isinstance(op.attrs, OverAttrs) and result.layout is not None
+        axes = result.layout.axes_of(op.attrs.dim)
+        nbytes = stats_bytes(op.kind, result.layout, op.attrs.dim, self.sizes, self.mesh)
+        reason = (f"{op.kind} statistics over {op.attrs.dim}, which is split over {''.join(axes)} "
+                  f"(a small all-reduce inside the op on line {op.loc.line})")
+        self.records.append((result.id, CollectiveRecord(
+            result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, result.layout, result.layout,
+            nbytes, self.count, self.repeat_index, op.loc.line, reason, implicit=True)))
+
+    def is_stationary(self, v: Value) -> bool:
+        return self.decl_kinds.get(v.id) in (DeclKind.PARAM, DeclKind.CACHE)
+
+    # -- blocks ----------------------------------------------------------------------------
+    def output(self, stmt: Output, out: list[Stmt]) -> None:
+        values = []
+        for v in stmt.values:
+            new = self.env[v.id] if v.id in self.env else self.settle_floating(v.id, Layout.replicated(v.dims))
+            if stmt.pin is not None and new.layout != stmt.pin:
+                raise ShardcError(
+                    f"cannot pin output '{v.name}' to {stmt.pin.format(self.mesh)}: it is "
+                    f"{new.layout.format(self.mesh) if new.layout else 'unplaced'} and is not computed "
+                    "by a statement that could be resharded (pin its declaration instead)",
+                    self.g.source, stmt.loc)
+            values.append(new)
+        out.append(Output(tuple(values), stmt.pin, stmt.loc, stmt.trivia))
+
+    def repeat(self, rep: Repeat, index: int, out: list[Stmt]) -> None:
+        args = []
+        for c in rep.carries:
+            init = self.env[c.init.id]
+            assert init.layout is not None
+            arg = self.new_value(c.arg.name, c.arg.type, init.layout)
+            self.env[c.arg.id] = arg
+            args.append((init, arg))
+        self.caches.append({})
+        self.repeat_index, self.count = index, rep.count
+        body: list[Stmt] = []
+        try:
+            self.block(rep.body.stmts, body)
+            carries = []
+            for c, (init, arg) in zip(rep.carries, args):
+                nxt = self.env[c.next.id]
+                assert arg.layout is not None
+                nxt = self.reshard_to(nxt, arg.layout, "a loop-carried value keeps one layout from layer to "
+                                      "layer", rep.loc.line, body, final_name=c.arg.name)
+                result = self.new_value(c.result.name, c.result.type, arg.layout)
+                self.env[c.result.id] = result
+                carries.append(Carry(init, arg, nxt, result))
+        finally:
+            self.caches.pop()
+            self.repeat_index, self.count = None, 1
+        out.append(Repeat(rep.count, tuple(carries), Block(tuple(body)), rep.loc, rep.trivia, rep.close_trivia))
+
+    def block(self, stmts: Iterable[Stmt], out: list[Stmt]) -> None:
+        repeats = 0
+        for stmt in stmts:
+            if isinstance(stmt, Decl):
+                self.decl(stmt, out)
+            elif isinstance(stmt, Op):
+                if self.is_chain_link(stmt):
+                    continue  # sharded with the sum it belongs to
+                if stmt.kind is OpKind.ADD and self.leaves(stmt) != list(stmt.operands):
+                    self.sum_chain(stmt, out)
+                else:
+                    self.op(stmt, out)
+            elif isinstance(stmt, Output):
+                self.output(stmt, out)
+            else:
+                assert isinstance(stmt, Repeat)
+                self.repeat(stmt, self.g.repeats.index(stmt), out)
+                repeats += 1
+        # Weights nothing used: replicated.
+        for old_id in [i for i, f in self.floating.items() if f.block is out]:
+            f = self.floating[old_id]
+            self.settle_floating(old_id, Layout.replicated(f.decl.value.dims))
+
+    def run(self) -> ShardResult:
+        body: list[Stmt] = []
+        self.block(self.g.body.stmts, body)
+        g = self.g
+        sharded = Graph(g.name, self.mesh, g.dims, Block(tuple(body)), g.source, g.trivia, g.mesh_trivia,
+                        g.dims_trivia, g.end_trivia)
+        sharded, mapping = renumber(sharded)
+        verify_sharded(sharded)
+        return ShardResult(sharded, self.strategy, tuple(r for _, r in self.records))
+
+
+def _describe(op: Op) -> str:
+    name = op.result.name or "a temporary"
+    return f"{op.kind} -> {name}"
+
+
+def _use_counts(g: Graph) -> dict[int, int]:
+    """How many times each value is used (operands, outputs, loop carries)."""
+    uses: dict[int, int] = {}
+    for stmt, _ in g.walk():
+        values: list[Value] = []
+        if isinstance(stmt, Op):
+            values = list(stmt.inputs)
+        elif isinstance(stmt, Output):
+            values = list(stmt.values)
+        elif isinstance(stmt, Repeat):
+            values = [c.next for c in stmt.carries] + [c.init for c in stmt.carries]
+        for v in values:
+            uses[v.id] = uses.get(v.id, 0) + 1
+    return uses
+
+
+def _all_names(g: Graph) -> set[str]:
+    names = {s.result.name for s in g.ops() if s.result.name}
+    names |= {d.value.name for d, _ in g.decls() if d.value.name}
+    return names
+
+
+# --- public entry points -------------------------------------------------------------------
+def resolve_mesh(g: Graph, mesh: Mesh | str | None) -> Mesh:
+    """``mesh`` (a Mesh or spec such as "4x4x4"), else the program's mesh line, else an error."""
+    if isinstance(mesh, str):
+        mesh = Mesh.parse(mesh)
+    if mesh is None:
+        mesh = g.mesh
+    if mesh is None:
+        raise ShardcError("no mesh: give one with --mesh (e.g. --mesh 4x4x4) or a 'mesh' line in the program",
+                          g.source)
+    return mesh
+
+
+def shard_program(g: Graph, mesh: Mesh | str | None = None, ffn: str | None = None,
+                  attention: str | None = None) -> ShardResult:
+    """Shard ``g`` and report the collectives (see :func:`shard`)."""
+    mesh = resolve_mesh(g, mesh)
+    if g.is_sharded:
+        if mesh != g.mesh:
+            raise ShardcError(f"the program is already sharded for mesh {g.mesh.spec() if g.mesh else '?'}; "
+                              f"it cannot be resharded for {mesh.spec()}", g.source)
+        verify_sharded(g)
+        return ShardResult(g, None, collectives_of(g))
+    if g.mesh != mesh:
+        g = _with_mesh(g, mesh)
+    strategy = make_strategy(g, mesh, ffn, attention)
+    return _Sharder(g, mesh, strategy).run()
+
+
+def shard(g: Graph, mesh: Mesh | str | None = None, ffn: str | None = None,
+          attention: str | None = None) -> Graph:
+    """The sharded program: every value has a layout, every collective is an op.
+
+    ``ffn`` is one of ``1d-ws 2d-ws wg-x wg-xy wg-xyz`` (default ``2d-ws``) and
+    ``attention`` ``heads`` or ``batch`` (default: ``batch`` when the program
+    reads a KV cache and the batch divides over the mesh).
+    """
+    return shard_program(g, mesh, ffn, attention).graph
+
+
+def _with_mesh(g: Graph, mesh: Mesh) -> Graph:
+    """``g`` on another mesh: pins are re-checked against it."""
+    for stmt, _ in g.walk():
+        values = [stmt.value] if isinstance(stmt, Decl) else [stmt.result] if isinstance(stmt, Op) else []
+        for v in values:
+            if v.layout is not None:
+                try:
+                    v.layout.check(g.sizes, mesh, v.dims)
+                except ShardcError as err:
+                    raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
+    return Graph(g.name, mesh, g.dims, g.body, g.source, g.trivia, g.mesh_trivia, g.dims_trivia, g.end_trivia)
+
+
+def verify_sharded(g: Graph) -> Graph:
+    """Check a sharded program: the IR is valid and every layout is what its op's rule derives."""
+    verify(g)
+    if g.mesh is None:
+        raise ShardcError("a sharded program needs a mesh", g.source)
+    for stmt, _ in g.walk():
+        if isinstance(stmt, Decl) and stmt.value.layout is None:
+            raise ShardcError(f"'{stmt.value.name}' has no layout", g.source, stmt.loc)
+        if isinstance(stmt, Op):
+            if stmt.result.layout is None:
+                raise ShardcError(f"'{stmt.result.name}' has no layout", g.source, stmt.loc)
+            try:
+                got = infer(stmt.kind, stmt.attrs, stmt.operands, operand_layouts(stmt.operands),
+                            stmt.result.dims, g.mesh, g.sizes).layout
+            except ShardcError as err:
+                raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
+            if got != stmt.result.layout:
+                raise ShardcError(
+                    f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
+                    f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
+        if isinstance(stmt, Repeat):
+            for c in stmt.carries:
+                layouts = {c.init.layout, c.arg.layout, c.next.layout}
+                if len(layouts) != 1:
+                    raise ShardcError(
+                        f"loop-carried '{c.arg.name}' enters the repeat as "
+                        f"{c.init.layout.format(g.mesh) if c.init.layout else '?'} but leaves a layer as "
+                        f"{c.next.layout.format(g.mesh) if c.next.layout else '?'}", g.source, stmt.loc)
+    return g
+
+
+def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
+    """The collectives of an already-sharded program (reasons: as written in it)."""
+    assert g.mesh is not None
+    out = []
+    repeats = g.repeats
+    for stmt, rep in g.walk():
+        if isinstance(stmt, Op) and stmt.kind.is_collective:
+            (operand,) = stmt.inputs
+            a = stmt.attrs
+            assert isinstance(a, CollectiveAttrs) and operand.layout and stmt.result.layout
+            steps = reshard(operand.layout, stmt.result.layout, g.sizes, g.mesh, operand.dtype.bytes)
+            nbytes = _step_bytes(stmt, operand, g)
+            del steps
+            out.append(CollectiveRecord(
+                stmt.result.name or "", stmt.kind, a.axes, a.dim, a.src, a.dst, operand.layout,
+                stmt.result.layout, nbytes, rep.count if rep else 1,
+                repeats.index(rep) if rep else None, stmt.loc.line, "written in the sharded program"))
+    return tuple(out)
+
+
+def _step_bytes(op: Op, operand: Value, g: Graph) -> float:
+    from .reshard import collective_bytes
+
+    assert g.mesh is not None and operand.layout is not None and op.result.layout is not None
+    assert isinstance(op.attrs, CollectiveAttrs)
+    return collective_bytes(op.kind, op.attrs, operand.layout, op.result.layout, g.sizes, g.mesh,
+                            operand.dtype.bytes)
