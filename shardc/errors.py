@@ -16,6 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def source_lines(text: str) -> list[str]:
+    """The lines of ``text`` as the parser counts them: split at '\n' only.
+
+    (``str.splitlines`` also splits at form feeds, '\x85', '\u2028'..., which
+    the lexer treats as ordinary characters, so line numbers would drift.)
+    """
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 @dataclass(frozen=True)
 class Source:
     """The text of one program and the name it is reported under."""
@@ -25,7 +37,7 @@ class Source:
 
     def line_text(self, line: int) -> str:
         """The text of 1-based ``line`` without its newline ('' when out of range)."""
-        lines = self.text.splitlines()
+        lines = source_lines(self.text)
         if 1 <= line <= len(lines):
             return lines[line - 1]
         return ""

@@ -21,7 +21,7 @@ import lark
 from lark import Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .errors import Loc, ShardcError, Source
+from .errors import Loc, ShardcError, Source, source_lines
 
 
 # --- AST -----------------------------------------------------------------------
@@ -478,7 +478,7 @@ def _syntax_error(err: UnexpectedInput, source: Source, prev: Token | None) -> S
 
 
 def _end_loc(source: Source) -> Loc:
-    lines = source.text.splitlines() or [""]
+    lines = source_lines(source.text) or [""]
     return Loc(len(lines), len(lines[-1]) + 1)
 
 

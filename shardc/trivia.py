@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Hashable
 
 from . import syntax as ast
+from .errors import source_lines
 from .ir import Trivia
 
 
@@ -29,7 +30,7 @@ def _anchors(stmts: tuple[ast.Stmt, ...]) -> list[tuple[int, Hashable]]:
 def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
     """Map each anchor to the comments and blank line that belong to it."""
     anchors = _anchors(module.stmts)
-    lines = module.source.text.splitlines()
+    lines = source_lines(module.source.text)
     end_line = len(lines) + 1
     anchors.append((end_line, 0))
     on_line = {line: key for line, key in anchors}
