@@ -359,8 +359,11 @@ def _add_output(outputs: dict[str, np.ndarray], name: str | None, array: np.ndar
     outputs[name] = array
 
 
+Trace = Callable[[Op, int, np.ndarray], None]  # (op, layer, its global result)
+
+
 def _run_repeat(rep: Repeat, index: int, env: dict[int, np.ndarray], data: SeededData,
-                layers: int | None, outputs: dict[str, np.ndarray]) -> None:
+                layers: int | None, outputs: dict[str, np.ndarray], trace: Trace | None = None) -> None:
     """Run ``min(layers, count)`` layers; carried values rebind as in :class:`~shardc.ir.Carry`."""
     n = _layers_run(rep, layers)
     carried = {c.arg.id: env[c.init.id] for c in rep.carries}
@@ -378,6 +381,8 @@ def _run_repeat(rep: Repeat, index: int, env: dict[int, np.ndarray], data: Seede
                 scope[stmt.value.id] = data(stmt, index, layer)
             elif isinstance(stmt, Op):
                 scope[stmt.result.id] = _run_op(stmt, scope)
+                if trace is not None:
+                    trace(stmt, layer, scope[stmt.result.id])
             elif isinstance(stmt, Output):
                 for value in stmt.values:
                     stacked[value.id][layer] = scope[value.id]
@@ -387,7 +392,7 @@ def _run_repeat(rep: Repeat, index: int, env: dict[int, np.ndarray], data: Seede
 
 
 def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
-              max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, np.ndarray]:
+              max_bytes: int = DEFAULT_MAX_BYTES, trace: Trace | None = None) -> dict[str, np.ndarray]:
     """Run ``g`` in plain NumPy on the seeded data of :class:`SeededData`; return its outputs.
 
     Returns ``{output name: array}``.  A top-level output is the array with its
@@ -397,7 +402,8 @@ def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = 
     ``dtype`` is the compute dtype, "f32" or "f64"; the same seed gives
     bit-identical outputs.  Sharded graphs run too (collectives are the
     identity on global values).  Raises :class:`ShardcError` when the run would
-    need more than ``max_bytes`` (checked before any allocation).
+    need more than ``max_bytes`` (checked before any allocation).  ``trace``, if
+    given, is called with every op, its layer (0 at top level) and its result.
     """
     _np_dtype(dtype)
     seed_key(seed, None, 0, "")
@@ -413,10 +419,12 @@ def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = 
             env[stmt.value.id] = data(stmt, None, 0)
         elif isinstance(stmt, Op):
             env[stmt.result.id] = _run_op(stmt, env)
+            if trace is not None:
+                trace(stmt, 0, env[stmt.result.id])
         elif isinstance(stmt, Output):
             for value in stmt.values:
                 _add_output(outputs, value.name, env[value.id])
         elif isinstance(stmt, Repeat):
-            _run_repeat(stmt, repeat_index, env, data, layers, outputs)
+            _run_repeat(stmt, repeat_index, env, data, layers, outputs, trace)
             repeat_index += 1
     return outputs
