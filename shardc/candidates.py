@@ -42,7 +42,8 @@ class OpView:
 
     op: Op
     current: tuple[Layout | None, ...]  # None: a constant, or a floating operand
-    stationary: tuple[bool, ...]
+    stationary: tuple[bool, ...]  # weights and caches: they do not move
+    gatherable: tuple[bool, ...]  # weights: a weight-gathered preset gathers them before use
     names: tuple[str, ...]
     strategy: Strategy
     sizes: Mapping[str, int]
@@ -112,7 +113,7 @@ def einsum_candidates(v: OpView) -> list[Candidate]:
             continue  # a floating operand follows the other one
         fixed = v.base(f)
         reasons = ["", ""]
-        if v.stationary[f]:
+        if v.gatherable[f]:
             gathered = v.strategy.compute_layout(fixed)
             if gathered != fixed:
                 reasons[f] = (f"weight-gathered ({v.strategy.ffn.value}): {v.names[f]} is gathered over "

@@ -76,6 +76,8 @@ def replica_mismatch(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> tuple[t
         if a in layout.used_axes or mesh.size(a) == 1:
             continue
         first = np.take(stacked, [0], axis=p)
+        if np.array_equal(np.broadcast_to(first, stacked.shape), stacked, equal_nan=True):
+            continue
         same = (stacked == first) | (np.isnan(stacked) & np.isnan(first))
         if not same.all():
             bad = np.argwhere(~same)[0]
@@ -86,8 +88,8 @@ def replica_mismatch(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> tuple[t
     return None
 
 
-def _broadcast_over(data: np.ndarray, positions: list[int], mesh: Mesh) -> np.ndarray:
-    """Copy ``data`` (size 1 at mesh ``positions``) to every chip along them."""
+def copy_to(data: np.ndarray, positions: list[int], mesh: Mesh) -> np.ndarray:
+    """Copy ``data`` (size 1 at mesh ``positions``) to every chip along them (real copies)."""
     full = list(data.shape)
     for p in positions:
         full[p] = mesh.shape[p]
@@ -113,14 +115,14 @@ def all_gather(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], mesh:
         data = moved.reshape(merged)
         for p in sorted(mesh_pos):
             data = np.expand_dims(data, p)
-        data = _broadcast_over(data, mesh_pos, mesh)
+        data = copy_to(data, mesh_pos, mesh)
     return data
 
 
 def sum_over(stacked: np.ndarray, axes: tuple[str, ...], mesh: Mesh) -> np.ndarray:
     """All-reduce: every chip gets the sum over the chips along ``axes``."""
     positions = [mesh.index(a) for a in axes]
-    return _broadcast_over(stacked.sum(axis=tuple(positions), keepdims=True), positions, mesh)
+    return copy_to(stacked.sum(axis=tuple(positions), keepdims=True), positions, mesh)
 
 
 def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str, mesh: Mesh) -> np.ndarray:
@@ -140,6 +142,22 @@ def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim
     return np.ascontiguousarray(data)
 
 
+def reduce_scatter(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str,
+                   mesh: Mesh) -> np.ndarray:
+    """Sum over ``axes`` and give chip ``(i_a1, ..., i_am)`` block ``i_a1 K_a2 ... + i_am`` of ``dim``."""
+    m = len(mesh.axes)
+    positions = [mesh.index(a) for a in axes]
+    summed = stacked.sum(axis=tuple(positions), keepdims=True)  # size 1 along ``axes``
+    q = m + layout.dims.index(dim)
+    shape = list(summed.shape)
+    k = [mesh.size(a) for a in axes]
+    blocks = summed.reshape(shape[:q] + k + [shape[q] // math.prod(k)] + shape[q + 1:])
+    # The block axes (q .. q+len-1) take the places of the summed size-1 mesh axes.
+    blocks = np.squeeze(blocks, axis=tuple(positions))
+    block_axes = [q - len(positions) + j for j in range(len(axes))]
+    return np.ascontiguousarray(np.moveaxis(blocks, block_axes, positions))
+
+
 def run_collective(stacked: np.ndarray, kind: OpKind, attrs: CollectiveAttrs, before: Layout,
                    mesh: Mesh) -> np.ndarray:
     """Apply one collective to a stacked array whose layout is ``before``."""
@@ -149,9 +167,7 @@ def run_collective(stacked: np.ndarray, kind: OpKind, attrs: CollectiveAttrs, be
         return sum_over(stacked, attrs.axes, mesh)
     if kind is OpKind.REDUCE_SCATTER:
         assert attrs.dim is not None
-        summed = sum_over(stacked, attrs.axes, mesh)
-        return slice_blocks(summed, before.with_partial(before.partial - set(attrs.axes)), attrs.axes,
-                            attrs.dim, mesh)
+        return reduce_scatter(stacked, before, attrs.axes, attrs.dim, mesh)
     if kind is OpKind.ALL_TO_ALL:
         assert attrs.src is not None and attrs.dst is not None
         gathered = all_gather(stacked, before, attrs.axes, mesh)

@@ -163,8 +163,54 @@ def _layout(operand: Value) -> Layout:
 
 def _local_einsum(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
     assert isinstance(op.attrs, EinsumAttrs)
-    spec = ",".join("..." + term for term in op.attrs.inputs) + "->..." + op.attrs.output
-    return np.einsum(spec, *args, optimize=True)
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    if len(arrays) == 1:
+        spec = "..." + op.attrs.inputs[0] + "->..." + op.attrs.output
+        return np.einsum(spec, arrays[0])
+    return batched_einsum(op.attrs.inputs[0], op.attrs.inputs[1], op.attrs.output, arrays[0], arrays[1], ctx.m)
+
+
+def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> np.ndarray:
+    """``einsum(f"{left},{right}->{out}")`` on every chip at once, as one batched matmul.
+
+    ``a`` and ``b`` carry ``lead`` mesh dims first.  Letters are sorted into
+    batch (both operands and the result), contracted (both, not the result)
+    and free (one operand and the result); letters of one operand only that
+    the result lacks are summed first.  Each operand is transposed to
+    ``[*mesh, batch, free, contracted]`` (resp. ``[*mesh, batch, contracted,
+    free]``), flattened to 3 dims, multiplied with ``np.matmul`` (BLAS per
+    chip and batch), and the product is unflattened and transposed to ``out``.
+    """
+    a, left = _sum_away(a, left, right + out, lead)
+    b, right = _sum_away(b, right, left + out, lead)
+    batch = [c for c in out if c in left and c in right]
+    contract = [c for c in left if c in right and c not in out]
+    free_a = [c for c in out if c in left and c not in right]
+    free_b = [c for c in out if c in right and c not in left]
+    mesh_shape = a.shape[:lead]
+    size = {c: a.shape[lead + left.index(c)] for c in left}
+    size.update({c: b.shape[lead + right.index(c)] for c in right})
+
+    def flat(arr: np.ndarray, letters: str, groups: list[list[str]]) -> np.ndarray:
+        perm = list(range(lead)) + [lead + letters.index(c) for g in groups for c in g]
+        shape = tuple(math.prod(size[c] for c in g) for g in groups)
+        # Contiguous, or np.matmul may leave BLAS for a slow strided loop (size-1 dims make
+        # the reshape a view with odd strides).
+        return np.ascontiguousarray(arr.transpose(perm).reshape(mesh_shape + shape))
+
+    product = np.matmul(flat(a, left, [batch, free_a, contract]), flat(b, right, [batch, contract, free_b]))
+    order = batch + free_a + free_b
+    product = product.reshape(mesh_shape + tuple(size[c] for c in order))
+    return product.transpose(list(range(lead)) + [lead + order.index(c) for c in out])
+
+
+def _sum_away(arr: np.ndarray, letters: str, keep: str, lead: int) -> tuple[np.ndarray, str]:
+    """Sum the dims of ``arr`` whose letters are not in ``keep`` (one-sided reductions)."""
+    gone = [c for c in letters if c not in keep]
+    if not gone:
+        return arr, letters
+    arr = arr.sum(axis=tuple(lead + letters.index(c) for c in gone))
+    return arr, "".join(c for c in letters if c not in gone)
 
 
 def _align(arr: np.ndarray | float, dims: tuple[str, ...], out: tuple[str, ...], m: int) -> np.ndarray | float:
@@ -339,15 +385,37 @@ def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
     return 0.0
 
 
+def _replica_axes(ctx: _Ctx, op: Op) -> list[int]:
+    """Mesh positions along which every operand (hence the result) is replicated."""
+    used = set()
+    for v in op.inputs:
+        used |= _layout(v).used_axes
+    return [p for p, (a, size) in enumerate(ctx.mesh.axes) if a not in used and size > 1]
+
+
+def _compute(ctx: _Ctx, op: Op, args: list[np.ndarray | float]) -> np.ndarray:
+    """The op on every chip.  A local op whose operands are all replicated along some mesh
+    axes runs once per distinct shard and is then copied to the replicas: the operands were
+    checked to be equal copies when they were made, so the copies compute the same thing."""
+    replicated = [] if op.kind.is_collective else _replica_axes(ctx, op)
+    if not replicated:
+        return LOCAL_IMPLS[op.kind](ctx, op, args)
+    index = tuple(slice(0, 1) if p in replicated else slice(None) for p in range(ctx.m))
+    small = [a[index] if isinstance(a, np.ndarray) else a for a in args]
+    return chips.copy_to(LOCAL_IMPLS[op.kind](ctx, op, small), replicated, ctx.mesh)
+
+
 def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
-    result = LOCAL_IMPLS[op.kind](ctx, op, args).astype(ctx.dtype, copy=False)
+    result = _compute(ctx, op, args).astype(ctx.dtype, copy=False)
     flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
     hbm = sum(ctx.local_bytes(v) for v in op.inputs)
     ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
     layout = op.result.layout
     assert layout is not None
-    if ctx.check_replicas:
+    # Local ops compute replicas once and copy them (_compute), so only a collective can make
+    # copies diverge: check after each one.
+    if ctx.check_replicas and op.kind.is_collective:
         bad = chips.replica_mismatch(result, layout, ctx.mesh)
         if bad is not None:
             raise ReplicaError(

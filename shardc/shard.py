@@ -41,6 +41,7 @@ from .ir import (
     Repeat,
     Stmt,
     TensorType,
+    Trivia,
     Value,
     renumber,
 )
@@ -83,6 +84,7 @@ class CollectiveRecord:
             "from": self.before.format(mesh),
             "to": self.after.format(mesh),
             "line": self.line,
+            "repeat": self.repeat,
             "implicit": self.implicit,
         }
 
@@ -338,6 +340,8 @@ class _Sharder:
             current=tuple(v.layout if v is not None else None for v in current),
             stationary=tuple(isinstance(o, Value) and self.is_stationary(o) and o.id in self.env
                              for o in op.operands),
+            gatherable=tuple(isinstance(o, Value) and self.decl_kinds.get(o.id) is DeclKind.PARAM
+                             and o.id in self.env for o in op.operands),
             names=tuple(o.name or "a temporary" if isinstance(o, Value) else "" for o in op.operands),
             strategy=self.strategy,
             sizes=self.sizes,
@@ -562,7 +566,9 @@ def _with_mesh(g: Graph, mesh: Mesh) -> Graph:
                     v.layout.check(g.sizes, mesh, v.dims)
                 except ShardcError as err:
                     raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
-    return Graph(g.name, mesh, g.dims, g.body, g.source, g.trivia, g.mesh_trivia, g.dims_trivia, g.end_trivia)
+    # The mesh line's comment described the old mesh: it goes with it.
+    return Graph(g.name, mesh, g.dims, g.body, g.source, g.trivia, Trivia(g.mesh_trivia.before, None,
+                 g.mesh_trivia.blank), g.dims_trivia, g.end_trivia)
 
 
 def verify_sharded(g: Graph) -> Graph:
@@ -602,13 +608,22 @@ def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
     out = []
     repeats = g.repeats
     for stmt, rep in g.walk():
+        if isinstance(stmt, Op) and stmt.kind in STATS_PER_ROW:
+            assert isinstance(stmt.attrs, OverAttrs) and stmt.result.layout is not None
+            axes = stmt.result.layout.axes_of(stmt.attrs.dim)
+            if axes:
+                out.append(CollectiveRecord(
+                    stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stmt.result.layout,
+                    stmt.result.layout, stats_bytes(stmt.kind, stmt.result.layout, stmt.attrs.dim, g.sizes,
+                                                    g.mesh),
+                    rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
+                    f"{stmt.kind} statistics over {stmt.attrs.dim}, which is split over {''.join(axes)} "
+                    "(a small all-reduce inside the op)", implicit=True))
         if isinstance(stmt, Op) and stmt.kind.is_collective:
             (operand,) = stmt.inputs
             a = stmt.attrs
             assert isinstance(a, CollectiveAttrs) and operand.layout and stmt.result.layout
-            steps = reshard(operand.layout, stmt.result.layout, g.sizes, g.mesh, operand.dtype.bytes)
             nbytes = _step_bytes(stmt, operand, g)
-            del steps
             out.append(CollectiveRecord(
                 stmt.result.name or "", stmt.kind, a.axes, a.dim, a.src, a.dst, operand.layout,
                 stmt.result.layout, nbytes, rep.count if rep else 1,

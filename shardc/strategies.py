@@ -128,9 +128,13 @@ class Strategy:
                     return layout.with_axes(d, axes).with_partial(frozenset())
         return layout.with_partial(frozenset())
 
-    def describe(self) -> list[tuple[str, str]]:
-        """The preset in the paper's notation, for ``shardc compile --explain``."""
+    def describe(self, dims: frozenset[str] | set[str] | None = None) -> list[tuple[str, str]]:
+        """The preset in the paper's notation, for ``shardc compile --explain``.
+
+        ``dims``: the program's dims; the preset's other dims are left out.
+        """
         def show(pairs: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+            pairs = tuple((d, a) for d, a in pairs if dims is None or d in dims)
             return " ".join(f"{d}_{''.join(a)}" if a else d for d, a in pairs) or "(replicated)"
 
         rows = [("ffn", self.ffn.value), ("attention", self.attention.value),
@@ -139,7 +143,8 @@ class Strategy:
             rows.append(("weights (gathered over " + "".join(self.gathered) + ")",
                          show(self.compute_weights())))
         rows.append(("activations rest as", show(self.activations)))
-        rows.append(("partial sums reduce into", ", ".join(self.reduce_into)))
+        rows.append(("partial sums reduce into",
+                     ", ".join(d for d in self.reduce_into if dims is None or d in dims)))
         if self.attention is Attention.BATCH:
             rows.append(("KV cache", f"B_{''.join(self.cache_batch_axes)}" if self.cache_batch_axes else "B"))
         else:
