@@ -1,0 +1,309 @@
+"""``shardc compile``: the sharded program, the collectives table, --explain, --json and -o.
+
+The CLI is called in-process (:func:`shardc.cli.main`) and its output read with capsys.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import shardc
+from shardc.cli import human_bytes, main
+from shardc.ir import OpKind
+from shardc.shard import shard_program
+from shardc.strategies import FFN_CHOICES
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+ALL_EXAMPLES = sorted(EXAMPLES.glob("*.model"))
+PALM_DECODE = EXAMPLES / "palm_540b_decode.model"
+PALM_PREFILL = EXAMPLES / "palm_540b_prefill.model"
+TINY_FFN = EXAMPLES / "tiny_ffn.model"
+TINY_LAYER = EXAMPLES / "tiny_layer.model"
+KINDS = {"all_gather", "reduce_scatter", "all_reduce", "all_to_all"}
+NOT_DIVISIBLE = re.compile(r"dim ([A-Z]) of size \d+ is not divisible")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, dict]:
+    code, out, _ = run(capsys, *argv, "--json")
+    return code, json.loads(out)  # exactly one JSON object on stdout
+
+
+def preset_args(ffn: str | None, attention: str | None) -> list[str]:
+    return ([f"--ffn={ffn}"] if ffn else []) + ([f"--attention={attention}"] if attention else [])
+
+
+def needs_padding(path: Path, ffn: str | None) -> dict[str, int]:
+    """1D weight-stationary splits heads 64 ways: the PaLM files pad H to 64, as the paper does."""
+    return {"H": 64} if ffn == "1d-ws" and path.stem.startswith("palm_") else {}
+
+
+# --- every example under every preset ------------------------------------------------------
+@pytest.mark.parametrize("attention", [None, "heads", "batch"])
+@pytest.mark.parametrize("ffn", [None, *FFN_CHOICES])
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.stem)
+def test_compile_every_example_and_preset(capsys: pytest.CaptureFixture[str], path: Path, ffn: str | None,
+                                          attention: str | None) -> None:
+    sizes = needs_padding(path, ffn)
+    sets = [f"--set={d}={n}" for d, n in sizes.items()]
+    try:
+        expected = shard_program(shardc.load(path, sizes=sizes), None, ffn, attention)
+    except shardc.ShardcError as err:  # a preset that does not divide this program's dims
+        assert NOT_DIVISIBLE.search(err.message), err.message
+        code, out, stderr = run(capsys, "compile", path, *sets, *preset_args(ffn, attention))
+        assert code == 2 and out == ""
+        assert err.message in stderr
+        return
+    code, out, err = run(capsys, "compile", path, *sets, *preset_args(ffn, attention))
+    assert code == 0, err
+    assert err == ""
+    program = shardc.format(expected.graph)
+    assert out.startswith(program)
+    # The table follows as comments: the whole output is itself a sharded .model program.
+    assert all(line.startswith("#") or not line for line in out[len(program):].splitlines())
+    printed = shardc.parse(out, "<stdout>")
+    assert printed.is_sharded
+    assert printed == expected.graph
+    assert shardc.parse(program) == expected.graph
+
+
+PALM_EXAMPLES = [p for p in ALL_EXAMPLES if p.stem.startswith("palm_")]
+
+
+@pytest.mark.parametrize("path", PALM_EXAMPLES, ids=lambda p: p.stem)
+def test_1d_ws_on_palm_needs_padded_heads(capsys: pytest.CaptureFixture[str], path: Path) -> None:
+    code, out, err = run(capsys, "compile", path, "--ffn", "1d-ws")
+    assert code == 2 and out == ""
+    assert NOT_DIVISIBLE.search(err).group(1) == "H"
+    assert "--set H=" in err  # the hint says how to pad
+    assert "Traceback" not in err
+    code, data = run_json(capsys, "compile", path, "--ffn", "1d-ws")
+    assert code == 2
+    assert "dim H" in data["error"]["message"]
+    code, _, err = run(capsys, "compile", path, "--ffn", "1d-ws", "--set", "H=64")
+    assert code == 0, err
+
+
+# --- the collectives table -------------------------------------------------------------------
+def test_table_palm_2d_ws(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", PALM_DECODE, "--ffn", "2d-ws", "--attention", "batch",
+                       "--set", "H=64")
+    assert code == 0
+    table = out[out.index("# collectives on mesh 4x4x4 (64 chips)"):]
+    lines = table.splitlines()
+    assert "# top level" in lines
+    assert "# repeat 118 (per layer, ×118)" in lines
+    header = next(line for line in lines if "collective" in line and "bytes/chip" in line)
+    assert header.split() == ["#", "value", "collective", "axes", "dim", "from", "->", "to", "bytes/chip",
+                              "reason"]
+    # The paper's 2D layout: all-gather(yz) of the layernorm output, reduce-scatter(x) into F, ...
+    assert re.search(r"h1\s+all_gather\s+yz\s+-\s+BLE_xyz -> BLE_x\s+540\.0 KiB", table)
+    assert re.search(r"reduce_scatter\s+x\s+F\s+BLF_yz \(partialsum-x\) -> BLF_yzx\s+432\.0 KiB", table)
+    assert re.search(r"u1\s+all_gather\s+x\s+-\s+BLF_yzx -> BLF_yz", table)
+    # ... and one reduce-scatter(yz) of the summed attention and MLP outputs (parallel block).
+    assert len(re.findall(r"reduce_scatter\s+yz\s+E\s+BLE_x \(partialsum-yz\) -> BLE_xyz", table)) == 1
+    assert re.search(r"h\s+all_reduce \(in op\)\s+xyz", table)  # layernorm statistics
+    result = shard_program(shardc.load(PALM_DECODE, sizes={"H": 64}), None, "2d-ws", "batch")
+    per_layer = sum(c.bytes_per_chip for c in result.collectives if c.repeat == 0)
+    per_run = sum(c.bytes_per_chip * c.count for c in result.collectives)
+    assert (f"{human_bytes(per_layer)} per chip per layer, × 118 = {human_bytes(per_layer * 118)} "
+            "per chip per run") in table
+    assert f"# program run: {human_bytes(per_run)} per chip" in lines
+
+
+def test_table_totals_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", TINY_FFN)
+    assert code == 0
+    assert "#   (no collectives)" in out  # the top level of tiny_ffn
+    assert "#   total: 5 collectives, 480 B per chip per layer, × 2 = 960 B per chip per run" in out
+    assert "# program run: 960 B per chip" in out
+
+
+def test_slices_stay_in_the_program_only(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("compile", PALM_DECODE, "--ffn", "wg-xyz", "--attention", "heads")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "= slice(" in out
+    table = out[out.index("# collectives on mesh"):]
+    assert " slice " not in table
+    assert "(plus 1 slice: free local ops)" in table
+    code, data = run_json(capsys, *argv)
+    assert "= slice(" in data["program"]
+    assert all(c["kind"] != "slice" for c in data["collectives"])
+
+
+def test_human_bytes() -> None:
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1008) == "1,008 B"
+    assert human_bytes(552960) == "540.0 KiB"
+    assert human_bytes(1536768) == "1.5 MiB"
+    assert human_bytes(3 * 2**30) == "3.0 GiB"
+
+
+# --- --json ----------------------------------------------------------------------------------
+def test_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(capsys, "compile", PALM_DECODE, "--set", "H=64")
+    assert code == 0
+    assert {"program", "mesh", "ffn", "attention", "collectives"} <= set(data)
+    assert data["mesh"] == "4x4x4"
+    assert (data["ffn"], data["attention"]) == ("2d-ws", "batch")  # the phase-rule defaults for decode
+    result = shard_program(shardc.load(PALM_DECODE, sizes={"H": 64}))
+    assert shardc.parse(data["program"]) == result.graph
+    records = [c for c in result.collectives if c.kind is not OpKind.SLICE]
+    assert len(data["collectives"]) == len(records)
+    for c, r in zip(data["collectives"], records):
+        assert {"kind", "axes", "dim", "bytes_per_chip", "count", "reason", "implicit"} <= set(c)
+        assert c["kind"] in KINDS
+        assert (c["kind"], c["bytes_per_chip"], c["count"], c["implicit"]) == (
+            r.kind.value, r.bytes_per_chip, r.count, r.implicit)
+        assert c["reason"]
+    implicit = [c for c in data["collectives"] if c["implicit"]]
+    assert implicit and all(c["kind"] == "all_reduce" for c in implicit)
+    assert {c["kind"] for c in data["collectives"]} == KINDS  # decode by batch uses all four
+    assert [c["count"] for c in data["collectives"] if c["value"] == "h1"] == [118]
+    total = sum(c["bytes_per_chip"] * c["count"] for c in data["collectives"])
+    assert data["bytes_per_chip_per_run"] == total
+
+
+def test_json_prefill_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(capsys, "compile", PALM_PREFILL, "--ffn", "wg-xyz")
+    assert code == 0
+    assert data["ffn"] == "wg-xyz"
+    assert data["attention"] == "heads"  # prefill at batch 1: B does not divide over 64 chips
+    assert {c["kind"] for c in data["collectives"]} == {"all_gather"}
+
+
+def test_json_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(capsys, "compile", PALM_DECODE, "--explain")
+    assert code == 0
+    assert data["preset"]["ffn"] == "2d-ws"
+    assert data["layouts"]["win1"] == "E_xF_yz"
+    assert data["layouts"]["k"] == "B_yzxSD"
+
+
+# --- -o OUT ------------------------------------------------------------------------------------
+def test_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_file = tmp_path / "palm.sharded.model"
+    code, out, err = run(capsys, "compile", PALM_DECODE, "--ffn", "2d-ws", "-o", out_file)
+    assert code == 0, err
+    text = out_file.read_text(encoding="utf-8")
+    assert text == shardc.format(shard_program(shardc.load(PALM_DECODE), None, "2d-ws").graph)
+    assert out.startswith(f"wrote the sharded program to {out_file} (")
+    assert "repeat 118 {" not in out  # the program went to the file
+    assert "collectives on mesh 4x4x4" in out and "\n# " not in out  # a plain table
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out_file.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert list(tmp_path.iterdir()) == [out_file]  # no temporary left behind
+    code, out, err = run(capsys, "check", out_file)
+    assert code == 0, err
+    assert "sharded" in out
+    # An already-sharded program compiles to itself (verified as written).
+    code, out, err = run(capsys, "compile", out_file)
+    assert code == 0, err
+    assert out.startswith(text)
+    assert "written in the sharded program" in out
+
+
+def test_output_keeps_mode_and_replaces(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_file = tmp_path / "o.model"
+    out_file.write_text("old\n")
+    out_file.chmod(0o640)
+    code, _, err = run(capsys, "compile", TINY_FFN, "-o", out_file, "--json")
+    assert code == 0, err
+    assert out_file.read_text().startswith("# A tiny feed-forward stack")
+    assert out_file.stat().st_mode & 0o777 == 0o640
+
+
+def test_output_to_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "compile", TINY_FFN, "-o", tmp_path / "no" / "such.model")
+    assert code == 2
+    assert "cannot write" in err and "Traceback" not in err
+
+
+# --- --explain ---------------------------------------------------------------------------------
+def test_explain_2d_ws_palm(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", PALM_DECODE, "--ffn", "2d-ws", "--explain")
+    assert code == 0
+    head = out[:out.index("# PaLM 540B")]  # the explanation comes before the program
+    assert "E_xF_yz" in head
+    assert re.search(r"^#\s+win1\s+E_xF_yz$", head, re.M)
+    assert re.search(r"^#\s+wout\s+F_yzE_x$", head, re.M)
+    assert re.search(r"^#\s+k\s+B_yzxSD$", head, re.M)
+    assert re.search(r"^#\s+ffn\s+2d-ws$", head, re.M)  # given, so not marked default
+    assert re.search(r"^#\s+attention\s+batch \(default\)$", head, re.M)
+    assert re.search(r"^#\s+weights \(stored\)\s+E_x F_yz", head, re.M)
+    assert shardc.parse(out).is_sharded  # still one valid program
+
+
+def test_explain_weight_gathered(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", PALM_PREFILL, "--ffn", "wg-xyz", "--explain", "-o", os.devnull)
+    assert code == 0
+    assert re.search(r"^\s+ffn\s+wg-xyz$", out, re.M)
+    assert re.search(r"^\s+attention\s+heads \(default\)$", out, re.M)
+    assert "weights (gathered over xyz)" in out
+    assert re.search(r"^\s+win1\s+E_xF_yz$", out, re.M)  # stored as in 2D: one copy for both phases
+
+
+# --- errors, mesh, help -------------------------------------------------------------------------
+@pytest.mark.parametrize("flag,value,valid", [("--ffn", "3d-ws", "1d-ws, 2d-ws, wg-x, wg-xy, wg-xyz"),
+                                              ("--attention", "sequence", "heads, batch")])
+def test_unknown_preset(capsys: pytest.CaptureFixture[str], flag: str, value: str, valid: str) -> None:
+    code, out, err = run(capsys, "compile", TINY_LAYER, flag, value)
+    assert code == 2 and out == ""
+    assert f"unknown {flag} preset '{value}'" in err
+    assert valid in err
+    code, data = run_json(capsys, "compile", TINY_LAYER, flag, value)
+    assert code == 2
+    assert valid in data["error"]["message"]
+
+
+def test_mesh_override(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "compile", TINY_LAYER, "--mesh", "2x2x2", "--explain")
+    assert code == 0, err
+    g = shardc.parse(out)
+    assert g.mesh == shardc.Mesh.parse("2x2x2")
+    assert g == shard_program(shardc.load(TINY_LAYER, mesh=shardc.Mesh.parse("2x2x2"))).graph
+    assert "# preset on mesh 2x2x2 (8 chips)" in out
+    assert "# collectives on mesh 2x2x2 (8 chips)" in out
+    code, data = run_json(capsys, "compile", PALM_DECODE, "--mesh", "2x2x2")
+    assert code == 0
+    assert data["mesh"] == "2x2x2"
+    assert "mesh x=2, y=2, z=2" in data["program"]
+
+
+def test_sharded_program_keeps_its_mesh(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_file = tmp_path / "t.model"
+    assert run(capsys, "compile", TINY_FFN, "-o", out_file)[0] == 0
+    code, _, err = run(capsys, "compile", out_file, "--mesh", "2x2x2")
+    assert code == 2
+    assert "cannot change the mesh of a sharded program" in err
+
+
+def test_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(TINY_FFN.read_text()))
+    code, out, err = run(capsys, "compile", "-")
+    assert code == 0, err
+    assert shardc.parse(out).is_sharded
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", "--help")
+    assert code == 0
+    for flag in ("--ffn", "--attention", "--mesh", "--set", "-o", "--explain", "--json"):
+        assert flag in out
+    assert "shardc compile examples/palm_540b_decode.model" in out
+    code, out, _ = run(capsys, "--help")
+    assert "compile" in out
