@@ -453,8 +453,16 @@ def _last_uses(stmts: Sequence[Stmt]) -> dict[int, list[int]]:
     return out
 
 
+def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
+    """Bytes an emulated run of the sharded ``g`` holds at most (Python ints; nothing allocated).
+
+    Every stacked value of the top level and of one layer of each repeat, the
+    stacked per-layer outputs, and scratch for the largest global draw.
+    """
+    return _estimate(g, _np_dtype(dtype), layers)
+
+
 def _estimate(g: Graph, dtype: np.dtype, layers: int | None) -> int:
-    """Bytes an emulated run holds at most: every stacked value of one layer, plus global draws."""
     mesh = g.mesh
     assert mesh is not None
     sizes = g.sizes

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Union
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import Loc, ShardcError, Source, source_lines

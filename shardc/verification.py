@@ -29,7 +29,7 @@ from . import chips
 from .emulate import Counters, ReplicaError, emulate
 from .errors import ShardcError
 from .ir import Graph, Op, OpKind, RelabelAttrs
-from .reference import DEFAULT_MAX_BYTES, reference
+from .reference import DEFAULT_MAX_BYTES, _human, reference
 
 DEFAULT_TOLERANCE = {"f32": 1e-4, "f64": 1e-9}
 
@@ -104,6 +104,7 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = No
     def record(op: Op, layer: int, array: np.ndarray) -> None:
         want[(op.result.id, layer)] = array
 
+    _check_memory(sg, source, dtype, layers, max_bytes)
     expected = reference(sg, seed, dtype, layers, max_bytes=max_bytes, trace=record)
     if source is not None:
         expected = reference(source, seed, dtype, layers, max_bytes=max_bytes)
@@ -136,6 +137,36 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = No
                                   f"output '{name}' differs from the reference: relative error {rel_err:.3g}"))
     return VerifyReport(not first, worst[0], worst[1], first[0] if first else None, mesh.num_chips,
                         run.counters, tol, dtype, sg.sizes)
+
+
+def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | None, max_bytes: int) -> None:
+    """Refuse, before allocating anything, a verification that would not fit in ``max_bytes``.
+
+    Both runs are held at once, and the reference keeps every intermediate
+    value (one per op and layer) to locate the first mismatch.
+    """
+    from .emulate import estimate_bytes as emulation_bytes
+    from .reference import _np_dtype, estimate_bytes as reference_bytes
+
+    ref, biggest = reference_bytes(sg, dtype, layers)
+    item = _np_dtype(dtype).itemsize
+    kept = sum(math.prod(sg.sizes[d] for d in op.result.dims) * item * _runs(sg, op, layers)
+               for op in sg.ops())
+    need = ref + kept + emulation_bytes(sg, dtype, layers)
+    if source is not None:
+        need += reference_bytes(source, dtype, layers)[0]
+    if need > max_bytes:
+        raise ShardcError(
+            f"verifying {sg.name} would need about {_human(need)} of host memory, more than the limit of "
+            f"{_human(max_bytes)} (largest tensor: {biggest})",
+            hint="--shrink makes every dim as small as its layouts allow; --set and --layers help too")
+
+
+def _runs(g: Graph, op: Op, layers: int | None) -> int:
+    for rep in g.repeats:
+        if any(s is op for s in rep.body):
+            return rep.count if layers is None else min(layers, rep.count)
+    return 1
 
 
 def shrink_sizes(sg: Graph, floor: int = 4) -> dict[str, int]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import shardc
-from shardc.cli import human_bytes, main
+from shardc.cli import main
+from shardc.cli_common import human_bytes
 from shardc.ir import OpKind
 from shardc.shard import shard_program
 from shardc.strategies import FFN_CHOICES
