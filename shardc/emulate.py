@@ -51,8 +51,8 @@ from .ir import (
 from .layout import Layout
 from .mesh import Mesh
 from .reference import DEFAULT_MAX_BYTES, EPS, IMPLS, SeededData, _human, _np_dtype
-from .reshard import collective_bytes
-from .shard import STATS_PER_ROW, stats_bytes, verify_sharded
+from .counts import op_comm_bytes, op_flops, op_hbm_bytes
+from .shard import verify_sharded
 
 Local = Callable[["_Ctx", Op, Sequence["np.ndarray | float"]], np.ndarray]
 
@@ -359,32 +359,6 @@ LOCAL_IMPLS: dict[OpKind, Local] = {
 }
 
 
-def op_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[float, float]:
-    """(einsum FLOPs, elementwise FLOPs) per chip for one execution of ``op``."""
-    if op.kind.is_collective or op.kind is OpKind.RELABEL:
-        return 0.0, 0.0
-    if op.kind is OpKind.EINSUM:
-        local: dict[str, int] = {}
-        for v in op.inputs:
-            local.update(zip(v.dims, _layout(v).local_sizes(sizes, mesh)))
-        return 2.0 * math.prod(local.values()), 0.0
-    assert op.result.layout is not None
-    return 0.0, float(op.result.layout.local_numel(sizes, mesh))
-
-
-def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
-    """Bytes each chip sends for one execution of ``op`` (collectives and split statistics)."""
-    if op.kind.is_collective:
-        operand = op.inputs[0]
-        assert isinstance(op.attrs, CollectiveAttrs) and op.result.layout is not None
-        return collective_bytes(op.kind, op.attrs, _layout(operand), op.result.layout, sizes, mesh,
-                                operand.dtype.bytes)
-    if op.kind in STATS_PER_ROW:
-        assert isinstance(op.attrs, OverAttrs)
-        return stats_bytes(op.kind, _layout(op.inputs[0]), op.attrs.dim, dict(sizes), mesh)
-    return 0.0
-
-
 def _replica_axes(ctx: _Ctx, op: Op) -> list[int]:
     """Mesh positions along which every operand (hence the result) is replicated."""
     used = set()
@@ -409,7 +383,7 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
     result = _compute(ctx, op, args).astype(ctx.dtype, copy=False)
     flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
-    hbm = sum(ctx.local_bytes(v) for v in op.inputs)
+    hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
     ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
     layout = op.result.layout
     assert layout is not None

@@ -1,0 +1,61 @@
+"""What one op costs each chip: FLOPs, bytes sent, HBM bytes read.
+
+These are the quantities the emulator counts while it runs
+(:mod:`shardc.emulate`) and the cost model predicts without running anything
+(:mod:`shardc.cost`); both call these functions, so the two agree by
+construction and a test checks the emulator's arrays really did that work.
+All of them depend only on layouts and dim sizes (Python ints: no arrays).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from .ir import CollectiveAttrs, Op, OpKind, OverAttrs, Value
+from .layout import Layout
+from .mesh import Mesh
+from .reshard import collective_bytes
+from .shard import STATS_PER_ROW, stats_bytes
+
+
+def _layout(v: Value) -> Layout:
+    assert v.layout is not None, f"{v.name} has no layout"
+    return v.layout
+
+
+def local_bytes(v: Value, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """Bytes of one chip's block of ``v`` at its declared dtype."""
+    return _layout(v).local_numel(sizes, mesh) * v.dtype.bytes
+
+
+def op_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[float, float]:
+    """(einsum FLOPs, elementwise FLOPs) per chip for one execution of ``op``."""
+    if op.kind.is_collective or op.kind is OpKind.RELABEL:
+        return 0.0, 0.0
+    if op.kind is OpKind.EINSUM:
+        local: dict[str, int] = {}
+        for v in op.inputs:
+            local.update(zip(v.dims, _layout(v).local_sizes(sizes, mesh)))
+        return 2.0 * math.prod(local.values()), 0.0
+    assert op.result.layout is not None
+    return 0.0, float(op.result.layout.local_numel(sizes, mesh))
+
+
+def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
+    """Bytes each chip sends for one execution of ``op`` (collectives and split statistics)."""
+    if op.kind.is_collective:
+        operand = op.inputs[0]
+        assert isinstance(op.attrs, CollectiveAttrs) and op.result.layout is not None
+        return collective_bytes(op.kind, op.attrs, _layout(operand), op.result.layout, sizes, mesh,
+                                operand.dtype.bytes)
+    if op.kind in STATS_PER_ROW:
+        assert isinstance(op.attrs, OverAttrs)
+        return stats_bytes(op.kind, _layout(op.inputs[0]), op.attrs.dim, dict(sizes), mesh)
+    return 0.0
+
+
+def op_hbm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """Bytes of its operands one execution of ``op`` reads, per chip (weights, caches, activations)."""
+    if op.kind is OpKind.RELABEL:
+        return 0
+    return sum(local_bytes(v, sizes, mesh) for v in op.inputs)
