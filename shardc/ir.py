@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 from .errors import NOLOC, Loc, Source
 from .layout import Layout
@@ -343,18 +343,18 @@ class Graph:
         return any_stmt and self.mesh is not None
 
 
-def renumber(g: Graph) -> tuple[Graph, dict[int, int]]:
-    """``g`` with value ids in canonical order (the order the frontend gives).
+def rebuild(g: Graph, define: "Callable[[Value, Stmt], Value]") -> tuple[Graph, dict[int, Value]]:
+    """``g`` with every defined value replaced by ``define(value, stmt)`` and uses rewired.
 
-    Passes allocate ids as they go; renumbering makes ``parse(format(g)) == g``
-    hold for their output.  Returns the new graph and the map old id -> new id.
+    Values are visited in canonical order (the order the frontend numbers
+    them: a repeat's carried arguments before its body, its results after).
+    Op results keep the dtype ``define`` gives them.  Returns the new graph and
+    the map old id -> new value.
     """
-    mapping: dict[int, int] = {}
     values: dict[int, Value] = {}
 
-    def define(v: Value) -> Value:
-        mapping[v.id] = len(mapping)
-        values[v.id] = Value(mapping[v.id], v.name, v.type, v.layout)
+    def add(v: Value, stmt: Stmt) -> Value:
+        values[v.id] = define(v, stmt)
         return values[v.id]
 
     def use(o: Operand) -> Operand:
@@ -364,21 +364,55 @@ def renumber(g: Graph) -> tuple[Graph, dict[int, int]]:
         out: list[Stmt] = []
         for s in b:
             if isinstance(s, Decl):
-                out.append(Decl(s.kind, define(s.value), s.loc, s.trivia))
+                out.append(Decl(s.kind, add(s.value, s), s.loc, s.trivia))
             elif isinstance(s, Op):
                 operands = tuple(use(o) for o in s.operands)
-                out.append(Op(s.kind, define(s.result), operands, s.attrs, s.loc, s.trivia))
+                out.append(Op(s.kind, add(s.result, Op(s.kind, s.result, operands, s.attrs)), operands,
+                              s.attrs, s.loc, s.trivia))
             elif isinstance(s, Output):
                 out.append(Output(tuple(values[v.id] for v in s.values), s.pin, s.loc, s.trivia))
             else:
                 inits = [values[c.init.id] for c in s.carries]
-                args = [define(c.arg) for c in s.carries]
+                args = [add(c.arg, s) for c in s.carries]
                 body = block(s.body)
-                carries = tuple(Carry(i, a, values[c.next.id], define(c.result))
+                carries = tuple(Carry(i, a, values[c.next.id], add(c.result, s))
                                 for i, a, c in zip(inits, args, s.carries))
                 out.append(Repeat(s.count, carries, body, s.loc, s.trivia, s.close_trivia))
         return Block(tuple(out))
 
     body = block(g.body)
     new = Graph(g.name, g.mesh, g.dims, body, g.source, g.trivia, g.mesh_trivia, g.dims_trivia, g.end_trivia)
-    return new, mapping
+    return new, values
+
+
+def renumber(g: Graph) -> tuple[Graph, dict[int, int]]:
+    """``g`` with value ids in canonical order (the order the frontend gives).
+
+    Passes allocate ids as they go; renumbering makes ``parse(format(g)) == g``
+    hold for their output.  Returns the new graph and the map old id -> new id.
+    """
+    counter = iter(range(1 << 62))
+
+    def define(v: Value, stmt: Stmt) -> Value:
+        return Value(next(counter), v.name, v.type, v.layout)
+
+    new, values = rebuild(g, define)
+    return new, {old: v.id for old, v in values.items()}
+
+
+def with_weight_dtype(g: Graph, dtype: DType) -> Graph:
+    """``g`` with every ``param`` stored as ``dtype`` (``--weights int8``); op dtypes follow."""
+    from .ops import result_dtype
+
+    def define(v: Value, stmt: Stmt) -> Value:
+        if isinstance(stmt, Decl) and stmt.kind is DeclKind.PARAM:
+            return Value(v.id, v.name, TensorType(dtype, v.dims), v.layout)
+        if isinstance(stmt, Op):
+            return Value(v.id, v.name, TensorType(result_dtype(stmt.kind, stmt.operands), v.dims), v.layout)
+        if isinstance(stmt, Repeat):  # carried values keep the dtype of what flows in
+            for c in stmt.carries:
+                if v.id in (c.arg.id, c.result.id):
+                    return v
+        return v
+
+    return rebuild(g, define)[0]
