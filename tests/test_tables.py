@@ -1,0 +1,30 @@
+"""Every op kind has an entry in every per-op table (shape, sharding, candidates, NumPy, per chip)."""
+import pytest
+
+from shardc.candidates import CANDIDATES
+from shardc.emulate import LOCAL_IMPLS
+from shardc.ir import OpKind
+from shardc.ops import OP_DEFS
+from shardc.reference import IMPLS
+from shardc.rules import RULES
+
+TABLES = {
+    "ops.OP_DEFS (spelling, signature, shape rule)": OP_DEFS,
+    "rules.RULES (sharding rule)": RULES,
+    "candidates.CANDIDATES (operand layouts to try)": CANDIDATES,
+    "reference.IMPLS (NumPy on whole arrays)": IMPLS,
+    "emulate.LOCAL_IMPLS (NumPy on every chip)": LOCAL_IMPLS,
+}
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_every_op_kind_has_an_entry(table):
+    missing = [k.value for k in OpKind if k not in TABLES[table]]
+    assert not missing, f"{table} lacks {missing}"
+    extra = [k for k in TABLES[table] if not isinstance(k, OpKind)]
+    assert not extra
+
+
+def test_op_defs_agree_with_their_keys():
+    for kind, opdef in OP_DEFS.items():
+        assert opdef.kind is kind
