@@ -7,6 +7,7 @@ The public API (stable; see DESIGN.md)::
     text = shardc.format(g)                               # canonical .model text
     ref = shardc.reference(g, seed=0)                     # unsharded NumPy run
     sg = shardc.shard(g, "4x4x4", ffn="2d-ws", attention="batch")  # sharded Graph
+    rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
 
 Only what works is exported.
 """
@@ -18,6 +19,8 @@ from .mesh import Mesh
 from .printer import format_graph as format
 from .reference import reference
 from .shard import ShardResult, shard, shard_program, verify_sharded
+from .emulate import Emulation, emulate
+from .verification import VerifyReport, shrink, verify
 from .summary import Summary, summarize
 
 __all__ = [
@@ -34,6 +37,11 @@ __all__ = [
     "load",
     "parse",
     "reference",
+    "emulate",
+    "Emulation",
+    "verify",
+    "VerifyReport",
+    "shrink",
     "shard",
     "shard_program",
     "ShardResult",

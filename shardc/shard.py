@@ -50,7 +50,7 @@ from .mesh import Mesh
 from .reshard import Step, reshard
 from .rules import infer, operand_layouts
 from .strategies import Strategy, make_strategy
-from .verify import verify
+from .irverify import verify
 
 
 @dataclass(frozen=True)
