@@ -165,10 +165,11 @@ class _Lowerer:
                 raise self.error("a sharded program (every statement carries @ LAYOUT) needs a 'mesh' line",
                                  stmts[0].loc)
             if self.mesh_override is not None and self.mesh_override != file_mesh:
-                raise ShardcError(
+                # Located at the mesh line it contradicts (it had no location).
+                assert mesh_stmt is not None
+                raise self.error(
                     f"--mesh {self.mesh_override.spec()} cannot change the mesh of a sharded program "
-                    f"({file_mesh.spec()}); compile the source program for that mesh instead"
-                )
+                    f"(mesh {file_mesh}); compile the source program for that mesh instead", mesh_stmt.loc)
         self.mesh = self.mesh_override or file_mesh
 
         body: list[Stmt] = []
@@ -500,8 +501,12 @@ class _Lowerer:
         low, high = len(sig.positional) - sig.optional, len(sig.positional)
         if not low <= len(positional) <= high:
             count = f"{low}" if low == high else f"{low} to {high}"
-            raise self.error(f"{func} takes {count} positional argument{'s' if high > 1 else ''}, got "
-                             f"{len(positional)}; usage: {usage}",
+            plural = "s" if high > 1 else ""
+            message = f"{func} takes {count} positional argument{plural}, got {len(positional)}"
+            if kind is OpKind.EINSUM and positional and isinstance(positional[0], ast.StrArg):
+                # Users count einsum's operands, not the spec string with them.
+                message = f"einsum takes one or two operands after the spec, got {len(positional) - 1}"
+            raise self.error(f"{message}; usage: {usage}",
                              _start(positional[high]) if len(positional) > high else call.func.loc)
         operands: list[Operand] = []
         locs: dict[str, Loc] = {}

@@ -8,13 +8,12 @@ Usage::
 
     from hypothesis import given
     import shardc
-    from shardc.printer import format_graph
     from shardc.testing import graphs, layouts, meshes, programs
 
     @given(programs())
     def test_fmt_round_trips(text):
         g = shardc.parse(text)
-        assert shardc.parse(format_graph(g)) == g
+        assert shardc.parse(shardc.format(g)) == g
 
     @given(graphs(mesh=meshes(max_axes=2), max_size=16, max_repeats=0))
     def test_small_meshes(g): ...
@@ -85,7 +84,6 @@ class Stmt:
     comment: str | None = None  # a comment line before it
     trailing: str | None = None  # a comment ending its line
     style: str = "normal"  # spacing: normal, compact or wide
-
 
 
 @dataclass
