@@ -8,6 +8,8 @@ and a 1-based line/column when there is a location, and renders as::
       f  = einsum("BLF,FE->BLE", u, win)
                                     ^
 
+(exactly as in LANGUAGE.md: the source line as written, indentation included).
+
 The command line prints :meth:`ShardcError.render` (or :meth:`to_json` under
 ``--json``) and exits with status 2; no traceback is ever shown for these.
 """
@@ -99,7 +101,7 @@ class ShardcError(Exception):
             text = self.source.line_text(self.loc.line)
             # Keep tabs so the caret lines up under the same terminal column.
             pad = "".join("\t" if ch == "\t" else " " for ch in text[: max(self.loc.col - 1, 0)])
-            out = [head, "  " + text, "  " + pad + "^"]
+            out = [head, text, pad + "^"]  # the line as written, the caret under its column
         elif self.source is not None:
             out = [f"{self.source.filename}: error: {self.message}"]
         else:

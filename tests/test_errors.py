@@ -38,8 +38,8 @@ def expect_error(text: str, line: int, col: int, message: str, **kwargs: object)
     rendered = err.render().split("\n")
     assert rendered[0] == f"{FILE}:{line}:{col}: error: {err.message}"
     source_line = text.split("\n")[line - 1]
-    assert rendered[1] == "  " + source_line
-    assert rendered[2] == "  " + " " * (col - 1) + "^"
+    assert rendered[1] == source_line
+    assert rendered[2] == " " * (col - 1) + "^"
     return err
 
 
@@ -72,15 +72,15 @@ repeat 2 {
 def test_einsum_operand_dims_differ_from_the_spec_as_in_language_md() -> None:
     """LANGUAGE.md's example: palm.model:14:33, and the message word for word.
 
-    (LANGUAGE.md shows the source line without its two-space indentation; the
-    render keeps it, so that the caret sits under column 33 of the real line.)
+    The rendering is LANGUAGE.md's, byte for byte: the line as written (its
+    two-space indentation included) and the caret under column 33.
     """
     with pytest.raises(ShardcError) as info:
         shardc.parse(PALM, "palm.model")
     assert info.value.render() == (
         'palm.model:14:33: error: einsum operand 2 has dims [E, F] but the spec says "FE"\n'
-        '    f  = einsum("BLF,FE->BLE", u, win)\n'
-        "  " + " " * 32 + "^"
+        '  f  = einsum("BLF,FE->BLE", u, win)\n'
+        + " " * 32 + "^"
     )
 
 

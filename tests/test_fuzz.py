@@ -85,9 +85,9 @@ def check_error(err: shardc.ShardcError) -> None:
     # Only '\n' ends a line (a form feed or U+2028 in a comment does not).
     source_line = err.source.text.split("\n")[err.line - 1].removesuffix("\r")
     assert err.col <= len(source_line) + 1, (err.render(), err.col)
-    assert lines[1] == "  " + source_line
+    assert lines[1] == source_line
     caret = lines[2]
-    assert caret.endswith("^") and len(caret) == 2 + err.col, (err.render(), err.col)
+    assert caret.endswith("^") and len(caret) == err.col, (err.render(), err.col)
 
 
 def mutate(tokens: list[str], op: str, at: int, new: str = "") -> str:
