@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import ShardcError
-from .frontend import parse
+from .frontend import parse, read_text
 from .ir import Graph
 from .mesh import Mesh
 from .strategies import ATTENTION_CHOICES, FFN_CHOICES
@@ -57,17 +57,7 @@ def read_source(file: str) -> tuple[str, str]:
     """The text of FILE (standard input for ``-``) and the name to report it under."""
     if file == STDIN:
         return sys.stdin.read(), "<stdin>"
-    path = Path(file)
-    try:
-        return path.read_text(encoding="utf-8"), str(path)
-    except FileNotFoundError:
-        raise ShardcError(f"no such file: {file}") from None
-    except IsADirectoryError:
-        raise ShardcError(f"{file} is a directory, not a .model file") from None
-    except UnicodeDecodeError as err:
-        raise ShardcError(f"{file} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ShardcError(f"cannot read {file}: {err.strerror}") from None
+    return read_text(file), str(Path(file))
 
 
 def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:

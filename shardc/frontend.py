@@ -74,11 +74,11 @@ def parse(text: str, filename: str = "<string>", *, sizes: Mapping[str, int] | N
     return _Lowerer(module, dict(sizes or {}), mesh).lower()
 
 
-def load(path: str | Path, *, sizes: Mapping[str, int] | None = None, mesh: Mesh | None = None) -> Graph:
-    """Read and :func:`parse` a ``.model`` file."""
+def read_text(path: str | Path) -> str:
+    """The text of a ``.model`` file (UTF-8, a leading byte-order mark dropped), or a ShardcError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ShardcError(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -87,7 +87,11 @@ def load(path: str | Path, *, sizes: Mapping[str, int] | None = None, mesh: Mesh
         raise ShardcError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise ShardcError(f"cannot read {path}: {err.strerror}") from None
-    return parse(text, str(path), sizes=sizes, mesh=mesh)
+
+
+def load(path: str | Path, *, sizes: Mapping[str, int] | None = None, mesh: Mesh | None = None) -> Graph:
+    """Read and :func:`parse` a ``.model`` file."""
+    return parse(read_text(path), str(path), sizes=sizes, mesh=mesh)
 
 
 class _Scope:
@@ -623,6 +627,9 @@ class _Lowerer:
         if not rhs:
             raise self.error("the einsum result has no dims; every value needs at least one dim",
                              at(len(text)))
+        for i, letter in enumerate(rhs):
+            if all(letter not in part for part in inputs):
+                raise self.error(f"einsum output dim {letter} appears in no operand", at(len(lhs) + 2 + i))
         return EinsumAttrs(tuple(inputs), rhs)
 
 

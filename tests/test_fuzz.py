@@ -180,7 +180,7 @@ def test_error_after_a_comment_with_an_odd_line_break_shows_the_right_line(brk: 
     with pytest.raises(shardc.ShardcError) as info:
         shardc.parse(text, FILENAME)
     assert (info.value.line, info.value.col) == (3, 15)
-    assert info.value.render().split("\n")[1:3] == ["  input x : f32[Q]", "                ^"]
+    assert info.value.render().split("\n")[1:3] == ["input x : f32[Q]", "              ^"]
     check_error(info.value)
 
 
