@@ -175,8 +175,8 @@ def test_einsum_with_no_output_dims() -> None:
 
 
 def test_einsum_output_dim_in_no_operand() -> None:
-    # The caret sits on the letter: y = einsum("BLE->BLF" has F at column 21.
-    at_line_5('y = einsum("BLE->BLF", a)', 21, "einsum output dim F appears in no operand")
+    # The caret sits on the letter: in y = einsum("BLE->BLF", a) F is column 20.
+    at_line_5('y = einsum("BLE->BLF", a)', 20, "einsum output dim F appears in no operand")
 
 
 def test_einsum_spec_with_a_space() -> None:
