@@ -11,6 +11,7 @@ The public API (stable; see DESIGN.md)::
 
 Only what works is exported.
 """
+from .cost import estimate
 from .errors import ShardcError
 from .frontend import load, parse
 from .ir import DType, Graph, OpKind, TensorType, Value
@@ -34,6 +35,7 @@ __all__ = [
     "Summary",
     "Value",
     "format",
+    "estimate",
     "load",
     "parse",
     "reference",

@@ -22,6 +22,7 @@ from typing import Sequence
 from . import __version__
 from .cli_common import STDIN, Command, emit_json, load_graph, write_atomically
 from .cli_compile import _compile_args, cmd_compile
+from .cli_cost import _cost_args, cmd_cost
 from .cli_verify import _verify_args, cmd_verify
 from .errors import ShardcError
 from .printer import format_graph
@@ -99,6 +100,14 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc verify examples/tiny_layer.model --mesh 2x2x2 --ffn 1d-ws --dtype f64 --json\n"
             "  shardc compile examples/tiny_ffn.model -o t.model && shardc verify t.model",
             _verify_args, cmd_verify),
+    Command("cost", "estimate what one run of the sharded program costs: latency (calibrated and roofline "
+                    "bound), MFU, memory per chip, a breakdown and what bounds it",
+            "shardc cost examples/palm_540b_decode.model --set H=64 --weights int8 --comm torus\n"
+            "  shardc cost examples/palm_540b_prefill.model --set B=512 --ffn wg-xyz --attention batch --json\n"
+            "  shardc cost examples/palm_540b_decode.model --set B=128 --max-context --kv-budget 30\n"
+            "  shardc cost examples/tiny_layer.model --mesh 2x2x2 --chip h100-nvlink --overlap\n"
+            "  shardc cost my.model --chip-file my_chip.toml",
+            _cost_args, cmd_cost),
 )
 
 

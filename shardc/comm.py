@@ -20,8 +20,11 @@ bandwidth for the group.
         on a torus; the whole switch bandwidth on a switched node
 
 Both modes add a latency term ``alpha * (ring steps)`` with
-``alpha = calibration.collective_latency`` (zero in the bound) and ring steps
-``K - 1`` (``2 (K - 1)`` for an all-reduce).
+``alpha = calibration.collective_latency`` (zero in the bound).  On a torus a
+collective over several axes runs one ring per axis, one after another, so it
+takes ``sum(k_a - 1)`` steps over the axes it spans (a 4x4x4 group: 9, not
+63); on a switched node it is one ring of ``K - 1`` steps.  An all-reduce
+(reduce-scatter then all-gather) takes twice the steps.
 """
 from __future__ import annotations
 
@@ -61,5 +64,13 @@ def collective_time(kind: OpKind, axes: tuple[str, ...], larger_side_bytes: floa
     seconds = _FACTOR[kind] * larger_side_bytes / group_bandwidth(axes, mesh, chip, mode)
     if mode is CommMode.TORUS:
         seconds *= (k - 1) / k
-    steps = (k - 1) * (2 if kind is OpKind.ALL_REDUCE else 1)
-    return seconds, steps * chip.calibration.collective_latency
+    return seconds, ring_steps(kind, axes, mesh, chip) * chip.calibration.collective_latency
+
+
+def ring_steps(kind: OpKind, axes: tuple[str, ...], mesh: Mesh, chip: ChipProfile) -> int:
+    """Sequential ring steps of one collective (module docstring); 0 for a group of one chip."""
+    if chip.topology is Topology.SWITCHED:
+        steps = mesh.group_size(axes) - 1
+    else:  # one ring per torus axis, one after another (was K - 1: one ring through all K chips)
+        steps = sum(mesh.size(a) - 1 for a in axes)
+    return steps * (2 if kind is OpKind.ALL_REDUCE else 1)

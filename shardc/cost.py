@@ -4,21 +4,36 @@ Nothing runs and nothing is allocated: every number comes from layouts and dim
 sizes, through the same per-op counts the emulator measures (:mod:`shardc.counts`).
 A repeat body is costed once and multiplied by its trip count.
 
-Per op (per chip):
+Per op (per chip), two models side by side:
 
-* einsum: ``compute = FLOPs / (peak * efficiency)``, ``memory = bytes read /
-  HBM bandwidth``, time ``max(compute, memory)`` (a roofline per op);
-  ``efficiency = m / (m + matmul_half_size)`` with ``m`` the smallest side of
-  the chip's local matmul (1 in the bound);
-* other compute ops (norms, activations...): memory time of what they read;
-* collectives: :func:`shardc.comm.collective_time` (bandwidth + latency);
-  norms and softmax over a split dim add the all-reduce of their statistics.
+* **bound** (``bound_latency_s``, ``bound_mfu``): the roofline.  An einsum
+  takes ``max(FLOPs / peak, HBM bytes / HBM bandwidth)``, every other compute
+  op (norms, activations...) its memory time, a collective its bandwidth time
+  (:func:`shardc.comm.collective_time`; norms and softmax over a split dim add
+  the all-reduce of their statistics).  No fitted term is used.
+* **estimate** (``latency_s``, ``mfu``): the same counts with the chip's
+  fitted ``[calibration]`` terms and without the roofline's perfect overlap:
+  an einsum takes ``FLOPs / (peak * efficiency) + HBM bytes / HBM bandwidth``
+  with ``efficiency = m / (m + matmul_half_size)`` (``m`` the smallest side of
+  the chip's local matmul); collectives add ``collective_latency`` per ring
+  step; each layer of a repeat adds ``layer_overhead``.
+
+HBM bytes are an op's traffic: the operands it reads *and* the result it
+writes (collectives stream over the links and are charged to them instead).
+
+Why the estimate does not overlap an op's HBM traffic with its compute: with
+that overlap, the best fit of the three terms to PAPER.md Table 2
+(benchmarks/calibrate.py) puts the small-batch decode step entirely on the
+matmul-efficiency term and hides the weight reads behind it, so int8 weights
+would not change the 28.4 ms low-latency decode step at all -- whereas the
+paper attributes 7.0 ms of it to reading int8 weights (14.1 ms in bf16) --
+and it still misses the high-throughput decode by 10% in latency (12% in
+MFU).  Counting every op's reads and writes in full, as an un-pipelined
+kernel would, fits all four columns within 6%.
 
 Collectives add to the matmuls (default) or, with ``overlap``, run under the
 einsum they feed or follow (the looped CollectiveEinsum of PAPER.md §7): the
-pair costs ``max(einsum, collectives)``.  A calibrated profile adds
-``layer_overhead`` per layer.  ``bound_latency_s`` is the same sum with every
-fitted term at zero: pure roofline plus bandwidth.
+pair costs ``max(einsum, collectives)``.
 """
 from __future__ import annotations
 
@@ -81,7 +96,9 @@ class CostReport:
     params: int
     breakdown_by_kind: dict[str, float] = field(default_factory=dict)
     breakdown_by_collective: dict[str, float] = field(default_factory=dict)
-    buckets: dict[str, float] = field(default_factory=dict)
+    buckets: dict[str, float] = field(default_factory=dict)  # seconds of latency_s by what they wait on
+    bound_buckets: dict[str, float] = field(default_factory=dict)  # the same for the roofline (``bound``)
+    calibration: dict[str, object] = field(default_factory=dict)  # the profile's fitted terms (and fit mode)
     ops: tuple[OpTime, ...] = ()
 
     def to_json(self) -> dict[str, object]:
@@ -136,10 +153,22 @@ def _stats_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[tuple[st
     return axes, float(rows * STATS_PER_ROW[op.kind] * STATS_ITEMSIZE)
 
 
+def _traffic_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
+    """HBM bytes one execution of ``op`` moves per chip: operands read plus the result written.
+
+    Collectives (charged to the links) and relabels (a view) move nothing
+    through HBM here; :func:`shardc.counts.op_hbm_bytes` is the read side only.
+    """
+    if op.kind.is_collective or op.kind is OpKind.RELABEL:
+        return 0.0
+    return float(op_hbm_bytes(op, sizes, mesh) + local_bytes(op.result, sizes, mesh))
+
+
 class _Model:
-    def __init__(self, sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> None:
+    def __init__(self, sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool, roofline: bool) -> None:
+        """``roofline``: each op takes max(compute, memory) (the bound); else compute + memory."""
         assert sg.mesh is not None
-        self.sg, self.chip, self.mode, self.overlap = sg, chip, mode, overlap
+        self.sg, self.chip, self.mode, self.overlap, self.roofline = sg, chip, mode, overlap, roofline
         self.mesh = sg.mesh
         self.sizes = sg.sizes
         self.decl_kind: dict[int, DeclKind] = {d.value.id: d.kind for d, _ in sg.decls()}
@@ -147,8 +176,7 @@ class _Model:
     def op_time(self, op: Op) -> tuple[float, float, float, float]:
         """(compute, memory, comm bandwidth, comm latency) seconds of one execution."""
         flops, _ = op_flops(op, self.sizes, self.mesh)
-        hbm = op_hbm_bytes(op, self.sizes, self.mesh)
-        memory = hbm / self.chip.hbm_bandwidth
+        memory = _traffic_bytes(op, self.sizes, self.mesh) / self.chip.hbm_bandwidth
         compute = 0.0
         if op.kind is OpKind.EINSUM:
             half = self.chip.calibration.matmul_half_size
@@ -180,7 +208,7 @@ class _Model:
         total = 0.0
         for op in ops:
             compute, memory, bw, lat = times[op.result.id]
-            local = max(compute, memory)
+            local = max(compute, memory) if self.roofline else compute + memory
             comm = bw + lat
             if op.result.id in partner:
                 seconds = 0.0  # accounted under its einsum
@@ -192,25 +220,32 @@ class _Model:
             flops, _ = op_flops(op, self.sizes, self.mesh)
             out.append(OpTime(op.result.name or "", op.kind.value, op.loc.line, count, seconds * count,
                               compute * count, memory * count, comm * count, flops * count,
-                              op_hbm_bytes(op, self.sizes, self.mesh) * count,
+                              _traffic_bytes(op, self.sizes, self.mesh) * count,
                               op_comm_bytes(op, self.sizes, self.mesh) * count))
             total += seconds
         return total * count
 
     def _bucket(self, op: Op, compute: float, memory: float, comm: float, buckets: dict[str, float],
                 count: int) -> None:
-        """Attribute an op's time to what bounds it: compute, weights, KV cache, activations, communication."""
+        """Attribute an op's time to compute, weight loading, KV cache, activations or communication.
+
+        In the roofline an op counts wholly as what bounds it (compute, else the
+        bytes it moves); in the estimate compute and memory time both count.
+        """
         buckets["communication"] = buckets.get("communication", 0.0) + comm * count
-        if compute >= memory:
+        if compute and (compute >= memory or not self.roofline):
             buckets["compute"] = buckets.get("compute", 0.0) + compute * count
+            if self.roofline:
+                return
+        if not memory:
             return
-        reads: dict[str, float] = {}
+        moved: dict[str, float] = {"activations": float(local_bytes(op.result, self.sizes, self.mesh))}
         for v in op.inputs:
             kind = self.decl_kind.get(v.id)
             key = {DeclKind.PARAM: "weight loading", DeclKind.CACHE: "KV cache"}.get(kind, "activations")  # type: ignore[arg-type]
-            reads[key] = reads.get(key, 0.0) + local_bytes(v, self.sizes, self.mesh)
-        total = sum(reads.values()) or 1.0
-        for key, nbytes in reads.items():
+            moved[key] = moved.get(key, 0.0) + local_bytes(v, self.sizes, self.mesh)
+        total = sum(moved.values()) or 1.0
+        for key, nbytes in moved.items():
             buckets[key] = buckets.get(key, 0.0) + memory * count * nbytes / total
 
     def _overlap_partners(self, ops: list[Op]) -> dict[int, int]:
@@ -234,16 +269,20 @@ class _Model:
 
 def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "paper",
              overlap: bool = False) -> CostReport:
-    """Cost one run of the sharded program ``sg`` (a decode step, or a whole prefill)."""
+    """Cost one run of the sharded program ``sg`` (a decode step, or a whole prefill).
+
+    ``chip``: a built-in profile name, a profile TOML path or a :class:`ChipProfile`
+    (default tpu-v4); ``comm``: ``paper`` or ``torus`` (:mod:`shardc.comm`);
+    ``overlap``: collectives run under the einsums they feed or follow.
+    """
     verify_sharded(sg)
     profile = load_profile(chip)
     try:
         mode = CommMode(comm)
     except ValueError:
         raise ShardcError(f"unknown --comm mode '{comm}'; choose paper or torus") from None
-    calibrated, seconds_bound = _run(sg, profile, mode, overlap), _run(sg, profile.uncalibrated(), mode, overlap)
-    latency, ops, buckets = calibrated
-    bound, _, _ = seconds_bound
+    latency, ops, buckets = _run(sg, profile, mode, overlap, roofline=False)
+    bound, _, bound_buckets = _run(sg, profile.uncalibrated(), mode, overlap, roofline=True)
     assert sg.mesh is not None
     sizes = sg.sizes
     chips = sg.mesh.num_chips
@@ -261,7 +300,7 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
             by_collective[key] = by_collective.get(key, 0.0) + t.comm_s
     total_layers = sum(r.count for r in sg.repeats)
     latency += profile.calibration.layer_overhead * total_layers
-    if total_layers:
+    if total_layers and profile.calibration.layer_overhead:
         by_kind["layer overhead"] = profile.calibration.layer_overhead * total_layers
     per_token = latency / max(sizes.get("L", 1), 1)
     useful = 2.0 * params * tokens
@@ -275,12 +314,16 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
         hbm_bytes_per_chip=sum(t.hbm_bytes for t in ops),
         weight_bytes_per_chip=weights, cache_bytes_per_chip=caches, activation_bytes_per_chip=activations,
         memory_bytes_per_chip=memory, hbm_capacity=profile.hbm_bytes, fits_hbm=memory <= profile.hbm_bytes,
-        bound=max(buckets, key=lambda k: buckets[k]) if buckets else "compute", params=params,
-        breakdown_by_kind=by_kind, breakdown_by_collective=by_collective, buckets=buckets, ops=tuple(ops))
+        bound=max(bound_buckets, key=lambda k: bound_buckets[k]) if bound_buckets else "compute", params=params,
+        breakdown_by_kind=by_kind, breakdown_by_collective=by_collective, buckets=buckets,
+        bound_buckets=bound_buckets,
+        calibration={**profile.calibration.terms(), "comm": profile.calibration.comm or None},
+        ops=tuple(ops))
 
 
-def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> tuple[float, list[OpTime], dict[str, float]]:
-    model = _Model(sg, chip, mode, overlap)
+def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool,
+         roofline: bool) -> tuple[float, list[OpTime], dict[str, float]]:
+    model = _Model(sg, chip, mode, overlap, roofline)
     ops: list[OpTime] = []
     buckets: dict[str, float] = {}
     total = model.block(sg.body.stmts, 1, ops, buckets)

@@ -35,9 +35,16 @@ class Calibration:
     matmul_half_size: float = 0.0  # efficiency of a local matmul with smallest side m: m / (m + this)
     collective_latency: float = 0.0  # seconds per ring step of a collective
     layer_overhead: float = 0.0  # seconds per layer of a repeat
+    # The --comm mode the terms were fitted with ("" if not recorded): a note for readers, not a term.
+    comm: str = ""
 
     def is_zero(self) -> bool:
-        return self == Calibration()
+        return (self.matmul_half_size, self.collective_latency, self.layer_overhead) == (0.0, 0.0, 0.0)
+
+    def terms(self) -> dict[str, float]:
+        """The three fitted terms by name."""
+        return {"matmul_half_size": self.matmul_half_size, "collective_latency": self.collective_latency,
+                "layer_overhead": self.layer_overhead}
 
 
 @dataclass(frozen=True)
@@ -118,8 +125,11 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
     if unknown:
         raise ShardcError(f"{where}: unknown calibration term(s) {', '.join(sorted(unknown))}; "
                           f"expected {', '.join(sorted(known))}")
+    comm = table.get("comm", "")
+    if comm not in ("", "paper", "torus"):  # the mode the terms were fitted with (a note, not a term)
+        raise ShardcError(f"{where}: calibration 'comm' must be 'paper' or 'torus', got {comm!r}")
     for key, value in table.items():
-        if not isinstance(value, (int, float)) or value < 0:
+        if key != "comm" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
             raise ShardcError(f"{where}: calibration '{key}' must be a number >= 0, got {value!r}")
     return ChipProfile(
         name=str(data.get("name", Path(where).stem)),
@@ -130,5 +140,5 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         link_bandwidth=float(data["link_bandwidth"]),
         links=int(data["links"]),
         topology=topology,
-        calibration=Calibration(**{k: float(v) for k, v in table.items()}),
+        calibration=Calibration(**{k: float(v) for k, v in table.items() if k != "comm"}, comm=comm),
     )
