@@ -72,12 +72,15 @@ def assemble(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
 
 def replica_mismatch(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """Two chips that should hold equal data (replicas) but do not, or None."""
-    for p, a in enumerate(mesh.names):
-        if a in layout.used_axes or mesh.size(a) == 1:
-            continue
+    replicated = [p for p, a in enumerate(mesh.names) if a not in layout.used_axes and mesh.size(a) > 1]
+    if not replicated:
+        return None
+    # One pass over the data for the common case: every replica equals the first (a view).
+    first = stacked[tuple(slice(0, 1) if p in replicated else slice(None) for p in range(len(mesh.axes)))]
+    if np.equal(stacked, first).all():
+        return None
+    for p in replicated:  # something differs (or is NaN): find two chips that disagree
         first = np.take(stacked, [0], axis=p)
-        if np.array_equal(np.broadcast_to(first, stacked.shape), stacked, equal_nan=True):
-            continue
         same = (stacked == first) | (np.isnan(stacked) & np.isnan(first))
         if not same.all():
             bad = np.argwhere(~same)[0]

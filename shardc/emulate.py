@@ -427,11 +427,19 @@ def _last_uses(stmts: Sequence[Stmt]) -> dict[int, list[int]]:
     return out
 
 
+# Scratch one op may need beyond the values it keeps, in units of its largest stacked array:
+# a collective's reshape copy and its copies to the replicas, a matmul's transposed operands,
+# and the replica check's comparison.
+SCRATCH_ARRAYS = 3
+
+
 def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
     """Bytes an emulated run of the sharded ``g`` holds at most (Python ints; nothing allocated).
 
-    Every stacked value of the top level and of one layer of each repeat, the
-    stacked per-layer outputs, and scratch for the largest global draw.
+    Every stacked value of the top level and of one layer of each repeat (all
+    kept until the block ends), the stacked per-layer outputs, scratch for one
+    op (``SCRATCH_ARRAYS`` times the largest stacked value) and for the largest
+    global draw (drawn in float64, then cast).
     """
     return _estimate(g, _np_dtype(dtype), layers)
 
@@ -440,19 +448,21 @@ def _estimate(g: Graph, dtype: np.dtype, layers: int | None) -> int:
     mesh = g.mesh
     assert mesh is not None
     sizes = g.sizes
-    total, biggest = 0, 0
+    total, biggest, biggest_stacked = 0, 0, 0
     for stmt, rep in g.walk():
         values = [stmt.value] if isinstance(stmt, Decl) else [stmt.result] if isinstance(stmt, Op) else []
         for v in values:
             assert v.layout is not None
-            total += v.layout.local_numel(sizes, mesh) * mesh.num_chips * dtype.itemsize
+            stacked = v.layout.local_numel(sizes, mesh) * mesh.num_chips * dtype.itemsize
+            total += stacked
+            biggest_stacked = max(biggest_stacked, stacked)
             n = math.prod(sizes[d] for d in v.dims)
             biggest = max(biggest, n)
             if isinstance(stmt, Op) and rep is not None and any(
                     isinstance(s, Output) and v in s.values for s in rep.body):
                 run = rep.count if layers is None else min(layers, rep.count)
                 total += n * dtype.itemsize * run
-    return total + biggest * 16 * 3
+    return total + SCRATCH_ARRAYS * biggest_stacked + biggest * (8 + dtype.itemsize) * 2
 
 
 def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,

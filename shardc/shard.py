@@ -616,6 +616,13 @@ def verify_sharded(g: Graph) -> Graph:
                 raise ShardcError(
                     f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
                     f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
+        if isinstance(stmt, Output):
+            for v in stmt.values:
+                if v.layout is not None and v.layout.partial:
+                    raise ShardcError(
+                        f"output '{v.name}' holds pending partial sums ({v.layout.format(g.mesh)}); an output "
+                        "holds complete values: reduce them first (all_reduce or reduce_scatter)",
+                        g.source, stmt.loc)
     # Loop carries last: an annotation that is wrong inside the body is reported at its own line.
     for rep in g.repeats:
         for c in rep.carries:

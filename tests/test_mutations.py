@@ -101,12 +101,6 @@ def rewire(line: str, old: str, new: str) -> str:
     return lhs + eq + rhs + layout + comment
 
 
-OUTPUT_BUG = ("shardc bug: verify_sharded accepts an output that holds pending partial sums and the "
-              "emulator sums them when it assembles the output, so a sharded program that forgets the "
-              "final reduce_scatter before an output verifies as PASSED (the sharding pass itself "
-              "requires 'outputs hold complete values')")
-
-
 def deletions() -> list[Mutation]:
     out = []
     for i, line in enumerate(LINES):
@@ -119,9 +113,7 @@ def deletions() -> list[Mutation]:
         changed = [k for k, (a, b) in enumerate(zip(LINES[i + 1:], rest)) if a != b]
         users = tuple(i + 1 + k for k in changed)
         assert users, f"{name} has no users"
-        outputs = any(rest[k].lstrip().startswith("output") for k in changed)
-        out.append(Mutation(f"delete-{m.group('kind')}-{name}", "\n".join(LINES[:i] + rest), i + 1, users,
-                            OUTPUT_BUG if outputs else None))
+        out.append(Mutation(f"delete-{m.group('kind')}-{name}", "\n".join(LINES[:i] + rest), i + 1, users))
     return out
 
 
@@ -242,9 +234,9 @@ def test_program_mutations_summary(tmp_dir: Path, capsys: pytest.CaptureFixture[
     assert by["verifier"] + by["emulator"] >= 20
 
 
-@pytest.mark.xfail(strict=True, reason=OUTPUT_BUG)
 def test_an_output_holding_partial_sums_is_rejected_or_fails() -> None:
-    """Minimal reproducer: the final reduce_scatter of tiny_ffn-like code left out."""
+    """The final reduce_scatter left out: outputs hold complete values (regression: this verified
+    as PASSED because assembling an output sums its partial sums)."""
     text = """\
 model partial_output
 mesh x=2
