@@ -20,7 +20,8 @@ It says:
 Axis roles: on a mesh with axes ``(a0, a1, a2)``, ``x`` is ``a0`` and ``yz``
 is ``(a1, a2)``; on smaller meshes the missing roles are simply empty.  A
 preset touches only the dims it names, so a program without them is sharded
-from its pins alone.
+from its pins alone; ``--ffn none`` places nothing but what the pins say
+(inputs replicated, weights where their first use needs them).
 """
 from __future__ import annotations
 
