@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 
 import shardc
 from shardc.ir import Decl, DeclKind, Graph, Op, OpKind, Output, Repeat
-
 from shardc.mesh import Mesh
 from shardc.reshard import apply_collective
 from shardc.shard import ShardResult, shard_program, verify_sharded
