@@ -19,7 +19,8 @@ from .layout import Layout
 from .mesh import Mesh
 from .printer import format_graph as format
 from .reference import reference
-from .shard import ShardResult, shard, shard_program, verify_sharded
+from .shard import shard, shard_program
+from .sharded import ShardResult, verify_sharded
 from .emulate import Emulation, emulate
 from .verification import VerifyReport, shrink, verify
 from .summary import Summary, summarize

@@ -9,7 +9,8 @@ from .cli_common import emit_json, human_bytes, load_graph, preset_flags, write_
 from .ir import DeclKind, OpKind
 from .mesh import Mesh
 from .printer import format_graph
-from .shard import CollectiveRecord, ShardResult, shard_program
+from .shard import shard_program
+from .sharded import CollectiveRecord, ShardResult
 
 
 def _compile_args(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ from .cost import CostReport, estimate, max_context
 from .errors import ShardcError
 from .hardware import ChipProfile, builtin_profiles, load_profile, profile_from_dict
 from .ir import DType, Graph, with_weight_dtype
-from .shard import ShardResult, shard_program
+from .shard import shard_program
+from .sharded import ShardResult
 
 DEFAULT_KV_BUDGET = 30.0  # percent of HBM (PAPER.md Table 1)
 _WEIGHTS = {"bf16": DType.BF16, "int8": DType.INT8}

@@ -74,7 +74,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _report_text(report: VerifyReport, sg: object, result: object, layers: int, args: argparse.Namespace) -> str:
     from .ir import Graph
-    from .shard import ShardResult
+    from .sharded import ShardResult
 
     assert isinstance(sg, Graph) and isinstance(result, ShardResult) and sg.mesh is not None
     preset = (f"{result.strategy.ffn.value} / attention by {result.strategy.attention.value}"

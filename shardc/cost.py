@@ -47,7 +47,7 @@ from .errors import ShardcError
 from .hardware import ChipProfile, load_profile
 from .ir import Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, OverAttrs, Repeat, Value
 from .mesh import Mesh
-from .shard import STATS_PER_ROW, STATS_ITEMSIZE, verify_sharded
+from .sharded import STATS_PER_ROW, STATS_ITEMSIZE, verify_sharded
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from .ir import CollectiveAttrs, Op, OpKind, OverAttrs, Value
 from .layout import Layout
 from .mesh import Mesh
 from .reshard import collective_bytes
-from .shard import STATS_PER_ROW, stats_bytes
+from .sharded import STATS_PER_ROW, stats_bytes
 
 
 def _layout(v: Value) -> Layout:

@@ -17,7 +17,7 @@ Counters (per chip; every chip does the same work under these layouts):
 * ``flops``: einsums, 2 per multiply-add over the op's local dims;
 * ``elementwise_flops``: one per local result element of every other compute op;
 * ``comm_bytes``: bytes each chip sends, ring formulas of :mod:`shardc.reshard`
-  (and :func:`shardc.shard.stats_bytes` for statistics all-reduces), at the
+  (and :func:`shardc.sharded.stats_bytes` for statistics all-reduces), at the
   declared dtype of the value (bf16: 2 bytes), not the emulator's f32;
 * ``hbm_bytes``: bytes of operands read by every op (weights, caches and
   activations, at their declared dtype);
@@ -52,7 +52,7 @@ from .layout import Layout
 from .mesh import Mesh
 from .reference import DEFAULT_MAX_BYTES, EPS, IMPLS, SeededData, _human, _np_dtype
 from .counts import op_comm_bytes, op_flops, op_hbm_bytes
-from .shard import verify_sharded
+from .sharded import verify_sharded
 
 Local = Callable[["_Ctx", Op, Sequence["np.ndarray | float"]], np.ndarray]
 

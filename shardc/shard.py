@@ -14,13 +14,18 @@ Declarations get their layout from a pin or from the strategy; a weight the
 strategy does not place floats until its first use.  Pins on statements and
 outputs are honoured by resharding the result; loop carries keep one layout
 (the layout of the value entering the loop) and the end of the body is
-resharded back to it.  Each inserted collective records why it is there
-(:class:`CollectiveRecord`).  The result is renumbered canonically and passes
-:func:`verify_sharded`, which recomputes every annotation from the rules.
+resharded back to it.  A chain of ``+`` is sharded as a whole, terms holding
+the same partial sums added first (:mod:`shardc.sums`).  Each inserted
+collective records why it is there (:class:`~shardc.sharded.CollectiveRecord`).
+The result is renumbered canonically and passes
+:func:`~shardc.sharded.verify_sharded`, which recomputes every annotation from
+the rules.
+
+What a sharded program is, and its records, live in :mod:`shardc.sharded`; the
+names are re-exported here, where users have always imported them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from .candidates import CANDIDATES, Candidate, OpView
@@ -28,7 +33,6 @@ from .errors import NOLOC, Loc, ShardcError
 from .ir import (
     Block,
     Carry,
-    CollectiveAttrs,
     Const,
     Decl,
     DeclKind,
@@ -49,75 +53,31 @@ from .layout import Layout
 from .mesh import Mesh
 from .reshard import Step, reshard
 from .rules import infer, operand_layouts
+from .sharded import (
+    STATS_ITEMSIZE,
+    STATS_PER_ROW,
+    CollectiveRecord,
+    ShardResult,
+    collectives_of,
+    stats_bytes,
+    verify_sharded,
+)
 from .strategies import Strategy, make_strategy
-from .irverify import verify
+from .sums import SumChains
 
-
-@dataclass(frozen=True)
-class CollectiveRecord:
-    """One collective of a sharded program, and why the pass put it there."""
-
-    value: str  # the name of its result in the printed program
-    kind: OpKind
-    axes: tuple[str, ...]
-    dim: str | None
-    src_dim: str | None
-    dst_dim: str | None
-    before: Layout
-    after: Layout
-    bytes_per_chip: float  # bytes each chip sends, per execution
-    count: int  # executions per program run (a repeat body's collectives run once per layer)
-    repeat: int | None  # index of the repeat block it sits in
-    line: int  # source line of the statement it serves (0 if none)
-    reason: str
-    implicit: bool = False  # statistics all-reduce inside a norm or softmax
-
-    def to_json(self, mesh: Mesh) -> dict[str, object]:
-        return {
-            "kind": self.kind.value,
-            "axes": "".join(self.axes),
-            "dim": self.dim if self.kind is not OpKind.ALL_TO_ALL else f"{self.src_dim}->{self.dst_dim}",
-            "bytes_per_chip": self.bytes_per_chip,
-            "count": self.count,
-            "reason": self.reason,
-            "value": self.value,
-            "from": self.before.format(mesh),
-            "to": self.after.format(mesh),
-            "line": self.line,
-            "repeat": self.repeat,
-            "implicit": self.implicit,
-        }
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    """The sharded program, the strategy that made it, and its collectives."""
-
-    graph: Graph
-    strategy: Strategy | None
-    collectives: tuple[CollectiveRecord, ...] = field(default=())
-
-
-# Statistics per row that a norm or softmax all-reduces when its dim is split (f32 each).
-STATS_PER_ROW = {OpKind.LAYERNORM: 2, OpKind.RMSNORM: 1, OpKind.SOFTMAX: 2}
-STATS_ITEMSIZE = 4
-
-
-def stats_bytes(kind: OpKind, layout: Layout, over: str, sizes: dict[str, int], mesh: Mesh) -> float:
-    """Bytes each chip sends in the statistics all-reduce of a norm/softmax over a split dim.
-
-    Each row (every index of the other dims held locally) has
-    ``STATS_PER_ROW[kind]`` f32 statistics; a ring all-reduce over the K chips
-    splitting ``over`` sends ``2 (K-1)/K`` of them.
-    """
-    k = mesh.group_size(layout.axes_of(over))
-    if k == 1:
-        return 0.0
-    rows = 1
-    for d, size in zip(layout.dims, layout.local_sizes(sizes, mesh)):
-        if d != over:
-            rows *= size
-    return 2 * (k - 1) / k * rows * STATS_PER_ROW[kind] * STATS_ITEMSIZE
+__all__ = [
+    "resolve_mesh",
+    "shard",
+    "shard_program",
+    # re-exported from shardc.sharded
+    "STATS_ITEMSIZE",
+    "STATS_PER_ROW",
+    "CollectiveRecord",
+    "ShardResult",
+    "collectives_of",
+    "stats_bytes",
+    "verify_sharded",
+]
 
 
 class _Floating:
@@ -129,8 +89,9 @@ class _Floating:
         self.block = block
 
 
-class _Sharder:
+class _Sharder(SumChains):
     def __init__(self, g: Graph, mesh: Mesh, strategy: Strategy) -> None:
+        super().__init__(g)
         self.g = g
         self.mesh = mesh
         self.strategy = strategy
@@ -145,10 +106,6 @@ class _Sharder:
         self.repeat_index: int | None = None
         self.count = 1
         self.post = self._post_requirements()
-        self.defs: dict[int, Op] = {op.result.id: op for op in g.ops()}
-        self.uses: dict[int, int] = _use_counts(g)
-        self.added = {v.id for op in g.ops() if op.kind is OpKind.ADD for v in op.inputs}  # operands of '+'
-        self.synthetic = 0  # ids of ops the pass adds to the source program count down from -1
 
     # -- helpers --------------------------------------------------------------------
     def new_value(self, name: str | None, type_: TensorType, layout: Layout) -> Value:
@@ -259,79 +216,6 @@ class _Sharder:
             return 0.0
         steps = reshard(value.layout, target, self.sizes, self.mesh, itemsize=value.dtype.bytes)
         return sum(s.bytes_per_chip for s in steps)
-
-    # -- sums: the parallel block's single reduction ----------------------------------
-    def is_chain_link(self, op: Op) -> bool:
-        """An anonymous ``+`` whose only use is another ``+`` (an inner link of ``a + b + c``)."""
-        if op.kind is not OpKind.ADD or op.result.name is not None or op.result.layout is not None:
-            return False
-        return self.uses.get(op.result.id, 0) == 1 and op.result.id in self.added
-
-    def leaves(self, op: Op) -> list[Operand]:
-        out: list[Operand] = []
-        for o in op.operands:
-            if isinstance(o, Value) and o.id in self.defs and self.is_chain_link(self.defs[o.id]):
-                out.extend(self.leaves(self.defs[o.id]))
-            else:
-                out.append(o)
-        return out
-
-    def sum_chain(self, root: Op, out: list[Stmt]) -> None:
-        """Shard ``t1 + t2 + ... + tn`` adding terms with the same pending partial sums first.
-
-        ``x + o + f`` with ``o`` and ``f`` both ``BLE_x (partialsum-yz)`` becomes
-        ``x + (o + f)``: one reduce-scatter instead of two (the parallel block of
-        PAPER.md §3.4).  Addition is reassociated only when that groups partial
-        sums; otherwise the chain is sharded as written.
-        """
-        leaves = self.leaves(root)
-        layouts = [self.env[v.id].layout if isinstance(v, Value) and v.id in self.env else None for v in leaves]
-        groups: dict[Layout, list[Operand]] = {}
-        terms: list[Operand | Layout] = []
-        for leaf, layout in zip(leaves, layouts):
-            if layout is not None and layout.partial:
-                if layout not in groups:
-                    groups[layout] = []
-                    terms.append(layout)
-                groups[layout].append(leaf)
-            else:
-                terms.append(leaf)
-        if all(len(members) < 2 for members in groups.values()):
-            for link in self.links_in_order(root):
-                self.op(link, out)
-            self.op(root, out)
-            return
-        summed: list[Operand] = []
-        for term in terms:
-            if isinstance(term, Layout):
-                members = groups[term]
-                acc = members[0]
-                for m in members[1:]:
-                    acc = self.synthetic_add(acc, m, root, out)
-                summed.append(acc)
-            else:
-                summed.append(term)
-        acc = summed[0]
-        for term in summed[1:-1]:
-            acc = self.synthetic_add(acc, term, root, out)
-        self.op(Op(OpKind.ADD, root.result, (acc, summed[-1]), root.attrs, root.loc, root.trivia), out)
-
-    def links_in_order(self, root: Op) -> list[Op]:
-        links: list[Op] = []
-        for o in root.operands:
-            if isinstance(o, Value) and o.id in self.defs and self.is_chain_link(self.defs[o.id]):
-                links.extend(self.links_in_order(self.defs[o.id]))
-                links.append(self.defs[o.id])
-        return links
-
-    def synthetic_add(self, a: Operand, b: Operand, root: Op, out: list[Stmt]) -> Value:
-        from .ops import result_dims, result_dtype
-
-        self.synthetic -= 1
-        dims = result_dims(OpKind.ADD, (a, b), root.attrs, self.sizes)
-        result = Value(self.synthetic, None, TensorType(result_dtype(OpKind.ADD, (a, b)), dims))
-        self.op(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc), out)
-        return result
 
     # -- ops -----------------------------------------------------------------------------
     def op(self, op: Op, out: list[Stmt]) -> None:
@@ -519,22 +403,6 @@ def _describe(op: Op) -> str:
     return f"{op.kind} -> {name}"
 
 
-def _use_counts(g: Graph) -> dict[int, int]:
-    """How many times each value is used (operands, outputs, loop carries)."""
-    uses: dict[int, int] = {}
-    for stmt, _ in g.walk():
-        values: list[Value] = []
-        if isinstance(stmt, Op):
-            values = list(stmt.inputs)
-        elif isinstance(stmt, Output):
-            values = list(stmt.values)
-        elif isinstance(stmt, Repeat):
-            values = [c.next for c in stmt.carries] + [c.init for c in stmt.carries]
-        for v in values:
-            uses[v.id] = uses.get(v.id, 0) + 1
-    return uses
-
-
 def _all_names(g: Graph) -> set[str]:
     names = {s.result.name for s in g.ops() if s.result.name}
     names |= {d.value.name for d, _ in g.decls() if d.value.name}
@@ -594,79 +462,3 @@ def _with_mesh(g: Graph, mesh: Mesh) -> Graph:
     # The mesh line's comment described the old mesh: it goes with it.
     return Graph(g.name, mesh, g.dims, g.body, g.source, g.trivia, Trivia(g.mesh_trivia.before, None,
                  g.mesh_trivia.blank), g.dims_trivia, g.end_trivia)
-
-
-def verify_sharded(g: Graph) -> Graph:
-    """Check a sharded program: the IR is valid and every layout is what its op's rule derives."""
-    verify(g)
-    if g.mesh is None:
-        raise ShardcError("a sharded program needs a mesh", g.source)
-    for stmt, _ in g.walk():
-        if isinstance(stmt, Decl) and stmt.value.layout is None:
-            raise ShardcError(f"'{stmt.value.name}' has no layout", g.source, stmt.loc)
-        if isinstance(stmt, Op):
-            if stmt.result.layout is None:
-                raise ShardcError(f"'{stmt.result.name}' has no layout", g.source, stmt.loc)
-            try:
-                got = infer(stmt.kind, stmt.attrs, stmt.operands, operand_layouts(stmt.operands),
-                            stmt.result.dims, g.mesh, g.sizes).layout
-            except ShardcError as err:
-                raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
-            if got != stmt.result.layout:
-                raise ShardcError(
-                    f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
-                    f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
-        if isinstance(stmt, Output):
-            for v in stmt.values:
-                if v.layout is not None and v.layout.partial:
-                    raise ShardcError(
-                        f"output '{v.name}' holds pending partial sums ({v.layout.format(g.mesh)}); an output "
-                        "holds complete values: reduce them first (all_reduce or reduce_scatter)",
-                        g.source, stmt.loc)
-    # Loop carries last: an annotation that is wrong inside the body is reported at its own line.
-    for rep in g.repeats:
-        for c in rep.carries:
-            if len({c.init.layout, c.arg.layout, c.next.layout}) != 1:
-                raise ShardcError(
-                    f"loop-carried '{c.arg.name}' enters the repeat as "
-                    f"{c.init.layout.format(g.mesh) if c.init.layout else '?'} but leaves a layer as "
-                    f"{c.next.layout.format(g.mesh) if c.next.layout else '?'}", g.source, rep.loc)
-    return g
-
-
-def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
-    """The collectives of an already-sharded program (reasons: as written in it)."""
-    assert g.mesh is not None
-    out = []
-    repeats = g.repeats
-    for stmt, rep in g.walk():
-        if isinstance(stmt, Op) and stmt.kind in STATS_PER_ROW:
-            assert isinstance(stmt.attrs, OverAttrs) and stmt.result.layout is not None
-            axes = stmt.result.layout.axes_of(stmt.attrs.dim)
-            if axes:
-                out.append(CollectiveRecord(
-                    stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stmt.result.layout,
-                    stmt.result.layout, stats_bytes(stmt.kind, stmt.result.layout, stmt.attrs.dim, g.sizes,
-                                                    g.mesh),
-                    rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
-                    f"{stmt.kind} statistics over {stmt.attrs.dim}, which is split over {''.join(axes)} "
-                    "(a small all-reduce inside the op)", implicit=True))
-        if isinstance(stmt, Op) and stmt.kind.is_collective:
-            (operand,) = stmt.inputs
-            a = stmt.attrs
-            assert isinstance(a, CollectiveAttrs) and operand.layout and stmt.result.layout
-            nbytes = _step_bytes(stmt, operand, g)
-            out.append(CollectiveRecord(
-                stmt.result.name or "", stmt.kind, a.axes, a.dim, a.src, a.dst, operand.layout,
-                stmt.result.layout, nbytes, rep.count if rep else 1,
-                repeats.index(rep) if rep else None, stmt.loc.line, "written in the sharded program"))
-    return tuple(out)
-
-
-def _step_bytes(op: Op, operand: Value, g: Graph) -> float:
-    from .reshard import collective_bytes
-
-    assert g.mesh is not None and operand.layout is not None and op.result.layout is not None
-    assert isinstance(op.attrs, CollectiveAttrs)
-    return collective_bytes(op.kind, op.attrs, operand.layout, op.result.layout, g.sizes, g.mesh,
-                            operand.dtype.bytes)

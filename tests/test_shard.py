@@ -1,4 +1,5 @@
-"""Tests of the sharding pass (shardc/shard.py) against the paper and the language.
+"""Tests of the sharding pass (shardc/shard.py, shardc/sums.py; shardc/sharded.py checks its
+result) against the paper and the language.
 
 1. Golden collective sequences of one PaLM 540B feed-forward on 4x4x4, per preset, in
    the paper's notation (PAPER.md §3), for decode and prefill; the decode attention
@@ -26,7 +27,8 @@ from shardc.ir import Decl, Graph, Op, OpKind, Output, Repeat
 from shardc.layout import Layout
 from shardc.mesh import Mesh
 from shardc.reshard import apply_collective
-from shardc.shard import ShardResult, shard_program, verify_sharded
+from shardc.shard import shard_program
+from shardc.sharded import ShardResult, verify_sharded
 from shardc.strategies import FFN, FFN_CHOICES, Attention
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,7 +36,8 @@ import shardc
 from shardc.ir import Decl, DeclKind, Graph, Op, OpKind, Output, Repeat
 from shardc.mesh import Mesh
 from shardc.reshard import apply_collective
-from shardc.shard import ShardResult, shard_program, verify_sharded
+from shardc.shard import shard_program
+from shardc.sharded import ShardResult, verify_sharded
 from shardc.testing import layouts, meshes, program_models
 from test_shard import assert_pins_honoured  # one definition of "every pin holds"
 
