@@ -1,16 +1,13 @@
 """The SPMD emulator: run a sharded program on emulated chips in NumPy, and count its cost.
 
 Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
-(:mod:`shardc.chips`); each op is one vectorised NumPy call over all chips at
-once -- a local einsum is ``np.einsum("...BLE,...EF->...BLF")`` with the mesh
-dims riding along in the ellipsis -- and each collective is a
-reshape/transpose/sum over mesh dims.  Inputs, params and caches are the
-reference executor's seeded arrays (:class:`~shardc.reference.SeededData`),
-scattered into their layouts, so :func:`emulate` and
-:func:`~shardc.reference.reference` see the same numbers.
-
-A norm or softmax over a split dim sums (or maxes) its per-row statistics
-across the chips of that dim's axes inside the op, as the sharding rules say.
+(:mod:`shardc.chips`); each op runs on all chips at once through its per-chip
+implementation in :mod:`shardc.local_ops` (vectorised NumPy over the stacked
+arrays; a collective is a reshape/transpose/sum over mesh dims).  This module
+walks the program, frees values after their last use, checks replicas and
+counts.  Inputs, params and caches are the reference executor's seeded arrays
+(:class:`~shardc.reference.SeededData`), scattered into their layouts, so
+:func:`emulate` and :func:`~shardc.reference.reference` see the same numbers.
 
 Counters (per chip; every chip does the same work under these layouts):
 
@@ -33,28 +30,25 @@ import numpy as np
 
 from . import chips
 from .errors import ShardcError
-from .ir import (
-    CausalAttrs,
-    CollectiveAttrs,
-    Const,
-    Decl,
-    EinsumAttrs,
-    Graph,
-    Op,
-    OpKind,
-    Output,
-    OverAttrs,
-    Repeat,
-    Stmt,
-    Value,
-)
-from .layout import Layout
+from .ir import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
+from .local_ops import LOCAL_IMPLS, LocalCtx, _layout, batched_einsum
 from .mesh import Mesh
-from .reference import DEFAULT_MAX_BYTES, EPS, IMPLS, SeededData, _human, _np_dtype
+from .reference import DEFAULT_MAX_BYTES, SeededData, _human, _np_dtype
 from .counts import op_comm_bytes, op_flops, op_hbm_bytes
 from .sharded import verify_sharded
 
-Local = Callable[["_Ctx", Op, Sequence["np.ndarray | float"]], np.ndarray]
+__all__ = [
+    "Counters",
+    "Emulation",
+    "OpCount",
+    "ReplicaError",
+    "SCRATCH_ARRAYS",
+    "emulate",
+    "estimate_bytes",
+    # re-exported from shardc.local_ops
+    "LOCAL_IMPLS",
+    "batched_einsum",
+]
 
 
 class ReplicaError(ShardcError):
@@ -129,19 +123,15 @@ class Emulation:
 
 # --- the run ----------------------------------------------------------------------------
 @dataclass
-class _Ctx:
-    mesh: Mesh
-    sizes: Mapping[str, int]
+class _Ctx(LocalCtx):
+    """The mesh and sizes the per-chip ops see, and the state of the run."""
+
     dtype: np.dtype
     counters: Counters
     check_replicas: bool
     on_value: Callable[[Op, int, np.ndarray], None] | None
     layer: int = 0
     live: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def m(self) -> int:
-        return len(self.mesh.axes)
 
     def local_bytes(self, v: Value) -> int:
         assert v.layout is not None
@@ -154,209 +144,6 @@ class _Ctx:
     def release(self, ids: Sequence[int]) -> None:
         for i in ids:
             self.live.pop(i, None)
-
-
-def _layout(operand: Value) -> Layout:
-    assert operand.layout is not None
-    return operand.layout
-
-
-def _local_einsum(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    assert isinstance(op.attrs, EinsumAttrs)
-    arrays = [a for a in args if isinstance(a, np.ndarray)]
-    if len(arrays) == 1:
-        spec = "..." + op.attrs.inputs[0] + "->..." + op.attrs.output
-        return np.einsum(spec, arrays[0])
-    return batched_einsum(op.attrs.inputs[0], op.attrs.inputs[1], op.attrs.output, arrays[0], arrays[1], ctx.m)
-
-
-def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> np.ndarray:
-    """``einsum(f"{left},{right}->{out}")`` on every chip at once, as one batched matmul.
-
-    ``a`` and ``b`` carry ``lead`` mesh dims first.  Letters are sorted into
-    batch (both operands and the result), contracted (both, not the result)
-    and free (one operand and the result); letters of one operand only that
-    the result lacks are summed first.  Each operand is transposed to
-    ``[*mesh, batch, free, contracted]`` (resp. ``[*mesh, batch, contracted,
-    free]``), flattened to 3 dims, multiplied with ``np.matmul`` (BLAS per
-    chip and batch), and the product is unflattened and transposed to ``out``.
-    """
-    a, left = _sum_away(a, left, right + out, lead)
-    b, right = _sum_away(b, right, left + out, lead)
-    batch = [c for c in out if c in left and c in right]
-    contract = [c for c in left if c in right and c not in out]
-    free_a = [c for c in out if c in left and c not in right]
-    free_b = [c for c in out if c in right and c not in left]
-    mesh_shape = a.shape[:lead]
-    size = {c: a.shape[lead + left.index(c)] for c in left}
-    size.update({c: b.shape[lead + right.index(c)] for c in right})
-
-    def flat(arr: np.ndarray, letters: str, groups: list[list[str]]) -> np.ndarray:
-        perm = list(range(lead)) + [lead + letters.index(c) for g in groups for c in g]
-        shape = tuple(math.prod(size[c] for c in g) for g in groups)
-        # Contiguous, or np.matmul may leave BLAS for a slow strided loop (size-1 dims make
-        # the reshape a view with odd strides).
-        return np.ascontiguousarray(arr.transpose(perm).reshape(mesh_shape + shape))
-
-    product = np.matmul(flat(a, left, [batch, free_a, contract]), flat(b, right, [batch, contract, free_b]))
-    order = batch + free_a + free_b
-    product = product.reshape(mesh_shape + tuple(size[c] for c in order))
-    return product.transpose(list(range(lead)) + [lead + order.index(c) for c in out])
-
-
-def _sum_away(arr: np.ndarray, letters: str, keep: str, lead: int) -> tuple[np.ndarray, str]:
-    """Sum the dims of ``arr`` whose letters are not in ``keep`` (one-sided reductions)."""
-    gone = [c for c in letters if c not in keep]
-    if not gone:
-        return arr, letters
-    arr = arr.sum(axis=tuple(lead + letters.index(c) for c in gone))
-    return arr, "".join(c for c in letters if c not in gone)
-
-
-def _align(arr: np.ndarray | float, dims: tuple[str, ...], out: tuple[str, ...], m: int) -> np.ndarray | float:
-    """Local dims ``dims`` of a stacked array transposed into ``out``'s order (size 1 where absent)."""
-    if not isinstance(arr, np.ndarray):
-        return arr
-    order = list(range(m)) + [m + dims.index(d) for d in out if d in dims]
-    shape = list(arr.shape[:m]) + [arr.shape[m + dims.index(d)] if d in dims else 1 for d in out]
-    return arr.transpose(order).reshape(shape)
-
-
-def _local_binary(ufunc: np.ufunc) -> Local:
-    def binary(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-        left, right = (a if isinstance(o, Const) else _align(a, o.dims, op.result.dims, ctx.m)
-                       for o, a in zip(op.operands, args))
-        return ufunc(left, right)
-    return binary
-
-
-def _global_unary(kind: OpKind) -> Local:
-    """Activations are elementwise: the reference's implementation works on any shape."""
-    impl = IMPLS[kind]
-
-    def unary(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-        return impl(op, args)
-    return unary
-
-
-def _over(ctx: _Ctx, op: Op) -> tuple[int, tuple[str, ...], int]:
-    """Local axis of the ``over`` dim, the mesh axes splitting it, and its global size."""
-    assert isinstance(op.attrs, OverAttrs)
-    dim = op.attrs.dim
-    operand = op.inputs[0]
-    return ctx.m + operand.dims.index(dim), _layout(operand).axes_of(dim), ctx.sizes[dim]
-
-
-def _all_sum(ctx: _Ctx, x: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
-    return chips.sum_over(x, axes, ctx.mesh) if axes else x
-
-
-def _gain(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float], normed: np.ndarray, axis: int) -> np.ndarray:
-    if len(args) < 2:
-        return normed
-    gain = args[1]
-    assert isinstance(gain, np.ndarray)
-    shape = [1] * normed.ndim
-    shape[: ctx.m] = gain.shape[: ctx.m]
-    shape[axis] = gain.shape[-1]
-    return normed * gain.reshape(shape)
-
-
-def _local_layernorm(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    a = args[0]
-    assert isinstance(a, np.ndarray)
-    axis, axes, n = _over(ctx, op)
-    mean = _all_sum(ctx, a.sum(axis=axis, keepdims=True), axes) / n
-    centered = a - mean
-    var = _all_sum(ctx, (centered * centered).sum(axis=axis, keepdims=True), axes) / n
-    return _gain(ctx, op, args, centered / np.sqrt(var + EPS), axis)
-
-
-def _local_rmsnorm(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    a = args[0]
-    assert isinstance(a, np.ndarray)
-    axis, axes, n = _over(ctx, op)
-    mean_square = _all_sum(ctx, (a * a).sum(axis=axis, keepdims=True), axes) / n
-    return _gain(ctx, op, args, a / np.sqrt(mean_square + EPS), axis)
-
-
-def _local_softmax(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    a = args[0]
-    assert isinstance(a, np.ndarray)
-    axis, axes, _ = _over(ctx, op)
-    top = a.max(axis=axis, keepdims=True)
-    if axes:
-        positions = tuple(ctx.mesh.index(x) for x in axes)
-        top = np.broadcast_to(top.max(axis=positions, keepdims=True), top.shape)
-    e = np.exp(a - top)
-    return e / _all_sum(ctx, e.sum(axis=axis, keepdims=True), axes)
-
-
-def _local_sum(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    a = args[0]
-    assert isinstance(a, np.ndarray)
-    axis, _, _ = _over(ctx, op)
-    return a.sum(axis=axis)  # a split dim leaves partial sums, as the layout says
-
-
-def _local_causal(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    """Global query/key positions from each chip's block offsets, then the mask."""
-    a = args[0]
-    assert isinstance(a, np.ndarray) and isinstance(op.attrs, CausalAttrs)
-    operand = op.inputs[0]
-    layout = _layout(operand)
-    positions = []
-    for dim in (op.attrs.query, op.attrs.key):
-        q = ctx.m + operand.dims.index(dim)
-        local = a.shape[q]
-        offsets = chips.block_offsets(layout, dim, local, ctx.mesh)
-        shape = [1] * a.ndim
-        shape[: ctx.m] = offsets.shape
-        index = offsets.reshape(shape)
-        along = [1] * a.ndim
-        along[q] = local
-        positions.append(index + np.arange(local).reshape(along))
-    i, j = positions
-    n_query, n_key = ctx.sizes[op.attrs.query], ctx.sizes[op.attrs.key]
-    return np.where(j <= i + (n_key - n_query), a, a.dtype.type(-np.inf))
-
-
-def _local_relabel(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    a = args[0]
-    assert isinstance(a, np.ndarray)
-    return a
-
-
-def _local_collective(ctx: _Ctx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-    a = args[0]
-    assert isinstance(a, np.ndarray) and isinstance(op.attrs, CollectiveAttrs)
-    return chips.run_collective(a, op.kind, op.attrs, _layout(op.inputs[0]), ctx.mesh)
-
-
-LOCAL_IMPLS: dict[OpKind, Local] = {
-    OpKind.EINSUM: _local_einsum,
-    OpKind.ADD: _local_binary(np.add),
-    OpKind.SUB: _local_binary(np.subtract),
-    OpKind.MUL: _local_binary(np.multiply),
-    OpKind.DIV: _local_binary(np.divide),
-    OpKind.NEG: _global_unary(OpKind.NEG),
-    OpKind.GELU: _global_unary(OpKind.GELU),
-    OpKind.RELU: _global_unary(OpKind.RELU),
-    OpKind.SILU: _global_unary(OpKind.SILU),
-    OpKind.TANH: _global_unary(OpKind.TANH),
-    OpKind.EXP: _global_unary(OpKind.EXP),
-    OpKind.LAYERNORM: _local_layernorm,
-    OpKind.RMSNORM: _local_rmsnorm,
-    OpKind.SOFTMAX: _local_softmax,
-    OpKind.SUM: _local_sum,
-    OpKind.CAUSAL: _local_causal,
-    OpKind.RELABEL: _local_relabel,
-    OpKind.ALL_GATHER: _local_collective,
-    OpKind.REDUCE_SCATTER: _local_collective,
-    OpKind.ALL_REDUCE: _local_collective,
-    OpKind.ALL_TO_ALL: _local_collective,
-    OpKind.SLICE: _local_collective,
-}
 
 
 def _replica_axes(ctx: _Ctx, op: Op) -> list[int]:

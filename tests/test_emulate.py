@@ -1,4 +1,5 @@
-"""The emulator, the project's correctness oracle (shardc.chips, shardc.emulate, shardc.verification).
+"""The emulator, the project's correctness oracle (shardc.chips, shardc.local_ops, shardc.emulate,
+shardc.verification).
 
 Four groups of tests:
 

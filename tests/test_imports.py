@@ -13,6 +13,7 @@ MOVED = {
     ("shardc.shard", "shardc.sharded"): (
         "CollectiveRecord", "ShardResult", "STATS_PER_ROW", "STATS_ITEMSIZE", "stats_bytes",
         "verify_sharded", "collectives_of"),
+    ("shardc.emulate", "shardc.local_ops"): ("LOCAL_IMPLS", "batched_einsum"),
 }
 
 

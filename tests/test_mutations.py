@@ -17,12 +17,11 @@ An oracle that always says PASSED is worthless, so these tests break things on p
   sharded-IR verifier.
 
 * **Implementation mutations.**  One collective of :mod:`shardc.chips` (or one op of
-  :mod:`shardc.emulate`) is monkeypatched to be wrong; ``verify`` must fail and its
+  :mod:`shardc.local_ops`) is monkeypatched to be wrong; ``verify`` must fail and its
   ``first_mismatch`` must name the first op that uses the broken code.
 """
 from __future__ import annotations
 
-import importlib
 import io
 import re
 from collections import Counter
@@ -34,14 +33,13 @@ import numpy as np
 import pytest
 
 import shardc
-from shardc import chips
+from shardc import chips, local_ops
 from shardc.cli import main
-from shardc.emulate import EPS
 from shardc.ir import Op, OpKind
+from shardc.reference import EPS
 from shardc.shard import shard_program
 from shardc.verification import shrink, verify
 
-emulate_module = importlib.import_module("shardc.emulate")  # the module (shardc.emulate is the function)
 ROOT = Path(__file__).resolve().parent.parent
 PALM_8B = ROOT / "examples" / "palm_8b_decode.model"
 SETS = ("H=64", "S=4", "E=64", "F=64", "D=4", "V=64")  # B=64 stays: attention by batch over 64 chips
@@ -303,11 +301,11 @@ def wrong_block_slice(orig):
 def layernorm_without_statistics(ctx, op, args):
     """Mean and variance of each chip's own block only: the all-reduce over the split dim dropped."""
     a = args[0]
-    axis, _, _ = emulate_module._over(ctx, op)
+    axis, _, _ = local_ops._over(ctx, op)
     mean = a.mean(axis=axis, keepdims=True)
     centered = a - mean
     var = (centered * centered).mean(axis=axis, keepdims=True)
-    return emulate_module._gain(ctx, op, args, centered / np.sqrt(var + EPS), axis)
+    return local_ops._gain(ctx, op, args, centered / np.sqrt(var + EPS), axis)
 
 
 def zero_offsets(orig):
@@ -333,7 +331,7 @@ IMPLEMENTATION_MUTATIONS = {
         lambda op: op.kind in (OpKind.ALL_TO_ALL, OpKind.SLICE)),
     "layernorm-without-statistics-all-reduce": (
         PALM_SHARDED,
-        lambda mp: mp.setitem(emulate_module.LOCAL_IMPLS, OpKind.LAYERNORM, layernorm_without_statistics),
+        lambda mp: mp.setitem(local_ops.LOCAL_IMPLS, OpKind.LAYERNORM, layernorm_without_statistics),
         lambda op: op.kind is OpKind.LAYERNORM and split_over(op)),
     "causal-wrong-offset": (
         shardc.parse(CAUSAL_TEXT, "causal_split.model"),

@@ -2,8 +2,8 @@
 import pytest
 
 from shardc.candidates import CANDIDATES
-from shardc.emulate import LOCAL_IMPLS
 from shardc.ir import OpKind
+from shardc.local_ops import LOCAL_IMPLS
 from shardc.ops import OP_DEFS
 from shardc.reference import IMPLS
 from shardc.rules import RULES
@@ -13,7 +13,7 @@ TABLES = {
     "rules.RULES (sharding rule)": RULES,
     "candidates.CANDIDATES (operand layouts to try)": CANDIDATES,
     "reference.IMPLS (NumPy on whole arrays)": IMPLS,
-    "emulate.LOCAL_IMPLS (NumPy on every chip)": LOCAL_IMPLS,
+    "local_ops.LOCAL_IMPLS (NumPy on every chip)": LOCAL_IMPLS,
 }
 
 
