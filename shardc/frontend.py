@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
-from . import syntax as ast
+from . import syntax_tree as ast
 from .errors import Loc, ShardcError, Source
 from .ir import (
     Block,
@@ -46,6 +46,7 @@ from .ir import (
 from .layout import Layout
 from .mesh import Mesh
 from .ops import CALLS, INFIX, OP_DEFS, ArgKind, OpTypeError, result_dims, result_dtype
+from .syntax import parse_module
 from .trivia import attach_trivia
 
 RESERVED = frozenset(
@@ -70,7 +71,7 @@ def parse(text: str, filename: str = "<string>", *, sizes: Mapping[str, int] | N
     ``sizes`` overrides declared dim sizes (``--set B=64``); ``mesh`` overrides
     the file's ``mesh`` line (``--mesh 4x4x4``), except in a sharded program.
     """
-    module = ast.parse_module(text, filename)
+    module = parse_module(text, filename)
     return _Lowerer(module, dict(sizes or {}), mesh).lower()
 
 

@@ -2,8 +2,9 @@
 
 The grammar lives in ``grammars/model.lark``; lark parses it with LALR(1) and a
 contextual lexer.  A :class:`lark.Transformer` turns the parse tree into the
-small frozen dataclasses below, one method per grammar rule/alias.  Nothing
-here knows about types or scopes: that is :mod:`shardc.frontend`'s job.
+small frozen dataclasses of :mod:`shardc.syntax_tree` (re-exported here), one
+method per grammar rule/alias.  Nothing here knows about types or scopes:
+that is :mod:`shardc.frontend`'s job.
 
 Parse errors never leak lark's token names; :func:`_syntax_error` says what
 was expected in words ("expected ',' or ']' after a dim").
@@ -13,152 +14,21 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import lark
 from lark import Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import Loc, ShardcError, Source, source_lines
+from .syntax_tree import (Arg, AssignStmt, BinOp, Call, Comment, DeclStmt, DimArg, DimsStmt, Expr, KwArg,
+                          MeshStmt, ModelStmt, Module, Name, Neg, Num, OutputStmt, Pin, Ref, RepeatStmt, Stmt,
+                          StrArg)
 
-
-# --- AST -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Name:
-    """An identifier token with its position (a name, a dim, an axis list...)."""
-
-    text: str
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class Num:
-    text: str
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class Ref:
-    name: str
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class BinOp:
-    op: str  # one of + - * /
-    left: "Expr"
-    right: "Expr"
-    loc: Loc  # position of the operator
-
-
-@dataclass(frozen=True)
-class Neg:
-    operand: "Expr"
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class StrArg:
-    text: str  # without the quotes
-    loc: Loc  # position of the opening quote
-
-
-@dataclass(frozen=True)
-class DimArg:
-    dim: Name
-
-
-@dataclass(frozen=True)
-class KwArg:
-    key: Name
-    value: Name
-
-
-@dataclass(frozen=True)
-class Call:
-    func: Name
-    args: tuple["Arg", ...]
-    loc: Loc
-
-
-Expr = Union[Num, Ref, BinOp, Neg, Call]
-Arg = Union[Num, Ref, BinOp, Neg, Call, StrArg, DimArg, KwArg]
-
-
-@dataclass(frozen=True)
-class Pin:
-    layout: Name
-    partial: Name | None
-    loc: Loc  # position of '@'
-
-
-@dataclass(frozen=True)
-class ModelStmt:
-    name: Name
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class MeshStmt:
-    axes: tuple[tuple[Name, Num], ...]
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class DimsStmt:
-    sizes: tuple[tuple[Name, Num], ...]
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class DeclStmt:
-    kind: str  # input | param | cache
-    name: Name
-    dtype: Name
-    dims: tuple[Name, ...]
-    pin: Pin | None
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class AssignStmt:
-    target: Name
-    expr: Expr
-    pin: Pin | None
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class OutputStmt:
-    names: tuple[Name, ...]
-    pin: Pin | None
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class RepeatStmt:
-    count: Num
-    body: tuple["Stmt", ...]
-    loc: Loc
-    close: Loc  # position of '}'
-
-
-Stmt = Union[ModelStmt, MeshStmt, DimsStmt, DeclStmt, AssignStmt, OutputStmt, RepeatStmt]
-
-
-@dataclass(frozen=True)
-class Comment:
-    text: str  # including the leading '#'
-    loc: Loc
-
-
-@dataclass(frozen=True)
-class Module:
-    stmts: tuple[Stmt, ...]
-    comments: tuple[Comment, ...]
-    source: Source
+# The AST is re-exported: lowering and users read it as syntax.Name, syntax.Call...
+__all__ = ["GRAMMAR_PATH", "parse_module", "Arg", "AssignStmt", "BinOp", "Call", "Comment", "DeclStmt", "DimArg",
+           "DimsStmt", "Expr", "KwArg", "MeshStmt", "ModelStmt", "Module", "Name", "Neg", "Num", "OutputStmt",
+           "Pin", "Ref", "RepeatStmt", "Stmt", "StrArg"]
 
 
 # --- parse tree -> AST ------------------------------------------------------------

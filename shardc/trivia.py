@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Hashable
 
-from . import syntax as ast
+from . import syntax_tree as ast
 from .errors import source_lines
 from .ir import Trivia
 

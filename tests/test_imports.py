@@ -14,6 +14,10 @@ MOVED = {
         "CollectiveRecord", "ShardResult", "STATS_PER_ROW", "STATS_ITEMSIZE", "stats_bytes",
         "verify_sharded", "collectives_of"),
     ("shardc.emulate", "shardc.local_ops"): ("LOCAL_IMPLS", "batched_einsum"),
+    ("shardc.syntax", "shardc.syntax_tree"): (
+        "Name", "Num", "Ref", "BinOp", "Neg", "StrArg", "DimArg", "KwArg", "Call", "Expr", "Arg", "Pin",
+        "ModelStmt", "MeshStmt", "DimsStmt", "DeclStmt", "AssignStmt", "OutputStmt", "RepeatStmt",
+        "Stmt", "Comment", "Module"),
 }
 
 
