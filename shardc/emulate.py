@@ -187,8 +187,11 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     return result
 
 
-def _last_uses(stmts: Sequence[Stmt]) -> dict[int, list[int]]:
-    """Statement index -> ids of the block's values last used there (freed after it)."""
+def _last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict[int, list[int]]:
+    """Statement index -> ids of the block's values last used there (freed after it).
+
+    ``keep``: values that outlive the block's statements (a repeat body's loop-carried
+    results, read when the layer ends)."""
     last: dict[int, int] = {}
     defined: set[int] = set()
     for i, s in enumerate(stmts):
@@ -205,11 +208,12 @@ def _last_uses(stmts: Sequence[Stmt]) -> dict[int, list[int]]:
             for c in s.carries:
                 last[c.init.id] = i
             for inner in s.body:  # outer values a body reads live until the repeat ends
-                for v in (inner.inputs if isinstance(inner, Op) else ()):
+                read = inner.inputs if isinstance(inner, Op) else inner.values if isinstance(inner, Output) else ()
+                for v in read:
                     last[v.id] = i
     out: dict[int, list[int]] = {}
     for v, i in last.items():
-        if v in defined:
+        if v in defined and v not in keep:
             out.setdefault(i, []).append(v)
     return out
 
@@ -288,8 +292,9 @@ def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer:
 
 
 def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], data: SeededData,
-               repeat: int | None, layers: int | None, outputs: dict[str, np.ndarray]) -> None:
-    frees = _last_uses(stmts)
+               repeat: int | None, layers: int | None, outputs: dict[str, np.ndarray],
+               keep: frozenset[int] = frozenset()) -> None:
+    frees = _last_uses(stmts, keep)
     repeat_index = 0
     for i, stmt in enumerate(stmts):
         if isinstance(stmt, Decl):
@@ -308,6 +313,8 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
         elif isinstance(stmt, Repeat):
             _run_repeat(ctx, stmt, repeat_index, env, data, layers, outputs)
             repeat_index += 1
+        for vid in frees.get(i, []):  # a value nothing reads any more leaves memory
+            env.pop(vid, None)
         ctx.release(frees.get(i, []))
 
 
@@ -326,7 +333,8 @@ def _run_repeat(ctx: _Ctx, rep: Repeat, index: int, env: dict[int, np.ndarray], 
         scope.update(carried)
         for c in rep.carries:
             ctx.hold(c.arg)
-        _run_block(ctx, rep.body.stmts, scope, data, index, None, per_layer)  # type: ignore[arg-type]
+        _run_block(ctx, rep.body.stmts, scope, data, index, None, per_layer,  # type: ignore[arg-type]
+                   frozenset(c.next.id for c in rep.carries))
         carried = {c.arg.id: scope[c.next.id] for c in rep.carries}
         ctx.release([v for v in scope if v not in env])  # the next layer holds the carries as args
     ctx.layer = 0
