@@ -20,12 +20,13 @@ on whole arrays.  This script measures, in one process:
    the emulator's cost grows with the number of chips (replicated values are copied to
    every chip, so work grows with chips even when the model does not).
 
-    python benchmarks/emulate.py            # the tables (two to three minutes)
+    python benchmarks/emulate.py            # the tables (about a minute)
     python benchmarks/emulate.py --json     # the raw figures
 """
 from __future__ import annotations
 
 import argparse
+import os
 import gc
 import json
 import platform
@@ -140,9 +141,27 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+# glibc hands large freed blocks back to the operating system, and every new array then
+# pays page faults that swamp the computation being measured (run-to-run spread of 2x).
+# Asking it to keep freed memory (both executors benefit alike) makes timings repeatable.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**34), "MALLOC_TRIM_THRESHOLD_": str(2**34)}
+
+
+def _keep_freed_memory(argv: list[str]) -> None:
+    """Re-run this script with glibc told to keep freed memory (unless --system-allocator)."""
+    if "--system-allocator" in argv or not sys.platform.startswith("linux"):
+        return
+    if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_FREED_MEMORY})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument("--system-allocator", action="store_true",
+                        help="do not ask glibc to keep freed memory (timings then vary up to 2x)")
+    _keep_freed_memory(sys.argv[1:])
     args = parser.parse_args()
     start = time.perf_counter()
     big = [measure_big("2d-ws", "heads"), measure_big("wg-xyz", None)]
