@@ -50,7 +50,6 @@ def scatter(array: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
 
 def assemble(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
     """The global value of a stacked array: partial sums summed, replicas taken from chip 0."""
-    m = len(mesh.axes)
     names = mesh.names
     data = stacked
     for p, a in enumerate(names):
@@ -66,7 +65,6 @@ def assemble(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
         order.extend(pos[a] for a in axes)
         order.append(len(split_axes) + i)
         shape.append(data.shape[len(split_axes) + i] * mesh.group_size(axes))
-    del m
     return data.transpose(order).reshape(shape)
 
 

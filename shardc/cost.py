@@ -45,7 +45,7 @@ from .comm import CommMode, collective_time
 from .counts import local_bytes, op_comm_bytes, op_flops, op_hbm_bytes
 from .errors import ShardcError
 from .hardware import ChipProfile, load_profile
-from .ir import Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, OverAttrs, Repeat, Value
+from .ir import CollectiveAttrs, Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, OverAttrs, Repeat, Value
 from .mesh import Mesh
 from .sharded import STATS_PER_ROW, STATS_ITEMSIZE, verify_sharded
 
@@ -186,8 +186,8 @@ class _Model:
         bw, lat = 0.0, 0.0
         if op.kind.is_collective:
             memory = 0.0  # a collective streams over the links, not through a roofline
-            assert isinstance(op.result.layout, object)
-            bw, lat = collective_time(op.kind, op.attrs.axes, _larger_side_bytes(op, self.sizes, self.mesh),  # type: ignore[union-attr]
+            assert isinstance(op.attrs, CollectiveAttrs)
+            bw, lat = collective_time(op.kind, op.attrs.axes, _larger_side_bytes(op, self.sizes, self.mesh),
                                       self.mesh, self.chip, self.mode)
         axes, stats = _stats_bytes(op, self.sizes, self.mesh)
         if stats:

@@ -149,8 +149,6 @@ def binary_rule(ctx: RuleContext) -> Inferred:
     assert la is not None and lb is not None
     _check_shared((la, lb), ctx.mesh, what)
     axis_dim = _check_axis_dims((la, lb), ctx.mesh, what)
-    big = la if la.dims == ctx.result_dims else lb.permuted(ctx.result_dims) if set(lb.dims) == set(
-        ctx.result_dims) else la.permuted(ctx.result_dims)
     split = {d: axes for layout in (la, lb) for d, axes in layout.split}
     out = Layout(tuple((d, split[d]) for d in ctx.result_dims))
     if ctx.kind in (OpKind.ADD, OpKind.SUB):
@@ -167,7 +165,6 @@ def binary_rule(ctx: RuleContext) -> Inferred:
         pending = la.partial | lb.partial
     if pending & set(axis_dim):
         raise ShardcError(f"{what}: an axis holds partial sums in one operand and splits a dim in the other")
-    del big
     return Inferred(out.with_partial(pending))
 
 
