@@ -63,7 +63,8 @@ class SumChains:
                 groups[layout].append(leaf)
             else:
                 terms.append(leaf)
-        if all(len(members) < 2 for members in groups.values()):
+        if len(terms) == 1 or all(len(members) < 2 for members in groups.values()):
+            # Nothing to regroup (one group is the whole sum: summing it as written is the same).
             for link in self.links_in_order(root):
                 self.op(link, out)
             self.op(root, out)

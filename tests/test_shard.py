@@ -938,3 +938,15 @@ def test_loop_carries_keep_one_layout_in_every_example(name: str) -> None:
         for rep in r.graph.repeats:
             for c in rep.carries:
                 assert c.init.layout == c.arg.layout == c.next.layout == c.result.layout
+
+
+def test_a_sum_whose_terms_all_hold_the_same_partial_sums_is_not_doubled() -> None:
+    """Regression: with every term of a+b+c in one partial-sum group the regrouped sum was
+    added to itself (y = t + t)."""
+    g = shardc.parse("model m\nmesh x=2, y=2\ndims B=2, E=4, F=4\ninput x : f32[B, E]\n"
+                     "param w1 : f32[E, F]\nparam w2 : f32[E, F]\nparam w3 : f32[E, F]\n"
+                     'y = einsum("BE,EF->BF", x, w1) + einsum("BE,EF->BF", x, w2) + einsum("BE,EF->BF", x, w3)\n'
+                     "output y\n")
+    sg = shard_program(g, None, "2d-ws").graph
+    report = shardc.verify(sg, dtype="f64", source=g)
+    assert report.passed, report.first_mismatch
