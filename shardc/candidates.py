@@ -89,12 +89,6 @@ def agree(current: Layout | None, dims: tuple[str, ...], fixed: Layout, keep_par
     return Layout.of(dims, split, partial)
 
 
-def _set(targets: list[Layout | None], i: int, layout: Layout) -> list[Layout | None]:
-    out = list(targets)
-    out[i] = layout
-    return out
-
-
 # --- per-kind candidate functions ------------------------------------------------------
 def einsum_candidates(v: OpView) -> list[Candidate]:
     idx = v.tensor_indices()

@@ -124,8 +124,6 @@ COLLECTIVES = frozenset(
     {OpKind.ALL_GATHER, OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE, OpKind.ALL_TO_ALL, OpKind.SLICE}
 )
 BINARY = frozenset({OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.DIV})
-UNARY = frozenset({OpKind.NEG, OpKind.GELU, OpKind.RELU, OpKind.SILU, OpKind.TANH, OpKind.EXP})
-NORMS = frozenset({OpKind.LAYERNORM, OpKind.RMSNORM})
 
 
 # --- per-kind attributes -------------------------------------------------------
@@ -145,10 +143,6 @@ class EinsumAttrs:
     def spec(self) -> str:
         return f"{','.join(self.inputs)}->{self.output}"
 
-    @classmethod
-    def parse(cls, spec: str) -> "EinsumAttrs":
-        lhs, _, rhs = spec.partition("->")
-        return cls(tuple(lhs.split(",")), rhs)
 
 
 @dataclass(frozen=True)
@@ -409,10 +403,6 @@ def with_weight_dtype(g: Graph, dtype: DType) -> Graph:
             return Value(v.id, v.name, TensorType(dtype, v.dims), v.layout)
         if isinstance(stmt, Op):
             return Value(v.id, v.name, TensorType(result_dtype(stmt.kind, stmt.operands), v.dims), v.layout)
-        if isinstance(stmt, Repeat):  # carried values keep the dtype of what flows in
-            for c in stmt.carries:
-                if v.id in (c.arg.id, c.result.id):
-                    return v
-        return v
+        return v  # declarations of other kinds, and loop carries, keep their dtype
 
     return rebuild(g, define)[0]

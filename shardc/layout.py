@@ -107,13 +107,6 @@ class Layout:
         """Axes that split a dim or hold partial sums."""
         return self.split_axes | self.partial
 
-    def is_replicated(self) -> bool:
-        return not self.split_axes and not self.partial
-
-    def shard_count(self, dim: str, mesh: Mesh) -> int:
-        """Into how many blocks ``dim`` is split."""
-        return mesh.group_size(self.axes_of(dim))
-
     def local_sizes(self, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, ...]:
         """Per-chip shape of a tensor with global dim ``sizes``."""
         return tuple(sizes[d] // mesh.group_size(axes) for d, axes in self.split)
@@ -132,11 +125,6 @@ class Layout:
     def renamed(self, renames: Mapping[str, str]) -> "Layout":
         """Same split with dims renamed (``relabel``)."""
         return Layout(tuple((renames.get(d, d), a) for d, a in self.split), self.partial)
-
-    def permuted(self, dims: tuple[str, ...]) -> "Layout":
-        """The same split, listed in the order ``dims`` (which must be a permutation)."""
-        table = dict(self.split)
-        return Layout(tuple((d, table[d]) for d in dims), self.partial)
 
     # -- invariants ---------------------------------------------------------
     def check_notation(self) -> None:

@@ -102,7 +102,7 @@ class _Sharder(SumChains):
         self.decl_kinds: dict[int, DeclKind] = {}
         self.caches: list[dict[tuple[int, Layout], Value]] = [{}]
         self.taken = _all_names(g)
-        self.records: list[tuple[int, CollectiveRecord]] = []  # (result value id, record)
+        self.records: list[CollectiveRecord] = []
         self.repeat_index: int | None = None
         self.count = 1
         self.post = self._post_requirements()
@@ -131,7 +131,7 @@ class _Sharder(SumChains):
                                         f"on line {stmt.loc.line}")
             elif isinstance(stmt, Output):
                 for v in stmt.values:
-                    want = stmt.pin if stmt.pin is not None else None
+                    want = stmt.pin
                     reason = (f"output pinned @ {stmt.pin.format(self.mesh)} on line {stmt.loc.line}"
                               if stmt.pin is not None else "outputs hold complete values")
                     post.setdefault(v.id, (want, reason))
@@ -206,9 +206,9 @@ class _Sharder(SumChains):
         result = self.new_value(name, operand.type, step.after)
         out.append(Op(step.kind, result, (operand,), step.attrs, Loc(line, 1) if line else NOLOC))
         a = step.attrs
-        self.records.append((result.id, CollectiveRecord(
+        self.records.append(CollectiveRecord(
             name, step.kind, a.axes, a.dim, a.src, a.dst, step.before, step.after, step.bytes_per_chip,
-            self.count, self.repeat_index, line, reason)))
+            self.count, self.repeat_index, line, reason))
         return result
 
     def cost(self, value: Value | None, target: Layout | None) -> float:
@@ -268,9 +268,9 @@ class _Sharder(SumChains):
         self.env[op.result.id] = result
 
     def choose(self, op: Op, view: OpView, current: list[Value | None]) -> Candidate:
-        best: tuple[float, int, Candidate] | None = None
+        best: tuple[float, Candidate] | None = None
         errors: list[str] = []
-        for n, cand in enumerate(CANDIDATES[op.kind](view)):
+        for cand in CANDIDATES[op.kind](view):
             try:
                 operands = tuple(
                     o if isinstance(o, Const) else Value(o.id, o.name, o.type, cand.targets[i])
@@ -289,11 +289,11 @@ class _Sharder(SumChains):
             total += self.cost(Value(op.result.id, None, op.result.type, result),
                                self.strategy.complete(result, self.sizes))
             if best is None or total < best[0]:
-                best = (total, n, cand)
+                best = (total, cand)  # ties keep the earlier candidate
         if best is None:
             raise ShardcError(f"cannot shard {_describe(op)}: " + "; ".join(errors or ["no candidate layout"]),
                               self.g.source, op.loc)
-        return best[2]
+        return best[1]
 
     def record_stats(self, op: Op, result: Value) -> None:
         assert isinstance(op.attrs, OverAttrs) and result.layout is not None
@@ -301,9 +301,9 @@ class _Sharder(SumChains):
         nbytes = stats_bytes(op.kind, result.layout, op.attrs.dim, self.sizes, self.mesh)
         reason = (f"{op.kind} statistics over {op.attrs.dim}, which is split over {''.join(axes)} "
                   f"(a small all-reduce inside the op on line {op.loc.line})")
-        self.records.append((result.id, CollectiveRecord(
+        self.records.append(CollectiveRecord(
             result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, result.layout, result.layout,
-            nbytes, self.count, self.repeat_index, op.loc.line, reason, implicit=True)))
+            nbytes, self.count, self.repeat_index, op.loc.line, reason, implicit=True))
 
     def is_stationary(self, v: Value) -> bool:
         return self.decl_kinds.get(v.id) in (DeclKind.PARAM, DeclKind.CACHE)
@@ -365,7 +365,6 @@ class _Sharder(SumChains):
         out.append(Repeat(rep.count, tuple(carries), Block(tuple(body)), rep.loc, rep.trivia, rep.close_trivia))
 
     def block(self, stmts: Iterable[Stmt], out: list[Stmt]) -> None:
-        repeats = 0
         for stmt in stmts:
             if isinstance(stmt, Decl):
                 self.decl(stmt, out)
@@ -381,7 +380,6 @@ class _Sharder(SumChains):
             else:
                 assert isinstance(stmt, Repeat)
                 self.repeat(stmt, self.g.repeats.index(stmt), out)
-                repeats += 1
         # Weights nothing used: replicated.
         for old_id in [i for i, f in self.floating.items() if f.block is out]:
             f = self.floating[old_id]
@@ -393,9 +391,9 @@ class _Sharder(SumChains):
         g = self.g
         sharded = Graph(g.name, self.mesh, g.dims, Block(tuple(body)), g.source, g.trivia, g.mesh_trivia,
                         g.dims_trivia, g.end_trivia)
-        sharded, mapping = renumber(sharded)
+        sharded, _ = renumber(sharded)
         verify_sharded(sharded)
-        return ShardResult(sharded, self.strategy, tuple(r for _, r in self.records))
+        return ShardResult(sharded, self.strategy, tuple(self.records))
 
 
 def _describe(op: Op) -> str:
