@@ -71,6 +71,6 @@ def ring_steps(kind: OpKind, axes: tuple[str, ...], mesh: Mesh, chip: ChipProfil
     """Sequential ring steps of one collective (module docstring); 0 for a group of one chip."""
     if chip.topology is Topology.SWITCHED:
         steps = mesh.group_size(axes) - 1
-    else:  # one ring per torus axis, one after another (was K - 1: one ring through all K chips)
+    else:  # one ring per torus axis, one after another
         steps = sum(mesh.size(a) - 1 for a in axes)
     return steps * (2 if kind is OpKind.ALL_REDUCE else 1)

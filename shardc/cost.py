@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .comm import CommMode, collective_time
-from .counts import local_bytes, op_comm_bytes, op_flops, op_hbm_bytes
+from .counts import last_uses, local_bytes, op_comm_bytes, op_flops, op_hbm_bytes
 from .errors import ShardcError
 from .hardware import ChipProfile, load_profile
-from .ir import CollectiveAttrs, Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, OverAttrs, Repeat, Value
+from .ir import CollectiveAttrs, Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, OverAttrs, Repeat
 from .mesh import Mesh
 from .sharded import STATS_PER_ROW, STATS_ITEMSIZE, verify_sharded
 
@@ -96,7 +96,9 @@ class CostReport:
     params: int
     breakdown_by_kind: dict[str, float] = field(default_factory=dict)
     breakdown_by_collective: dict[str, float] = field(default_factory=dict)
-    buckets: dict[str, float] = field(default_factory=dict)  # seconds of latency_s by what they wait on
+    # Seconds by what each op waits on (compute, weights, KV cache, activations, communication),
+    # before any overlap and without the per-layer overhead.
+    buckets: dict[str, float] = field(default_factory=dict)
     bound_buckets: dict[str, float] = field(default_factory=dict)  # the same for the roofline (``bound``)
     calibration: dict[str, object] = field(default_factory=dict)  # the profile's fitted terms (and fit mode)
     ops: tuple[OpTime, ...] = ()
@@ -360,17 +362,7 @@ def _peak_activation_bytes(sg: Graph) -> float:
     mesh, sizes = sg.mesh, sg.sizes
 
     def block_peak(stmts: tuple, outer_live: float) -> float:
-        last: dict[int, int] = {}
-        for i, s in enumerate(stmts):
-            used: list[Value] = []
-            if isinstance(s, Op):
-                used = list(s.inputs)
-            elif isinstance(s, Repeat):
-                used = [c.init for c in s.carries] + [v for x in s.body if isinstance(x, Op) for v in x.inputs]
-            else:
-                used = list(getattr(s, "values", ()))
-            for v in used:
-                last[v.id] = i
+        frees = last_uses(stmts)
         live: dict[int, float] = {}
         peak = outer_live
         for i, s in enumerate(stmts):
@@ -384,7 +376,7 @@ def _peak_activation_bytes(sg: Graph) -> float:
                 for c in s.carries:
                     live[c.result.id] = local_bytes(c.result, sizes, mesh)
             peak = max(peak, outer_live + sum(live.values()))
-            for vid in [v for v, j in last.items() if j == i]:
+            for vid in frees.get(i, []):
                 live.pop(vid, None)
         return peak
 

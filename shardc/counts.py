@@ -1,17 +1,18 @@
-"""What one op costs each chip: FLOPs, bytes sent, HBM bytes read.
+"""What one op costs each chip: FLOPs, bytes sent, HBM bytes read; and value liveness.
 
-These are the quantities the emulator counts while it runs
+FLOPs and bytes sent are the quantities the emulator counts while it runs
 (:mod:`shardc.emulate`) and the cost model predicts without running anything
 (:mod:`shardc.cost`); both call these functions, so the two agree by
 construction and a test checks the emulator's arrays really did that work.
+(The cost model's HBM traffic adds the bytes each op writes to what it reads.)
 All of them depend only on layouts and dim sizes (Python ints: no arrays).
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from .ir import CollectiveAttrs, Op, OpKind, OverAttrs, Value
+from .ir import CollectiveAttrs, Decl, Op, OpKind, Output, OverAttrs, Repeat, Stmt, Value
 from .layout import Layout
 from .mesh import Mesh
 from .reshard import collective_bytes
@@ -59,3 +60,37 @@ def op_hbm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
     if op.kind is OpKind.RELABEL:
         return 0
     return sum(local_bytes(v, sizes, mesh) for v in op.inputs)
+
+
+def last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict[int, list[int]]:
+    """Statement index -> ids of the block's values last used there (freed after it).
+
+    The one liveness walk of shardc: the emulator frees arrays with it and the cost
+    model counts peak activation bytes with it.
+
+    ``keep``: values that outlive the block's statements (a repeat body's loop-carried
+    results, read when the layer ends)."""
+    last: dict[int, int] = {}
+    defined: set[int] = set()
+    for i, s in enumerate(stmts):
+        if isinstance(s, Decl):
+            defined.add(s.value.id)
+        elif isinstance(s, Op):
+            for v in s.inputs:
+                last[v.id] = i
+            defined.add(s.result.id)
+        elif isinstance(s, Output):
+            for v in s.values:
+                last[v.id] = i
+        elif isinstance(s, Repeat):
+            for c in s.carries:
+                last[c.init.id] = i
+            for inner in s.body:  # outer values a body reads live until the repeat ends
+                read = inner.inputs if isinstance(inner, Op) else inner.values if isinstance(inner, Output) else ()
+                for v in read:
+                    last[v.id] = i
+    out: dict[int, list[int]] = {}
+    for v, i in last.items():
+        if v in defined and v not in keep:
+            out.setdefault(i, []).append(v)
+    return out

@@ -34,7 +34,7 @@ from .ir import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
 from .local_ops import LOCAL_IMPLS, LocalCtx, _layout, batched_einsum
 from .mesh import Mesh
 from .reference import DEFAULT_MAX_BYTES, SeededData, _human, _np_dtype
-from .counts import op_comm_bytes, op_flops, op_hbm_bytes
+from .counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
 from .sharded import verify_sharded
 
 __all__ = [
@@ -187,37 +187,6 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     return result
 
 
-def _last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict[int, list[int]]:
-    """Statement index -> ids of the block's values last used there (freed after it).
-
-    ``keep``: values that outlive the block's statements (a repeat body's loop-carried
-    results, read when the layer ends)."""
-    last: dict[int, int] = {}
-    defined: set[int] = set()
-    for i, s in enumerate(stmts):
-        if isinstance(s, Decl):
-            defined.add(s.value.id)
-        elif isinstance(s, Op):
-            for v in s.inputs:
-                last[v.id] = i
-            defined.add(s.result.id)
-        elif isinstance(s, Output):
-            for v in s.values:
-                last[v.id] = i
-        elif isinstance(s, Repeat):
-            for c in s.carries:
-                last[c.init.id] = i
-            for inner in s.body:  # outer values a body reads live until the repeat ends
-                read = inner.inputs if isinstance(inner, Op) else inner.values if isinstance(inner, Output) else ()
-                for v in read:
-                    last[v.id] = i
-    out: dict[int, list[int]] = {}
-    for v, i in last.items():
-        if v in defined and v not in keep:
-            out.setdefault(i, []).append(v)
-    return out
-
-
 # Scratch one op may need beyond the values it keeps, in units of its largest stacked array:
 # a collective's reshape copy and its copies to the replicas, a matmul's transposed operands,
 # and the replica check's comparison.
@@ -262,8 +231,9 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     """Run the sharded program ``sg`` on emulated chips; outputs as global arrays, plus counters.
 
     ``layers`` runs ``min(layers, count)`` layers of each repeat (None: all).
-    With ``check_replicas`` every op's result is checked for diverging
-    replicas (:class:`ReplicaError`).  ``on_value(op, layer, stacked)`` sees
+    With ``check_replicas`` the result of every collective is checked for
+    diverging replicas (:class:`ReplicaError`); local ops compute replicas once
+    and copy them, so they cannot diverge.  ``on_value(op, layer, stacked)`` sees
     every op's per-chip result.  Raises :class:`ShardcError` for a program that
     is not sharded, or one whose run needs more than ``max_bytes`` of host
     memory (estimated before anything is allocated).
@@ -294,7 +264,7 @@ def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer:
 def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], data: SeededData,
                repeat: int | None, layers: int | None, outputs: dict[str, np.ndarray],
                keep: frozenset[int] = frozenset()) -> None:
-    frees = _last_uses(stmts, keep)
+    frees = last_uses(stmts, keep)
     repeat_index = 0
     for i, stmt in enumerate(stmts):
         if isinstance(stmt, Decl):

@@ -30,7 +30,7 @@ class Topology(enum.Enum):
 
 @dataclass(frozen=True)
 class Calibration:
-    """Overhead terms on top of the roofline (all zero: the pure bound)."""
+    """Overhead terms on top of the additive estimate (the roofline bound never uses them)."""
 
     matmul_half_size: float = 0.0  # efficiency of a local matmul with smallest side m: m / (m + this)
     collective_latency: float = 0.0  # seconds per ring step of a collective
@@ -72,7 +72,7 @@ class ChipProfile:
         return 2 * self.link_bandwidth
 
     def uncalibrated(self) -> "ChipProfile":
-        """This profile without its fitted overheads: the cost model's bound."""
+        """This profile without its fitted overheads (what the bound is computed with)."""
         return ChipProfile(self.name, self.description, self.peak_flops, self.hbm_bytes, self.hbm_bandwidth,
                            self.link_bandwidth, self.links, self.topology)
 
