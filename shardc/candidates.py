@@ -25,6 +25,7 @@ from typing import Callable, Mapping
 
 from .ir import Const, Op, OpKind, OverAttrs, Value
 from .layout import Layout
+from .ops import OP_DEFS
 from .strategies import Strategy
 
 
@@ -177,7 +178,7 @@ def binary_candidates(v: OpView) -> list[Candidate]:
 
 
 def _symbol(kind: OpKind) -> str:
-    return {OpKind.ADD: "+", OpKind.SUB: "-", OpKind.MUL: "*", OpKind.DIV: "/"}[kind]
+    return OP_DEFS[kind].spelling
 
 
 def keep_candidates(v: OpView) -> list[Candidate]:

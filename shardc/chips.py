@@ -14,7 +14,6 @@ reshape/transpose/sum over mesh dims; none loops over chips.
 from __future__ import annotations
 
 import math
-from typing import Mapping
 
 import numpy as np
 
@@ -192,8 +191,3 @@ def block_offsets(layout: Layout, dim: str, local_size: int, mesh: Mesh) -> np.n
         offset = offset + np.arange(mesh.size(a)).reshape(shape) * stride
         stride *= mesh.size(a)
     return offset
-
-
-def local_shape(layout: Layout, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, ...]:
-    """Shape of one chip's block."""
-    return layout.local_sizes(sizes, mesh)

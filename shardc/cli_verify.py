@@ -6,8 +6,9 @@ import re
 
 from .cli_common import emit_json, human_bytes, load_graph, preset_flags
 from .errors import ShardcError
+from .ir import Graph
 from .reference import DEFAULT_MAX_BYTES
-from .shard import shard_program
+from .shard import ShardResult, shard_program
 from .verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify, with_sizes
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -72,11 +73,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def _report_text(report: VerifyReport, sg: object, result: object, layers: int, args: argparse.Namespace) -> str:
-    from .ir import Graph
-    from .sharded import ShardResult
-
-    assert isinstance(sg, Graph) and isinstance(result, ShardResult) and sg.mesh is not None
+def _report_text(report: VerifyReport, sg: Graph, result: ShardResult, layers: int,
+                 args: argparse.Namespace) -> str:
+    assert sg.mesh is not None
     preset = (f"{result.strategy.ffn.value} / attention by {result.strategy.attention.value}"
               if result.strategy else "as written (already sharded)")
     repeats = ", ".join(f"{min(layers, r.count)} of {r.count} layers" for r in sg.repeats) or "no repeats"

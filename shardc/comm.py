@@ -44,7 +44,7 @@ COMM_CHOICES = tuple(m.value for m in CommMode)
 
 # Relative to an all-gather of the same bytes.
 _FACTOR = {OpKind.ALL_GATHER: 1.0, OpKind.REDUCE_SCATTER: 1.0, OpKind.ALL_REDUCE: 2.0,
-           OpKind.ALL_TO_ALL: 0.25, OpKind.SLICE: 0.0}
+           OpKind.ALL_TO_ALL: 0.25}
 
 
 def group_bandwidth(axes: tuple[str, ...], mesh: Mesh, chip: ChipProfile, mode: CommMode) -> float:

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .comm import CommMode, collective_time
+from .comm import COMM_CHOICES, CommMode, collective_time
 from .counts import last_uses, local_bytes, op_comm_bytes, op_flops, op_hbm_bytes
 from .errors import ShardcError
 from .hardware import ChipProfile, load_profile
@@ -205,7 +205,7 @@ class _Model:
         hidden: dict[int, float] = {}  # einsum id -> seconds of collectives running under it
         for op in ops:
             if op.result.id in partner:
-                c, m, bw, lat = times[op.result.id]
+                *_, bw, lat = times[op.result.id]
                 hidden[partner[op.result.id]] = hidden.get(partner[op.result.id], 0.0) + bw + lat
         total = 0.0
         for op in ops:
@@ -282,7 +282,7 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
     try:
         mode = CommMode(comm)
     except ValueError:
-        raise ShardcError(f"unknown --comm mode '{comm}'; choose paper or torus") from None
+        raise ShardcError(f"unknown --comm mode '{comm}'; choose {' or '.join(COMM_CHOICES)}") from None
     latency, ops, buckets = _run(sg, profile, mode, overlap, roofline=False)
     bound, _, bound_buckets = _run(sg, profile.uncalibrated(), mode, overlap, roofline=True)
     assert sg.mesh is not None

@@ -160,7 +160,7 @@ class _Lowerer(ExprLowering):
         for stmt in stmts[1:]:
             if isinstance(stmt, (ast.MeshStmt, ast.DimsStmt)):
                 continue
-            body.extend(self.lower_stmt(stmt, body))
+            body.extend(self.lower_stmt(stmt))
         dims_trivia = _merge_trivia([self.trivia_of(s) for s in dims_stmts])
         return Graph(
             name=model.name.text,
@@ -248,7 +248,7 @@ class _Lowerer(ExprLowering):
         return axes
 
     # -- statements -----------------------------------------------------------------
-    def lower_stmt(self, stmt: ast.Stmt, out: list[Stmt]) -> list[Stmt]:
+    def lower_stmt(self, stmt: ast.Stmt) -> list[Stmt]:
         if isinstance(stmt, ast.DeclStmt):
             return [self.lower_decl(stmt)]
         if isinstance(stmt, ast.AssignStmt):
@@ -390,7 +390,7 @@ class _Lowerer(ExprLowering):
         body: list[Stmt] = []
         try:
             for inner in stmt.body:
-                body.extend(self.lower_stmt(inner, body))
+                body.extend(self.lower_stmt(inner))
             carries = []
             for name in carried_names:
                 nxt = self.inner.values[name][0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import ShardcError
@@ -73,12 +73,10 @@ class ChipProfile:
 
     def uncalibrated(self) -> "ChipProfile":
         """This profile without its fitted overheads (what the bound is computed with)."""
-        return ChipProfile(self.name, self.description, self.peak_flops, self.hbm_bytes, self.hbm_bandwidth,
-                           self.link_bandwidth, self.links, self.topology)
+        return replace(self, calibration=Calibration())
 
     def with_calibration(self, calibration: Calibration) -> "ChipProfile":
-        return ChipProfile(self.name, self.description, self.peak_flops, self.hbm_bytes, self.hbm_bandwidth,
-                           self.link_bandwidth, self.links, self.topology, calibration)
+        return replace(self, calibration=calibration)
 
 
 def builtin_profiles() -> list[str]:

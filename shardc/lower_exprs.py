@@ -29,7 +29,7 @@ from .ir import (
     TensorType,
     Value,
 )
-from .ops import CALLS, INFIX, OP_DEFS, ArgKind, OpTypeError, result_dims, result_dtype
+from .ops import CALLS, INFIX, OP_DEFS, ArgKind, OpTypeError, Signature, result_dims, result_dtype
 
 _DIM_RE = re.compile(r"[A-Z]")
 _SPEC_RE = re.compile(r"[A-Za-z]+(?:,[A-Za-z]+)*->[A-Za-z]*")
@@ -144,11 +144,8 @@ class ExprLowering:
         attrs = self.make_attrs(kind, spec, dim_args, kw_values, call)
         return self.make_op(kind, tuple(operands), attrs, ops, name, call.func.loc, locs)
 
-    def lower_keywords(self, func: str, sig: object, keywords: list[ast.KwArg], usage: str,
+    def lower_keywords(self, func: str, sig: Signature, keywords: list[ast.KwArg], usage: str,
                        locs: dict[str, Loc]) -> dict[str, object]:
-        from .ops import Signature  # local import keeps the type visible to readers
-
-        assert isinstance(sig, Signature)
         values: dict[str, object] = {}
         if sig.dim_keywords:
             for kw in keywords:
@@ -259,10 +256,7 @@ def _end_of_call(source: Source, locs: dict[str, Loc]) -> tuple[int, int]:
     return (last.line, close + 1 if close >= 0 else last.col)
 
 
-def _usage(func: str, sig: object) -> str:
-    from .ops import Signature
-
-    assert isinstance(sig, Signature)
+def _usage(func: str, sig: Signature) -> str:
     words = {ArgKind.TENSOR: "a", ArgKind.GAIN: "g", ArgKind.SPEC: '"SPEC"', ArgKind.DIM: "DIM"}
     parts: list[str] = []
     tensors = iter("abc")

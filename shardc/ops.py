@@ -253,7 +253,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
 #: Ops written as calls, by name.
 CALLS: dict[str, OpKind] = {d.spelling: k for k, d in OP_DEFS.items() if d.spelling.isidentifier()}
 #: Infix operators.
-INFIX: dict[str, OpKind] = {"+": OpKind.ADD, "-": OpKind.SUB, "*": OpKind.MUL, "/": OpKind.DIV}
+INFIX: dict[str, OpKind] = {OP_DEFS[k].spelling: k for k in BINARY}
 
 
 def result_dtype(kind: OpKind, operands: tuple[Operand, ...]) -> DType:

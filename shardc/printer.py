@@ -46,7 +46,6 @@ from .ops import OP_DEFS
 _PREC_ATOM = 4
 _PREC_UNARY = 3
 _PREC = {OpKind.ADD: 1, OpKind.SUB: 1, OpKind.MUL: 2, OpKind.DIV: 2}
-_SYMBOL = {OpKind.ADD: "+", OpKind.SUB: "-", OpKind.MUL: "*", OpKind.DIV: "/"}
 INDENT = "  "
 
 
@@ -137,7 +136,7 @@ class _Printer:
                 left = f"({left})"
             if rp <= prec:  # right operands of the same strength keep their parentheses
                 right = f"({right})"
-            return f"{left} {_SYMBOL[op.kind]} {right}", prec
+            return f"{left} {OP_DEFS[op.kind].spelling} {right}", prec
         if op.kind is OpKind.NEG:
             text, p = self.operand(op.operands[0])
             return ("-" + (f"({text})" if p <= _PREC_UNARY else text)), _PREC_UNARY

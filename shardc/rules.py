@@ -42,6 +42,7 @@ from .ir import (
 )
 from .layout import Layout
 from .mesh import Mesh
+from .ops import OP_DEFS
 from .reshard import apply_collective
 
 
@@ -74,7 +75,7 @@ def _fmt(layout: Layout, mesh: Mesh) -> str:
     return layout.format(mesh)
 
 
-def _check_axis_dims(layouts: tuple[Layout, ...], mesh: Mesh, what: str) -> dict[str, str]:
+def _check_axis_dims(layouts: tuple[Layout, ...], what: str) -> dict[str, str]:
     """Axis -> the one dim it splits across all ``layouts`` (error if it splits two)."""
     axis_dim: dict[str, str] = {}
     for layout in layouts:
@@ -111,7 +112,7 @@ def einsum_rule(ctx: RuleContext) -> Inferred:
     if len(partial) > 1:
         raise ShardcError(f"{what}: both operands hold partial sums")
     _check_shared(layouts, ctx.mesh, what)
-    axis_dim = _check_axis_dims(layouts, ctx.mesh, what)
+    axis_dim = _check_axis_dims(layouts, what)
     pending = partial[0].partial if partial else frozenset()
     clash = pending & set(axis_dim)
     if clash:
@@ -123,9 +124,8 @@ def einsum_rule(ctx: RuleContext) -> Inferred:
     return Inferred(out.with_partial(pending | contracted))
 
 
-def _linear_positions(kind: OpKind, operands: tuple[Operand, ...]) -> tuple[bool, bool]:
+def _linear_positions(kind: OpKind) -> tuple[bool, bool]:
     """Which operands of ``+ - * /`` may hold partial sums on their own."""
-    a, b = operands
     if kind is OpKind.MUL:
         return True, True  # one factor at a time: checked below
     if kind is OpKind.DIV:
@@ -134,8 +134,7 @@ def _linear_positions(kind: OpKind, operands: tuple[Operand, ...]) -> tuple[bool
 
 
 def binary_rule(ctx: RuleContext) -> Inferred:
-    what = {OpKind.ADD: "+", OpKind.SUB: "-", OpKind.MUL: "*", OpKind.DIV: "/"}[ctx.kind]
-    what = f"'{what}'"
+    what = f"'{OP_DEFS[ctx.kind].spelling}'"
     a, b = ctx.operands
     la, lb = ctx.layouts
     if isinstance(a, Const) or isinstance(b, Const):
@@ -148,7 +147,7 @@ def binary_rule(ctx: RuleContext) -> Inferred:
         return Inferred(layout)
     assert la is not None and lb is not None
     _check_shared((la, lb), ctx.mesh, what)
-    axis_dim = _check_axis_dims((la, lb), ctx.mesh, what)
+    axis_dim = _check_axis_dims((la, lb), what)
     split = {d: axes for layout in (la, lb) for d, axes in layout.split}
     out = Layout(tuple((d, split[d]) for d in ctx.result_dims))
     if ctx.kind in (OpKind.ADD, OpKind.SUB):
@@ -157,7 +156,7 @@ def binary_rule(ctx: RuleContext) -> Inferred:
                               f"({_fmt(la, ctx.mesh)} vs {_fmt(lb, ctx.mesh)})")
         pending = la.partial
     else:
-        lin_a, lin_b = _linear_positions(ctx.kind, ctx.operands)
+        lin_a, lin_b = _linear_positions(ctx.kind)
         if la.partial and lb.partial:
             raise ShardcError(f"{what}: both operands hold partial sums")
         if (la.partial and not lin_a) or (lb.partial and not lin_b):
@@ -193,25 +192,12 @@ def norm_rule(ctx: RuleContext) -> Inferred:
     return Inferred(layout, over_axes)
 
 
-def softmax_rule(ctx: RuleContext) -> Inferred:
-    assert isinstance(ctx.attrs, OverAttrs)
-    (layout,) = ctx.tensor_layouts
-    _complete(layout, ctx.mesh, "softmax")
-    return Inferred(layout, layout.axes_of(ctx.attrs.dim))
-
-
 def sum_rule(ctx: RuleContext) -> Inferred:
     assert isinstance(ctx.attrs, OverAttrs)
     (layout,) = ctx.tensor_layouts
     over = layout.axes_of(ctx.attrs.dim)
     out = Layout(tuple((d, a) for d, a in layout.split if d != ctx.attrs.dim))
     return Inferred(out.with_partial(layout.partial | set(over)))
-
-
-def causal_rule(ctx: RuleContext) -> Inferred:
-    (layout,) = ctx.tensor_layouts
-    _complete(layout, ctx.mesh, "causal")
-    return Inferred(layout)
 
 
 def relabel_rule(ctx: RuleContext) -> Inferred:
@@ -242,9 +228,9 @@ RULES: dict[OpKind, Rule] = {
     OpKind.EXP: elementwise_rule,
     OpKind.LAYERNORM: norm_rule,
     OpKind.RMSNORM: norm_rule,
-    OpKind.SOFTMAX: softmax_rule,
+    OpKind.SOFTMAX: norm_rule,  # a norm without a gain: complete values, statistics over its dim
     OpKind.SUM: sum_rule,
-    OpKind.CAUSAL: causal_rule,
+    OpKind.CAUSAL: elementwise_rule,  # the mask uses global positions: any split works
     OpKind.RELABEL: relabel_rule,
     OpKind.ALL_GATHER: collective_rule,
     OpKind.REDUCE_SCATTER: collective_rule,

@@ -1,6 +1,7 @@
 """Parsing ``.model`` text into an AST (the first stage of the pipeline).
 
-The grammar lives in ``grammars/model.lark``; lark parses it with LALR(1) and a
+The grammar lives in ``grammars/model.lark`` (the package reads it through the
+link ``shardc/model.lark``, so an installed shardc has it too); lark parses it with LALR(1) and a
 contextual lexer.  A :class:`lark.Transformer` turns the parse tree into the
 small frozen dataclasses of :mod:`shardc.syntax_tree` (re-exported here), one
 method per grammar rule/alias.  Nothing here knows about types or scopes:

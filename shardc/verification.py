@@ -27,9 +27,11 @@ import numpy as np
 
 from . import chips
 from .emulate import Counters, ReplicaError, emulate
+from .emulate import estimate_bytes as emulation_bytes
 from .errors import ShardcError
-from .ir import Graph, Op, OpKind, RelabelAttrs
-from .reference import DEFAULT_MAX_BYTES, _human, reference
+from .ir import Decl, Graph, Op, OpKind, RelabelAttrs
+from .reference import DEFAULT_MAX_BYTES, _human, _np_dtype, reference
+from .reference import estimate_bytes as reference_bytes
 
 DEFAULT_TOLERANCE = {"f32": 1e-4, "f64": 1e-9}
 
@@ -145,9 +147,6 @@ def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | Non
     Both runs are held at once, and the reference keeps every intermediate
     value (one per op and layer) to locate the first mismatch.
     """
-    from .emulate import estimate_bytes as emulation_bytes
-    from .reference import _np_dtype, estimate_bytes as reference_bytes
-
     ref, biggest = reference_bytes(sg, dtype, layers)
     item = _np_dtype(dtype).itemsize
     kept = sum(math.prod(sg.sizes[d] for d in op.result.dims) * item * _runs(sg, op, layers)
@@ -178,8 +177,8 @@ def shrink_sizes(sg: Graph, floor: int = 4) -> dict[str, int]:
         values = []
         if isinstance(stmt, Op):
             values = [stmt.result, *stmt.inputs]
-        elif hasattr(stmt, "value"):
-            values = [stmt.value]  # type: ignore[attr-defined]
+        elif isinstance(stmt, Decl):
+            values = [stmt.value]
         for v in values:
             if v.layout is not None:
                 for d, axes in v.layout.split:
