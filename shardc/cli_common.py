@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import ShardcError
+from .units import human_bytes
 from .frontend import parse, read_text
 from .ir import Graph
 from .mesh import Mesh
@@ -123,12 +124,5 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
                              "the program reads a KV cache and B divides over the chips, else heads)")
 
 
-def human_bytes(n: float) -> str:
-    """``1008 B``, ``540.0 KiB``, ``1.5 MiB``, ``3.2 GiB``."""
-    if n < 1024:
-        return f"{n:,.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            break
-    return f"{n:,.1f} {unit}"
+__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "load_graph", "parse_sets", "preset_flags",
+           "read_source", "write_atomically"]

@@ -30,10 +30,11 @@ import numpy as np
 
 from . import chips
 from .errors import ShardcError
+from .units import human_bytes
 from .ir import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
 from .local_ops import LOCAL_IMPLS, LocalCtx, _layout, batched_einsum
 from .mesh import Mesh
-from .reference import DEFAULT_MAX_BYTES, SeededData, _human, _np_dtype
+from .reference import DEFAULT_MAX_BYTES, SeededData, _np_dtype
 from .counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
 from .sharded import verify_sharded
 
@@ -245,8 +246,8 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     need = _estimate(sg, np_dtype, layers)
     if need > max_bytes:
         raise ShardcError(
-            f"emulating this program would need about {_human(need)} of host memory (limit "
-            f"{_human(max_bytes)})", hint="shrink the dims with --shrink or --set, or run fewer --layers")
+            f"emulating this program would need about {human_bytes(need)} of host memory (limit "
+            f"{human_bytes(max_bytes)})", hint="shrink the dims with --shrink or --set, or run fewer --layers")
     data = SeededData(sg, seed, dtype)
     ctx = _Ctx(mesh, sg.sizes, np_dtype, Counters(), check_replicas, on_value)
     env: dict[int, np.ndarray] = {}

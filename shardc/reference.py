@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 
 from .errors import ShardcError
+from .units import human_bytes
 from .ir import (COLLECTIVES, Const, Decl, DeclKind, DType, Graph, Op, OpKind, Output, Repeat,
                  Value)
 
@@ -325,23 +326,15 @@ def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> t
         for carry in stmt.carries if isinstance(stmt, Repeat) else ():
             count(carry.arg, False)
             count(carry.result, False)
-    return total * item + biggest_decl * 16, f"{name} ({_human(biggest * item)})"
-
-
-def _human(n: float) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    k = 0
-    while n >= 1024 and k < len(units) - 1:
-        n, k = n / 1024, k + 1
-    return f"{n:.1f} {units[k]}"
+    return total * item + biggest_decl * 16, f"{name} ({human_bytes(biggest * item)})"
 
 
 def _check_memory(g: Graph, dtype: str, layers: int | None, max_bytes: int) -> None:
     need, largest = estimate_bytes(g, dtype, layers)
     if need > max_bytes:
         raise ShardcError(
-            f"the reference run of {g.name!r} needs about {_human(need)} ({need} bytes), more than "
-            f"max_bytes={_human(max_bytes)}; the largest tensor is {largest}",
+            f"the reference run of {g.name!r} needs about {human_bytes(need)} ({need} bytes), more than "
+            f"max_bytes={human_bytes(max_bytes)}; the largest tensor is {largest}",
             hint="make dims smaller with --set (e.g. --set S=128), or run fewer layers with "
                  "layers= / --layers",
         )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from .ir import Decl, DeclKind, DType, Graph, Op, Output, Repeat, Stmt, TensorType
 from .mesh import Mesh
+from .units import human_bytes
 
 _BATCH_DIM = "B"
 _CONTEXT_DIM = "S"
@@ -176,15 +177,15 @@ class Summary:
         for label, counts in self._stretch_rows():
             rows.append((f"  {label}", _count_text(counts.params)))
         for i, (dtype, n) in enumerate(self.total.weight_bytes):
-            rows.append(("weights" if i == 0 else "", f"{dtype:<5} {_human_bytes(n)} ({n:,} bytes)"))
+            rows.append(("weights" if i == 0 else "", f"{dtype:<5} {human_bytes(n)} ({n:,} bytes)"))
         if not self.total.weight_bytes:
             rows.append(("weights", "none"))
         cache = self.total.cache_bytes
-        rows.append(("kv cache", f"{_human_bytes(cache)} ({cache:,} bytes)" if cache else "none"))
+        rows.append(("kv cache", f"{human_bytes(cache)} ({cache:,} bytes)" if cache else "none"))
         per_token = self.kv_cache_bytes_per_token
         if per_token is not None:
             sizes = dict(self.dims)
-            rows.append(("  per token", f"{_human_bytes(per_token)} ({_number(per_token)} bytes) "
+            rows.append(("  per token", f"{human_bytes(per_token)} ({_number(per_token)} bytes) "
                          f"= total / (B={sizes[_BATCH_DIM]:,} x S={sizes[_CONTEXT_DIM]:,})"))
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label:<{width}}  {text}".rstrip() for label, text in rows) + "\n"
@@ -301,11 +302,3 @@ def _human_count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:,.1f} {unit}"
     return str(n)
-
-
-def _human_bytes(n: int | float) -> str:
-    """``1,006.5 GiB``: binary units, the largest that keeps the number at least 1."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{_number(n)} B"

@@ -29,8 +29,9 @@ from . import chips
 from .emulate import Counters, ReplicaError, emulate
 from .emulate import estimate_bytes as emulation_bytes
 from .errors import ShardcError
+from .units import human_bytes
 from .ir import Decl, Graph, Op, OpKind, RelabelAttrs
-from .reference import DEFAULT_MAX_BYTES, _human, _np_dtype, reference
+from .reference import DEFAULT_MAX_BYTES, _np_dtype, reference
 from .reference import estimate_bytes as reference_bytes
 
 DEFAULT_TOLERANCE = {"f32": 1e-4, "f64": 1e-9}
@@ -156,8 +157,8 @@ def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | Non
         need += reference_bytes(source, dtype, layers)[0]
     if need > max_bytes:
         raise ShardcError(
-            f"verifying {sg.name} would need about {_human(need)} of host memory, more than the limit of "
-            f"{_human(max_bytes)} (largest tensor: {biggest})",
+            f"verifying {sg.name} would need about {human_bytes(need)} of host memory, more than the limit of "
+            f"{human_bytes(max_bytes)} (largest tensor: {biggest})",
             hint="--shrink makes every dim as small as its layouts allow; --set and --layers help too")
 
 
