@@ -321,6 +321,26 @@ class Graph:
             if isinstance(stmt, Decl):
                 yield stmt, rep
 
+    def use_counts(self) -> dict[int, int]:
+        """How many times each value id is used: as an operand, an output, or a loop carry."""
+        uses: dict[int, int] = {}
+        for stmt, _ in self.walk():
+            values: tuple[Value, ...] = ()
+            if isinstance(stmt, Op):
+                values = stmt.inputs
+            elif isinstance(stmt, Output):
+                values = stmt.values
+            elif isinstance(stmt, Repeat):
+                values = tuple(c.init for c in stmt.carries) + tuple(c.next for c in stmt.carries)
+            for v in values:
+                uses[v.id] = uses.get(v.id, 0) + 1
+        return uses
+
+    def names(self) -> set[str]:
+        """Every source name the program declares or assigns."""
+        names = {s.result.name for s in self.ops() if s.result.name}
+        return names | {d.value.name for d, _ in self.decls() if d.value.name}
+
     @property
     def is_sharded(self) -> bool:
         """True when every declaration and op carries a layout (a sharded program)."""

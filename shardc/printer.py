@@ -18,7 +18,6 @@ printed IR is the test and debugging interface.  The canonical form:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
 from .ir import (
     CausalAttrs,
@@ -74,34 +73,16 @@ class _Printer:
     def __init__(self, g: Graph) -> None:
         self.g = g
         self.mesh: Mesh | None = g.mesh
-        self.uses: dict[int, int] = {}
-        self.defs: dict[int, Op] = {}
+        self.uses: dict[int, int] = g.use_counts()
+        self.defs: dict[int, Op] = {op.result.id: op for op in g.ops()}
         self.names: dict[int, str] = {}
         self.inline: set[int] = set()
-        self._count_uses()
         self._choose_names()
 
     # -- analysis -----------------------------------------------------------------
-    def _count_uses(self) -> None:
-        def use(values: Iterable[Operand]) -> None:
-            for v in values:
-                if isinstance(v, Value):
-                    self.uses[v.id] = self.uses.get(v.id, 0) + 1
-
-        for stmt, _ in self.g.walk():
-            if isinstance(stmt, Op):
-                self.defs[stmt.result.id] = stmt
-                use(stmt.operands)
-            elif isinstance(stmt, Output):
-                use(stmt.values)
-            elif isinstance(stmt, Repeat):
-                use(c.init for c in stmt.carries)
-                use(c.next for c in stmt.carries)
-
     def _choose_names(self) -> None:
         """Inline anonymous single-use values; give the other anonymous values fresh names."""
-        taken = {s.result.name for s in self.g.ops() if s.result.name}
-        taken |= {d.value.name for d, _ in self.g.decls() if d.value.name}
+        taken = self.g.names()
         counter = 0
         for op in self.g.ops():
             v = op.result

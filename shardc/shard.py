@@ -101,7 +101,7 @@ class _Sharder(SumChains):
         self.floating: dict[int, _Floating] = {}
         self.decl_kinds: dict[int, DeclKind] = {}
         self.caches: list[dict[tuple[int, Layout], Value]] = [{}]
-        self.taken = _all_names(g)
+        self.taken = g.names()
         self.records: list[CollectiveRecord] = []
         self.repeat_index: int | None = None
         self.count = 1
@@ -399,12 +399,6 @@ class _Sharder(SumChains):
 def _describe(op: Op) -> str:
     name = op.result.name or "a temporary"
     return f"{op.kind} -> {name}"
-
-
-def _all_names(g: Graph) -> set[str]:
-    names = {s.result.name for s in g.ops() if s.result.name}
-    names |= {d.value.name for d, _ in g.decls() if d.value.name}
-    return names
 
 
 # --- public entry points -------------------------------------------------------------------

@@ -10,7 +10,7 @@ only when that groups partial sums.
 """
 from __future__ import annotations
 
-from .ir import Graph, Op, Operand, OpKind, Output, Repeat, Stmt, TensorType, Value
+from .ir import Graph, Op, Operand, OpKind, Stmt, TensorType, Value
 from .layout import Layout
 from .ops import result_dims, result_dtype
 
@@ -24,7 +24,7 @@ class SumChains:
 
     def __init__(self, g: Graph) -> None:
         self.defs: dict[int, Op] = {op.result.id: op for op in g.ops()}
-        self.uses: dict[int, int] = _use_counts(g)
+        self.uses: dict[int, int] = g.use_counts()
         self.added = {v.id for op in g.ops() if op.kind is OpKind.ADD for v in op.inputs}  # operands of '+'
         self.synthetic = 0  # ids of ops the pass adds to the source program count down from -1
 
@@ -98,19 +98,3 @@ class SumChains:
         result = Value(self.synthetic, None, TensorType(result_dtype(OpKind.ADD, (a, b)), dims))
         self.op(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc), out)
         return result
-
-
-def _use_counts(g: Graph) -> dict[int, int]:
-    """How many times each value is used (operands, outputs, loop carries)."""
-    uses: dict[int, int] = {}
-    for stmt, _ in g.walk():
-        values: list[Value] = []
-        if isinstance(stmt, Op):
-            values = list(stmt.inputs)
-        elif isinstance(stmt, Output):
-            values = list(stmt.values)
-        elif isinstance(stmt, Repeat):
-            values = [c.next for c in stmt.carries] + [c.init for c in stmt.carries]
-        for v in values:
-            uses[v.id] = uses.get(v.id, 0) + 1
-    return uses
