@@ -63,11 +63,11 @@ class ExprLowering:
                 return Const(-const.value)
             operand = self.lower_expr(expr.operand, ops)
             return self.make_op(OpKind.NEG, (operand,), NoAttrs(), ops, name, expr.loc,
-                                {"operand 0": _start(expr.operand)})
+                                {"operand 0": ast.start_of(expr.operand)})
         if isinstance(expr, ast.BinOp):
             left = self.lower_expr(expr.left, ops)
             right = self.lower_expr(expr.right, ops)
-            locs = {"operand 0": _start(expr.left), "operand 1": _start(expr.right)}
+            locs = {"operand 0": ast.start_of(expr.left), "operand 1": ast.start_of(expr.right)}
             return self.make_op(INFIX[expr.op], (left, right), NoAttrs(), ops, name, expr.loc, locs)
         assert isinstance(expr, ast.Call)
         return self.lower_call(expr, ops, name)
@@ -104,7 +104,7 @@ class ExprLowering:
             if isinstance(a, ast.KwArg):
                 seen_kw = True
             elif seen_kw:
-                raise self.error(f"positional argument after a keyword argument; usage: {usage}", _start(a))
+                raise self.error(f"positional argument after a keyword argument; usage: {usage}", ast.start_of(a))
         low, high = len(sig.positional) - sig.optional, len(sig.positional)
         if not low <= len(positional) <= high:
             count = f"{low}" if low == high else f"{low} to {high}"
@@ -114,7 +114,7 @@ class ExprLowering:
                 # Users count einsum's operands, not the spec string with them.
                 message = f"einsum takes one or two operands after the spec, got {len(positional) - 1}"
             raise self.error(f"{message}; usage: {usage}",
-                             _start(positional[high]) if len(positional) > high else call.func.loc)
+                             ast.start_of(positional[high]) if len(positional) > high else call.func.loc)
         operands: list[Operand] = []
         locs: dict[str, Loc] = {}
         spec: ast.StrArg | None = None
@@ -122,23 +122,23 @@ class ExprLowering:
         for arg, want in zip(positional, sig.positional):
             if want is ArgKind.SPEC:
                 if not isinstance(arg, ast.StrArg):
-                    raise self.error(f"{func} expects a spec string first; usage: {usage}", _start(arg))
+                    raise self.error(f"{func} expects a spec string first; usage: {usage}", ast.start_of(arg))
                 spec = arg
                 locs["spec"] = arg.loc
             elif want is ArgKind.DIM:
                 if not isinstance(arg, ast.DimArg):
-                    raise self.error(f"{func} expects a dim here; usage: {usage}", _start(arg))
+                    raise self.error(f"{func} expects a dim here; usage: {usage}", ast.start_of(arg))
                 locs["query" if not dim_args else "key"] = arg.dim.loc
                 dim_args.append(self.dim(arg.dim))
             else:
                 if isinstance(arg, (ast.StrArg, ast.DimArg)):
-                    raise self.error(f"{func} expects a tensor here; usage: {usage}", _start(arg))
+                    raise self.error(f"{func} expects a tensor here; usage: {usage}", ast.start_of(arg))
                 if isinstance(arg, ast.Num) or (isinstance(arg, ast.Neg) and isinstance(arg.operand, ast.Num)):
-                    raise self.error(f"{func} takes a tensor, not a number", _start(arg))
+                    raise self.error(f"{func} takes a tensor, not a number", ast.start_of(arg))
                 if want is ArgKind.GAIN and not isinstance(arg, ast.Ref):
                     raise self.error(f"the gain of {func} must be a name with dims of the over dim",
-                                     _start(arg))
-                locs[f"operand {len(operands)}"] = _start(arg)
+                                     ast.start_of(arg))
+                locs[f"operand {len(operands)}"] = ast.start_of(arg)
                 operands.append(self.lower_expr(arg, ops))
         kw_values = self.lower_keywords(func, sig, keywords, usage, locs)
         attrs = self.make_attrs(kind, spec, dim_args, kw_values, call)
@@ -231,19 +231,6 @@ class ExprLowering:
             if all(letter not in part for part in inputs):
                 raise self.error(f"einsum output dim {letter} appears in no operand", at(len(lhs) + 2 + i))
         return EinsumAttrs(tuple(inputs), rhs)
-
-
-def _start(node: object) -> Loc:
-    """Where an argument or expression starts (for carets)."""
-    if isinstance(node, ast.BinOp):
-        return _start(node.left)
-    if isinstance(node, ast.Call):
-        return node.func.loc
-    if isinstance(node, ast.DimArg):
-        return node.dim.loc
-    if isinstance(node, ast.KwArg):
-        return node.key.loc
-    return node.loc  # type: ignore[attr-defined]
 
 
 def _end_of_call(source: Source, locs: dict[str, Loc]) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from lark import Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import Loc, ShardcError, Source, source_lines
-from .syntax_tree import (Arg, AssignStmt, BinOp, Call, Comment, DeclStmt, DimArg, DimsStmt, Expr, KwArg,
+from .syntax_tree import (start_of, Arg, AssignStmt, BinOp, Call, Comment, DeclStmt, DimArg, DimsStmt, Expr, KwArg,
                           MeshStmt, ModelStmt, Module, Name, Neg, Num, OutputStmt, Pin, Ref, RepeatStmt, Stmt,
                           StrArg)
 
@@ -39,19 +39,6 @@ def _loc(tok: Token) -> Loc:
 
 def _name(tok: Token) -> Name:
     return Name(str(tok), _loc(tok))
-
-
-def _loc_of(node: object) -> Loc:
-    """The position that starts an expression (for carets under operands)."""
-    if isinstance(node, BinOp):
-        return _loc_of(node.left)
-    if isinstance(node, Call):
-        return node.func.loc
-    if isinstance(node, DimArg):
-        return node.dim.loc
-    if isinstance(node, KwArg):
-        return node.key.loc
-    return node.loc  # type: ignore[attr-defined]
 
 
 class _ToAst(Transformer):
@@ -120,7 +107,7 @@ class _ToAst(Transformer):
     # expressions
     def _binop(self, op: str, items: list) -> BinOp:
         left, right = items
-        return BinOp(op, left, right, _loc_of(left))
+        return BinOp(op, left, right, start_of(left))
 
     def add(self, items: list) -> BinOp:
         return self._binop("+", items)
@@ -136,7 +123,7 @@ class _ToAst(Transformer):
 
     def neg(self, items: list) -> Neg:
         (operand,) = items
-        loc = _loc_of(operand)
+        loc = start_of(operand)
         return Neg(operand, Loc(loc.line, max(loc.col - 1, 1)))
 
     def number(self, items: list) -> Num:

@@ -148,3 +148,16 @@ class Module:
     stmts: tuple[Stmt, ...]
     comments: tuple[Comment, ...]
     source: Source
+
+
+def start_of(node: object) -> Loc:
+    """Where an expression or call argument starts (for carets under operands)."""
+    if isinstance(node, BinOp):
+        return start_of(node.left)
+    if isinstance(node, Call):
+        return node.func.loc
+    if isinstance(node, DimArg):
+        return node.dim.loc
+    if isinstance(node, KwArg):
+        return node.key.loc
+    return node.loc  # type: ignore[attr-defined]
