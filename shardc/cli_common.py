@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -84,8 +85,23 @@ def write_atomically(path: Path, text: str) -> None:
     if not path.parent.is_dir():
         raise ShardcError(f"cannot write {path}: no such directory {path.parent}")
     try:
-        mode = path.stat().st_mode & 0o7777
+        st = path.stat()
     except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # A device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``): renaming a temporary
+        # file over it would replace the device node itself, so write into it instead.
+        if stat.S_ISDIR(st.st_mode):
+            raise ShardcError(f"cannot write {path}: it is a directory")
+        try:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as err:
+            raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+        return
+    if st is not None:
+        mode = st.st_mode & 0o7777
+    else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask

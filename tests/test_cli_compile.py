@@ -247,8 +247,9 @@ def test_explain_2d_ws_palm(capsys: pytest.CaptureFixture[str]) -> None:
     assert shardc.parse(out).is_sharded  # still one valid program
 
 
-def test_explain_weight_gathered(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "compile", PALM_PREFILL, "--ffn", "wg-xyz", "--explain", "-o", os.devnull)
+def test_explain_weight_gathered(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Never point a test's output at a device: a writer that renames over its target would replace it.
+    code, out, _ = run(capsys, "compile", PALM_PREFILL, "--ffn", "wg-xyz", "--explain", "-o", str(tmp_path / "p.model"))
     assert code == 0
     assert re.search(r"^\s+ffn\s+wg-xyz$", out, re.M)
     assert re.search(r"^\s+attention\s+heads \(default\)$", out, re.M)
@@ -308,3 +309,23 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "shardc compile examples/palm_540b_decode.model" in out
     code, out, _ = run(capsys, "--help")
     assert "compile" in out
+
+
+def test_output_into_a_fifo_keeps_the_fifo(tmp_path: Path) -> None:
+    """``-o`` onto something that is not a regular file writes into it, never renames over it.
+
+    A FIFO in a temporary folder stands in for a device such as ``/dev/null``.
+    """
+    import threading
+
+    from shardc.cli_common import write_atomically
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    write_atomically(fifo, "model m\n")
+    reader.join(timeout=10)
+    assert got == ["model m\n"]
+    assert fifo.is_fifo()  # still the FIFO, not a regular file put in its place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary left behind
