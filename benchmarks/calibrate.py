@@ -74,9 +74,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardc import parse, shard, summarize  # noqa: E402
-from shardc.cost import CostReport, estimate  # noqa: E402
-from shardc.hardware import PROFILE_DIR, Calibration, ChipProfile, load_profile  # noqa: E402
-from shardc.ir import DType, Graph, with_weight_dtype  # noqa: E402
+from shardc.cost.model import CostReport, estimate  # noqa: E402
+from shardc.hardware.profile import PROFILE_DIR, Calibration, ChipProfile, load_profile  # noqa: E402
+from shardc.ir.graph import DType, Graph  # noqa: E402
+from shardc.ir.transforms import with_weight_dtype  # noqa: E402
 
 CHIP = "tpu-v4"
 FIT_COMM = "torus"

@@ -52,7 +52,7 @@ def measure(file: str, layers: int, ffn: str | None, attention: str | None) -> d
     """Cold first run, then the best of RUNS warm runs (seconds), for parse and shard_program."""
     t0 = time.perf_counter()
     import shardc  # imported inside the timing: the cold run includes building the parser
-    from shardc.shard import shard_program
+    from shardc.sharding.shard import shard_program
 
     text = program_text(file, layers)
     t1 = time.perf_counter()

@@ -26,9 +26,9 @@ on whole arrays.  This script measures, in one process:
 from __future__ import annotations
 
 import argparse
-import os
 import gc
 import json
+import os
 import platform
 import re
 import sys
@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import shardc  # noqa: E402
-from shardc.emulate import emulate  # noqa: E402
-from shardc.reference import reference  # noqa: E402
-from shardc.shard import shard_program  # noqa: E402
+from shardc.execute.emulate import emulate  # noqa: E402
+from shardc.execute.reference import reference  # noqa: E402
+from shardc.sharding.shard import shard_program  # noqa: E402
 
 SOURCE = ROOT / "examples" / "palm_540b_prefill.model"
 BIG = {"E": 1024, "F": 4096, "H": 16, "D": 64, "B": 16, "L": 128, "S": 128, "V": 1024}

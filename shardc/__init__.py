@@ -11,19 +11,19 @@ The public API (stable; see DESIGN.md)::
 
 Only what works is exported.
 """
-from .cost import estimate
-from .errors import ShardcError
-from .frontend import load, parse
-from .ir import DType, Graph, OpKind, TensorType, Value
-from .layout import Layout
-from .mesh import Mesh
-from .printer import format_graph as format
-from .reference import reference
-from .shard import shard, shard_program
-from .sharded import ShardResult, verify_sharded
-from .emulate import Emulation, emulate
-from .verification import VerifyReport, shrink, verify
-from .summary import Summary, summarize
+from shardc.cost.model import estimate
+from shardc.errors import ShardcError
+from shardc.execute.emulate import Emulation, emulate
+from shardc.execute.reference import reference
+from shardc.execute.verification import VerifyReport, shrink, verify
+from shardc.ir.graph import DType, Graph, OpKind, TensorType, Value
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.ir.summary import Summary, summarize
+from shardc.language.lower import load, parse
+from shardc.language.printer import format_graph as format
+from shardc.sharding.shard import shard, shard_program
+from shardc.sharding.sharded import ShardResult, verify_sharded
 
 __all__ = [
     "DType",

@@ -39,10 +39,10 @@ from typing import Callable, Mapping, Sequence
 
 from hypothesis import strategies as st
 
-from .frontend import RESERVED, parse
-from .ir import DType, Graph
-from .layout import Layout
-from .mesh import DEFAULT_AXIS_NAMES, Mesh
+from shardc.ir.graph import DType, Graph
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import DEFAULT_AXIS_NAMES, Mesh
+from shardc.language.lower import RESERVED, parse
 
 __all__ = ["ProgramModel", "Stmt", "Tensor", "graphs", "layouts", "meshes", "program_models", "programs"]
 

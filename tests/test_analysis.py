@@ -1,6 +1,6 @@
 """The networkx view of a program's dataflow: order, users, dead values."""
 import shardc
-from shardc.analysis import dataflow, dead_values, topological_order, users
+from shardc.ir.dataflow import dataflow, dead_values, topological_order, users
 
 PROGRAM = """\
 model m

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import shardc
-from shardc.cli import main
+from shardc.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import shardc
-from shardc.cli import main
-from shardc.cli_common import human_bytes
-from shardc.ir import OpKind
-from shardc.shard import shard_program
-from shardc.strategies import FFN_CHOICES
+from shardc.cli.common import human_bytes
+from shardc.cli.main import main
+from shardc.ir.graph import OpKind
+from shardc.sharding.presets import FFN_CHOICES
+from shardc.sharding.shard import shard_program
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -318,7 +318,7 @@ def test_output_into_a_fifo_keeps_the_fifo(tmp_path: Path) -> None:
     """
     import threading
 
-    from shardc.cli_common import write_atomically
+    from shardc.cli.common import write_atomically
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got: list[str] = []

@@ -25,15 +25,16 @@ from pathlib import Path
 import pytest
 
 import shardc
-from shardc.cli import main
-from shardc.comm import ring_steps
-from shardc.cost import estimate, max_context
-from shardc.emulate import emulate
-from shardc.hardware import Calibration, load_profile
-from shardc.ir import OpKind
-from shardc.mesh import Mesh
-from shardc.strategies import FFN_CHOICES
-from shardc.verification import shrink
+from shardc.cli.main import main
+from shardc.cost.model import estimate, max_context
+from shardc.execute.emulate import emulate
+from shardc.execute.verification import shrink
+from shardc.hardware.comm import ring_steps
+from shardc.hardware.profile import Calibration, load_profile
+from shardc.ir.graph import OpKind
+from shardc.ir.mesh import Mesh
+from shardc.ir.transforms import with_weight_dtype
+from shardc.sharding.presets import FFN_CHOICES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -315,7 +316,7 @@ def test_bound_is_the_roofline() -> None:
     assert report.bound == "weight loading"
     assert report.calibration["matmul_half_size"] == 0.0
     # int8 weights, read once per step: 7.0 ms for PaLM 540B on 64 chips (PAPER.md §5)
-    int8 = shardc.shard(shardc.ir.with_weight_dtype(shardc.load(PALM_DECODE), shardc.DType.INT8))
+    int8 = shardc.shard(with_weight_dtype(shardc.load(PALM_DECODE), shardc.DType.INT8))
     loading = estimate(int8, "tpu-v4").bound_buckets["weight loading"]
     assert loading == pytest.approx(7.0e-3, rel=0.08)
 

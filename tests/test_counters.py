@@ -30,11 +30,11 @@ from pathlib import Path
 import pytest
 
 import shardc
-from shardc.emulate import emulate
-from shardc.ir import CollectiveAttrs, OpKind
-from shardc.mesh import Mesh
-from shardc.shard import shard_program
-from shardc.verification import shrink, verify
+from shardc.execute.emulate import emulate
+from shardc.execute.verification import shrink, verify
+from shardc.ir.graph import CollectiveAttrs, OpKind
+from shardc.ir.mesh import Mesh
+from shardc.sharding.shard import shard_program
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.model"))

@@ -30,17 +30,18 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import shardc
-from shardc import chips
-from shardc.cli import main
-from shardc.emulate import emulate
-from shardc.ir import CollectiveAttrs, OpKind
-from shardc.layout import Layout
-from shardc.mesh import Mesh
-from shardc.reference import reference
-from shardc.reshard import apply_collective
-from shardc.shard import shard_program
+from shardc.cli.main import main
+from shardc.execute import chips
+from shardc.execute.emulate import emulate
+from shardc.execute.reference import reference
+from shardc.execute.verification import shrink_sizes, verify
+from shardc.ir.graph import CollectiveAttrs, OpKind
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.ir.transforms import with_sizes
+from shardc.sharding.reshard import apply_collective
+from shardc.sharding.shard import shard_program
 from shardc.testing import layouts
-from shardc.verification import shrink_sizes, verify, with_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -405,7 +406,7 @@ w2 = all_gather(w1, over=x) @ EF
 y = einsum("BE,EF->BF", h, w2) @ BF
 output y
 """)
-    from shardc.emulate import estimate_bytes
+    from shardc.execute.emulate import estimate_bytes
 
     tracemalloc.start()
     try:

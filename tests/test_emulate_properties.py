@@ -30,15 +30,15 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import shardc
-from shardc import chips
-from shardc.emulate import emulate
-from shardc.ir import Graph, Op, Output
-from shardc.mesh import Mesh
-from shardc.shard import shard_program
+from shardc.execute import chips
+from shardc.execute.emulate import emulate
+from shardc.execute.verification import compare, verify
+from shardc.ir.graph import Graph, Op, Output
+from shardc.ir.mesh import Mesh
+from shardc.sharding.shard import shard_program
 from shardc.testing import layouts, meshes, program_models
-from shardc.verification import compare, verify
 
-REFERENCE = importlib.import_module("shardc.reference")  # the module (shardc.reference is the function)
+REFERENCE = importlib.import_module("shardc.execute.reference")
 TOLERANCE = 1e-9
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf/nan in random programs: both sides

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from shardc.cli import main
+from shardc.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.model"))

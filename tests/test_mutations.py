@@ -33,12 +33,12 @@ import numpy as np
 import pytest
 
 import shardc
-from shardc import chips, local_ops
-from shardc.cli import main
-from shardc.ir import Op, OpKind
-from shardc.reference import EPS
-from shardc.shard import shard_program
-from shardc.verification import shrink, verify
+from shardc.cli.main import main
+from shardc.execute import chips, local_ops
+from shardc.execute.reference import EPS
+from shardc.execute.verification import shrink, verify
+from shardc.ir.graph import Op, OpKind
+from shardc.sharding.shard import shard_program
 
 ROOT = Path(__file__).resolve().parent.parent
 PALM_8B = ROOT / "examples" / "palm_8b_decode.model"

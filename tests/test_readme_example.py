@@ -1,5 +1,7 @@
 """The README's property-test example, run as written (keeps the README true)."""
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import shardc
 from shardc.testing import layouts, meshes
 

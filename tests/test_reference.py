@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import shardc
-from shardc.ir import Decl, OpKind
-from shardc.reference import (
+from shardc.execute.reference import (
     IMPLS,
     SeededData,
     draw,
@@ -20,6 +19,7 @@ from shardc.reference import (
     reference,
     seed_key,
 )
+from shardc.ir.graph import Decl, OpKind
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIGHT = dict(rtol=1e-12, atol=1e-13)

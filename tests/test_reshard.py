@@ -10,10 +10,10 @@ from fractions import Fraction
 import pytest
 
 from shardc.errors import ShardcError
-from shardc.ir import COLLECTIVES, CollectiveAttrs, OpKind
-from shardc.layout import Layout
-from shardc.mesh import Mesh
-from shardc.reshard import Step, apply_collective, collective_bytes, describe, reshard
+from shardc.ir.graph import COLLECTIVES, CollectiveAttrs, OpKind
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.sharding.reshard import Step, apply_collective, collective_bytes, describe, reshard
 
 AG, RS, AR, A2A, SLICE = (
     OpKind.ALL_GATHER, OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE, OpKind.ALL_TO_ALL, OpKind.SLICE,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import shardc
 from shardc import Layout
-from shardc.ir import Decl, Op
+from shardc.ir.graph import Decl, Op
 from shardc.testing import layouts, meshes, program_models, programs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 
 import shardc
-from shardc.ir import Decl, Graph, Op, OpKind, Output, Repeat
-from shardc.layout import Layout
-from shardc.mesh import Mesh
-from shardc.reshard import apply_collective
-from shardc.shard import shard_program
-from shardc.sharded import ShardResult, verify_sharded
-from shardc.strategies import FFN, FFN_CHOICES, Attention
+from shardc.ir.graph import Decl, Graph, Op, OpKind, Output, Repeat
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.sharding.presets import FFN, FFN_CHOICES, Attention
+from shardc.sharding.reshard import apply_collective
+from shardc.sharding.shard import shard_program
+from shardc.sharding.sharded import ShardResult, verify_sharded
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.model"))

@@ -31,15 +31,15 @@ import re
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from test_shard import assert_pins_honoured  # one definition of "every pin holds"
 
 import shardc
-from shardc.ir import Decl, DeclKind, Graph, Op, OpKind, Output, Repeat
-from shardc.mesh import Mesh
-from shardc.reshard import apply_collective
-from shardc.shard import shard_program
-from shardc.sharded import ShardResult, verify_sharded
+from shardc.ir.graph import Decl, DeclKind, Graph, Op, OpKind, Output, Repeat
+from shardc.ir.mesh import Mesh
+from shardc.sharding.reshard import apply_collective
+from shardc.sharding.shard import shard_program
+from shardc.sharding.sharded import ShardResult, verify_sharded
 from shardc.testing import layouts, meshes, program_models
-from test_shard import assert_pins_honoured  # one definition of "every pin holds"
 
 
 def examples(n: int) -> int:

@@ -1,12 +1,12 @@
 """Every op kind has an entry in every per-op table (shape, sharding, candidates, NumPy, per chip)."""
 import pytest
 
-from shardc.candidates import CANDIDATES
-from shardc.ir import OpKind
-from shardc.local_ops import LOCAL_IMPLS
-from shardc.ops import OP_DEFS
-from shardc.reference import IMPLS
-from shardc.rules import RULES
+from shardc.execute.local_ops import LOCAL_IMPLS
+from shardc.execute.reference import IMPLS
+from shardc.ir.graph import OpKind
+from shardc.ir.ops import OP_DEFS
+from shardc.sharding.candidates import CANDIDATES
+from shardc.sharding.rules import RULES
 
 TABLES = {
     "ops.OP_DEFS (spelling, signature, shape rule)": OP_DEFS,

@@ -1,0 +1,144 @@
+"""Helpers shared by the ``shardc`` subcommands: reading FILE, common flags, output.
+
+Each subcommand module (:mod:`shardc.cli`, :mod:`shardc.cli_compile`,
+:mod:`shardc.cli_verify`, :mod:`shardc.cli_cost`) defines ``_NAME_args(parser)`` and ``cmd_NAME(args)``;
+:mod:`shardc.cli` registers them in one table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from shardc.errors import ShardcError
+from shardc.ir.graph import Graph
+from shardc.ir.mesh import Mesh
+from shardc.language.lower import parse, read_text
+from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES
+from shardc.units import human_bytes
+
+STDIN = "-"
+_SET_RE = re.compile(r"([A-Z])=([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line description, an example, its flags and its body."""
+
+    name: str
+    help: str
+    example: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# --- shared helpers -------------------------------------------------------------------------
+def parse_sets(items: Sequence[str]) -> dict[str, int]:
+    """``["B=64", "S=2048"]`` -> ``{"B": 64, "S": 2048}``; a ShardcError for anything else."""
+    sizes: dict[str, int] = {}
+    for item in items:
+        m = _SET_RE.fullmatch(item.strip())
+        if m is None:
+            raise ShardcError(f"--set {item}: expected DIM=N with DIM one upper-case letter and N a whole "
+                              "number, e.g. --set B=64")
+        size = int(m.group(2))
+        if size < 1:
+            raise ShardcError(f"--set {item}: a dim size is a whole number of at least 1")
+        sizes[m.group(1)] = size  # the last --set of a dim wins
+    return sizes
+
+
+def read_source(file: str) -> tuple[str, str]:
+    """The text of FILE (standard input for ``-``) and the name to report it under."""
+    if file == STDIN:
+        return sys.stdin.read(), "<stdin>"
+    return read_text(file), str(Path(file))
+
+
+def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
+    """FILE parsed and verified with the common flags applied, and its text."""
+    sizes = parse_sets(args.set)
+    mesh = Mesh.parse(args.mesh) if args.mesh is not None else None
+    text, name = read_source(args.file)
+    return parse(text, name, sizes=sizes, mesh=mesh), text
+
+
+def emit_json(obj: object) -> None:
+    """Print one JSON object on standard output."""
+    print(json.dumps(obj, indent=2))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace (or create) ``path`` with ``text`` so a crash never leaves half a file.
+
+    An existing file keeps its permissions; a new one gets the usual ``0o666 & ~umask``
+    (not the 0600 of the temporary file it is renamed from).
+    """
+    path = path.resolve()  # write through a symlink rather than replacing it
+    if not path.parent.is_dir():
+        raise ShardcError(f"cannot write {path}: no such directory {path.parent}")
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # A device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``): renaming a temporary
+        # file over it would replace the device node itself, so write into it instead.
+        if stat.S_ISDIR(st.st_mode):
+            raise ShardcError(f"cannot write {path}: it is a directory")
+        try:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as err:
+            raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+        return
+    if st is not None:
+        mode = st.st_mode & 0o7777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        try:
+            os.chmod(tmp, mode)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+
+
+def preset_flags(parser: argparse.ArgumentParser) -> None:
+    """``--ffn`` and ``--attention``: left None so :func:`shard_program` applies its defaults.
+
+    Not argparse ``choices``: an unknown preset is a :class:`ShardcError` from the
+    strategies module (one message listing the valid ones, JSON under ``--json``).
+    """
+    parser.add_argument("--ffn", metavar="PRESET",
+                        help=f"feed-forward layout: {', '.join(FFN_CHOICES)}, or none (layouts from the "
+                             "program's pins alone; default: chosen by the compiler, currently 2d-ws; "
+                             "--explain shows it)")
+    parser.add_argument("--attention", metavar="PRESET",
+                        help=f"attention layout: {' or '.join(ATTENTION_CHOICES)} (default: batch when "
+                             "the program reads a KV cache and B divides over the chips, else heads)")
+
+
+__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "load_graph", "parse_sets", "preset_flags",
+           "read_source", "write_atomically"]

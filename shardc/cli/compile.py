@@ -1,0 +1,164 @@
+"""``shardc compile``: the sharded program, its collectives with reasons, the preset explained."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, write_atomically
+from shardc.ir.graph import DeclKind, OpKind
+from shardc.ir.mesh import Mesh
+from shardc.language.printer import format_graph
+from shardc.sharding.shard import shard_program
+from shardc.sharding.sharded import CollectiveRecord, ShardResult
+
+
+def _compile_args(parser: argparse.ArgumentParser) -> None:
+    preset_flags(parser)
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="write the sharded program to OUT (atomically) and print only the "
+                             "collectives table")
+    parser.add_argument("--explain", action="store_true",
+                        help="first print the preset in the paper's notation and the layout of every "
+                             "param and cache")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Shard FILE; print the sharded program and its collectives (or write the program to OUT)."""
+    g, _ = load_graph(args)  # --mesh is applied here (and refused for an already-sharded FILE)
+    if g.is_sharded and (args.ffn or args.attention) and not args.json:
+        print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
+    result = shard_program(g, None, args.ffn, args.attention)
+    program = format_graph(result.graph)
+    if args.output is not None:
+        write_atomically(Path(args.output), program)
+    if args.json:
+        emit_json(compile_json(result, program, args))
+        return 0
+    # On standard output the notes are comments, so the whole output is itself a .model file.
+    prefix = "" if args.output is not None else "# "
+    parts: list[str] = []
+    if args.output is not None:
+        lines = program.count("\n")
+        parts.append(f"wrote the sharded program to {args.output} ({lines} lines)\n\n")
+    if args.explain:
+        parts.append(_commented(explain_text(result, args), prefix) + "\n")
+    if args.output is None:
+        parts.append(program + "\n")
+    parts.append(_commented(collectives_text(result), prefix))
+    sys.stdout.write("".join(parts))
+    return 0
+
+
+def _commented(text: str, prefix: str) -> str:
+    return "".join(f"{prefix}{line}".rstrip() + "\n" for line in text.splitlines())
+
+
+def _priced(result: ShardResult) -> list[CollectiveRecord]:
+    """The collectives that move data (a slice is a free local op: it stays in the program only)."""
+    return [c for c in result.collectives if c.kind is not OpKind.SLICE]
+
+
+def _blocks(result: ShardResult) -> list[tuple[str, int | None, list[CollectiveRecord]]]:
+    """(label, repeat count or None for the top level, records) for each block of the program."""
+    records = _priced(result)
+    repeats = result.graph.repeats
+    blocks: list[tuple[str, int | None, list[CollectiveRecord]]] = [
+        ("top level", None, [c for c in records if c.repeat is None])]
+    for i, rep in enumerate(repeats):
+        where = f" at line {rep.loc.line}" if len(repeats) > 1 and rep.loc.line else ""
+        blocks.append((f"repeat {rep.count}{where} (per layer, ×{rep.count})", rep.count,
+                       [c for c in records if c.repeat == i]))
+    return blocks
+
+
+def _row(c: CollectiveRecord, mesh: Mesh) -> list[str]:
+    kind = c.kind.value + (" (in op)" if c.implicit else "")
+    if c.kind is OpKind.ALL_TO_ALL:
+        dim = f"{c.src_dim}->{c.dst_dim}"
+    else:
+        dim = c.dim or "-"
+    before, after = c.before.format(mesh), c.after.format(mesh)
+    move = before if c.implicit else f"{before} -> {after}"
+    return [c.value, kind, "".join(c.axes), dim, move, human_bytes(c.bytes_per_chip), c.reason]
+
+
+def collectives_text(result: ShardResult) -> str:
+    """The collectives table, one section per block, with totals (see ``shardc compile``)."""
+    mesh = result.graph.mesh
+    assert mesh is not None
+    lines = [f"collectives on mesh {mesh.spec()} ({mesh.num_chips} chips); bytes are what each chip sends"]
+    header = ["value", "collective", "axes", "dim", "from -> to", "bytes/chip", "reason"]
+    run_total = 0.0
+    for label, count, records in _blocks(result):
+        lines += ["", label]
+        if not records:
+            lines.append("  (no collectives)")
+            continue
+        rows = [header] + [_row(c, mesh) for c in records]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+        for r in rows:
+            cells = [cell.rjust(w) if i == 5 else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))]
+            lines.append("  " + "  ".join(cells + [r[-1]]).rstrip())
+        once = sum(c.bytes_per_chip for c in records)
+        per_run = sum(c.bytes_per_chip * c.count for c in records)
+        run_total += per_run
+        n = f"{len(records)} collective{'s' if len(records) != 1 else ''}"
+        if count is None:
+            lines.append(f"  total: {n}, {human_bytes(per_run)} per chip per run")
+        else:
+            lines.append(f"  total: {n}, {human_bytes(once)} per chip per layer, "
+                         f"× {count:,} = {human_bytes(per_run)} per chip per run")
+    slices = len(result.collectives) - len(_priced(result))
+    lines += ["", f"program run: {human_bytes(run_total)} per chip"
+              + (f" (plus {slices} slice{'s' if slices != 1 else ''}: free local ops)" if slices else "")]
+    return "\n".join(lines) + "\n"
+
+
+def explain_text(result: ShardResult, args: argparse.Namespace) -> str:
+    """The preset in the paper's notation and where each param and cache lives."""
+    g = result.graph
+    assert g.mesh is not None
+    lines = [f"preset on mesh {g.mesh.spec()} ({g.mesh.num_chips} chips)"]
+    if result.strategy is None:
+        lines.append("  none: the program was already sharded; its layouts are verified as written")
+    else:
+        given = {"ffn": args.ffn, "attention": args.attention}
+        rows = [(k, v + (" (default)" if k in given and given[k] is None else ""))
+                for k, v in result.strategy.describe(set(g.sizes))]
+        width = max(len(k) for k, _ in rows)
+        lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("layouts of params and caches")
+    decls = [(d, rep) for d, rep in g.decls() if d.kind in (DeclKind.PARAM, DeclKind.CACHE)]
+    width = max((len(d.value.name or "") for d, _ in decls), default=0)
+    current = None
+    for d, rep in decls:
+        if rep is not current:
+            current = rep
+            if rep is not None:
+                lines.append(f"  repeat {rep.count} (each layer):")
+        indent = "    " if rep is not None else "  "
+        assert d.value.layout is not None
+        lines.append(f"{indent}{(d.value.name or '').ljust(width)}  {d.value.layout.format(g.mesh)}")
+    return "\n".join(lines) + "\n"
+
+
+def compile_json(result: ShardResult, program: str, args: argparse.Namespace) -> dict[str, object]:
+    """``shardc compile --json``: the program, the preset and the collectives (slices left out)."""
+    g = result.graph
+    assert g.mesh is not None
+    obj: dict[str, object] = {
+        "program": program,
+        "mesh": g.mesh.spec(),
+        "ffn": result.strategy.ffn.value if result.strategy else None,
+        "attention": result.strategy.attention.value if result.strategy else None,
+        "collectives": [c.to_json(g.mesh) for c in _priced(result)],
+        "bytes_per_chip_per_run": sum(c.bytes_per_chip * c.count for c in _priced(result)),
+    }
+    if args.output is not None:
+        obj["output"] = args.output
+    if args.explain:
+        obj["preset"] = dict(result.strategy.describe(set(g.sizes))) if result.strategy else None
+        obj["layouts"] = {d.value.name: d.value.layout.format(g.mesh) for d, _ in g.decls()
+                          if d.kind in (DeclKind.PARAM, DeclKind.CACHE) and d.value.layout is not None}
+    return obj

@@ -1,0 +1,185 @@
+"""``shardc cost``: latency, bound, MFU, memory per chip and a breakdown, from the analytical cost model."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags
+from shardc.cost.model import CostReport, estimate, max_context
+from shardc.errors import ShardcError
+from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
+from shardc.ir.graph import DType, Graph
+from shardc.ir.transforms import with_weight_dtype
+from shardc.sharding.shard import shard_program
+from shardc.sharding.sharded import ShardResult
+
+DEFAULT_KV_BUDGET = 30.0  # percent of HBM (PAPER.md Table 1)
+_WEIGHTS = {"bf16": DType.BF16, "int8": DType.INT8}
+
+
+def _cost_args(parser: argparse.ArgumentParser) -> None:
+    preset_flags(parser)
+    parser.add_argument("--weights", metavar="DTYPE",
+                        help="store every param as bf16 or int8 before sharding (int8: weights are read and "
+                             "moved at one byte, matmuls stay bf16)")
+    chip = parser.add_mutually_exclusive_group()
+    chip.add_argument("--chip", metavar="NAME",
+                      help=f"built-in chip profile: {', '.join(builtin_profiles())} (default tpu-v4)")
+    chip.add_argument("--chip-file", metavar="FILE.toml", help="a chip profile of your own (TOML, like "
+                                                                "shardc/profiles/tpu-v4.toml)")
+    parser.add_argument("--comm", default="paper", metavar="MODE",
+                        help="collective model: paper (every collective at all links' bandwidth, the paper's "
+                             "formulas; default) or torus (only the links of the axes it spans)")
+    parser.add_argument("--overlap", action="store_true",
+                        help="run each collective under the matmul it feeds or follows (looped "
+                             "CollectiveEinsum): the pair costs the longer of the two")
+    parser.add_argument("--max-context", action="store_true",
+                        help="also print the longest context whose KV cache fits in --kv-budget of HBM, "
+                             "at the program's batch")
+    parser.add_argument("--kv-budget", type=float, default=DEFAULT_KV_BUDGET, metavar="PCT",
+                        help=f"percent of HBM per chip for the KV cache (default {DEFAULT_KV_BUDGET:g})")
+
+
+def chip_profile(args: argparse.Namespace) -> ChipProfile:
+    """The profile of ``--chip`` or ``--chip-file`` (default tpu-v4), with clear errors."""
+    if args.chip_file is None:
+        if args.chip is not None and args.chip.endswith(".toml"):
+            raise ShardcError(f"--chip {args.chip}: --chip takes a built-in name "
+                              f"({', '.join(builtin_profiles())}); pass a TOML file with --chip-file")
+        return load_profile(args.chip)
+    path = Path(args.chip_file)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShardcError(f"--chip-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ShardcError(f"--chip-file {path}: cannot read it ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ShardcError(f"--chip-file {path}: not valid TOML ({err})") from None
+    return profile_from_dict(data, str(path))
+
+
+def _weights(g: Graph, args: argparse.Namespace) -> Graph:
+    if args.weights is None:
+        return g
+    if args.weights not in _WEIGHTS:
+        raise ShardcError(f"--weights {args.weights}: choose bf16 or int8")
+    if g.is_sharded:
+        raise ShardcError(f"--weights {args.weights}: {args.file} is already sharded, so its param dtypes are "
+                          "part of the program; edit them in the file (or pass the unsharded program)",
+                          g.source)
+    return with_weight_dtype(g, _WEIGHTS[args.weights])
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Shard FILE (unless already sharded) and print what one run of it costs."""
+    if not 0 < args.kv_budget <= 100:
+        raise ShardcError(f"--kv-budget {args.kv_budget:g}: a percentage of HBM in (0, 100]")
+    profile = chip_profile(args)
+    g, _ = load_graph(args)
+    if g.is_sharded and (args.ffn or args.attention) and not args.json:
+        print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
+    g = _weights(g, args)
+    result = shard_program(g, None, args.ffn, args.attention)
+    report = estimate(result.graph, profile, args.comm, args.overlap)
+    context = None
+    if args.max_context:
+        context = max_context(result.graph, args.kv_budget / 100, profile)
+    if args.json:
+        obj: dict[str, object] = {"model": result.graph.name, **_preset(result), "weights": args.weights}
+        obj.update(report.to_json())
+        if context is not None:
+            obj["max_context"] = context
+            obj["kv_budget_fraction"] = args.kv_budget / 100
+        emit_json(obj)
+    else:
+        sys.stdout.write(cost_text(report, result, profile, context, args))
+    return 0
+
+
+def _preset(result: ShardResult) -> dict[str, object]:
+    s = result.strategy
+    return {"ffn": s.ffn.value if s else None, "attention": s.attention.value if s else None}
+
+
+# --- formatting -----------------------------------------------------------------------------
+def seconds(s: float) -> str:
+    """``812 ns``, ``45.3 µs``, ``28.4 ms``, ``1.82 s``, ``2.1 h``."""
+    if s == 0:
+        return "0 s"
+    for unit, scale in (("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3)):
+        if s < scale * 1000:
+            return f"{s / scale:.3g} {unit}" if s / scale < 100 else f"{s / scale:.0f} {unit}"
+    if s < 3600:
+        return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
+    return f"{s / 3600:,.1f} h"
+
+
+def flops(n: float) -> str:
+    """``1.13 TFLOP``."""
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.3g} {unit}" if n / scale < 1000 else f"{n / scale:,.0f} {unit}"
+    return f"{n:,.0f} FLOP"
+
+
+def _table(rows: list[list[str]], right: set[int], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+
+
+def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context: int | None,
+              args: argparse.Namespace) -> str:
+    """The human report of ``shardc cost`` (see the module docstring)."""
+    sg = result.graph
+    preset = (f"{result.strategy.ffn.value} / attention by {result.strategy.attention.value}"
+              if result.strategy else "as written (already sharded)")
+    weights = f", {args.weights} weights" if args.weights else ""
+    comm = f"--comm {r.comm_mode}" + (", collectives overlapped with matmuls" if r.overlap else "")
+    run = "one decode step" if sg.sizes.get("L", 1) == 1 else f"one pass over L={sg.sizes['L']:,} tokens"
+    lines = [f"cost of {sg.name} on {r.mesh} ({r.chips} chips of {r.chip}), {preset}{weights}; {comm}",
+             f"one run = {run} for B={sg.sizes.get('B', 1):,} sequences: {r.tokens:,} tokens", ""]
+    rows = [["", "calibrated", "bound"],
+            ["latency", seconds(r.latency_s), seconds(r.bound_latency_s)],
+            ["latency per token", seconds(r.per_token_latency_s),
+             seconds(r.bound_latency_s / max(sg.sizes.get("L", 1), 1))],
+            ["MFU", f"{r.mfu:.1%}", f"{r.bound_mfu:.1%}"],
+            ["chip-seconds per token", seconds(r.cost_chip_s_per_token),
+             seconds(r.chips * r.bound_latency_s / r.tokens)]]
+    lines += _table(rows, {1, 2}, "")
+    cal = r.calibration
+    fitted = (f"; fitted with --comm {cal['comm']}" if cal.get("comm") else "")
+    if profile.calibration.is_zero():
+        lines.append(f"  ({r.chip} has no fitted terms: 'calibrated' only drops the roofline's overlap of HBM "
+                     "traffic and compute)")
+    else:
+        lines.append(f"  (calibration: matmul_half_size {cal['matmul_half_size']:g}, collective_latency "
+                     f"{seconds(float(cal['collective_latency']))}, layer_overhead "  # type: ignore[arg-type]
+                     f"{seconds(float(cal['layer_overhead']))}{fitted})")  # type: ignore[arg-type]
+    lines += ["", "per chip, one run",
+              f"  FLOPs (matmuls)  {flops(r.flops_per_chip)}",
+              f"  bytes sent       {human_bytes(r.comm_bytes_per_chip)}",
+              f"  HBM traffic      {human_bytes(r.hbm_bytes_per_chip)} (reads and writes)",
+              f"  memory           weights {human_bytes(r.weight_bytes_per_chip)} + KV caches "
+              f"{human_bytes(r.cache_bytes_per_chip)} + peak activations {human_bytes(r.activation_bytes_per_chip)}"
+              f" = {human_bytes(r.memory_bytes_per_chip)} of {human_bytes(r.hbm_capacity)} HBM: fits "
+              f"{'yes' if r.fits_hbm else 'NO'}"]
+    if context is not None:
+        lines.append(f"  max context      {context:,} positions: the KV cache at B={sg.sizes.get('B', 1):,} fits in "
+                     f"{args.kv_budget:g}% of HBM ({human_bytes(args.kv_budget / 100 * r.hbm_capacity)})")
+    total = r.latency_s or 1.0
+    kinds = sorted(((k, v) for k, v in r.breakdown_by_kind.items() if v), key=lambda kv: -kv[1])
+    lines += ["", "calibrated time by op kind"]
+    lines += _table([[k, seconds(v), f"{v / total:.1%}"] for k, v in kinds], {1, 2})
+    if r.breakdown_by_collective:
+        lines += ["", "communication by collective" + (" (partly hidden under matmuls)" if r.overlap else "")]
+        colls = sorted(r.breakdown_by_collective.items(), key=lambda kv: -kv[1])
+        lines += _table([[k, seconds(v), f"{v / total:.1%}"] for k, v in colls], {1, 2})
+    roof = sum(v for k, v in r.bound_buckets.items())
+    part = r.bound_buckets.get(r.bound, 0.0)
+    lines += ["", f"bound by {r.bound}: {seconds(part)} of the {seconds(r.bound_latency_s)} roofline"
+                  + (f" ({part / roof:.0%} of its time)" if roof else "")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,181 @@
+"""The ``shardc`` command line: one small function per subcommand, registered in :data:`COMMANDS`.
+
+Every subcommand takes a FILE (``-`` reads standard input) and the common
+flags ``--set DIM=N`` (repeatable), ``--mesh SPEC`` and ``--json``.  Exit
+status: 0 success, 1 a check failed (``fmt --check`` found a file that is not
+canonical, ``verify`` found a mismatch), 2 bad input (a :class:`~shardc.errors.ShardcError` or a usage
+error), 130 interrupted.  User errors print one message -- ``file:line:col:
+error: ...`` with the source line and a caret, or under ``--json`` one
+``{"error": {...}}`` object on standard output -- and never a traceback.
+
+To add a subcommand, write ``_NAME_args(parser)`` (its own flags) and
+``cmd_NAME(args) -> int``, and add one :class:`Command` row to :data:`COMMANDS`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from shardc import __version__
+from shardc.cli.common import STDIN, Command, emit_json, load_graph, write_atomically
+from shardc.cli.compile import _compile_args, cmd_compile
+from shardc.cli.cost import _cost_args, cmd_cost
+from shardc.cli.verify import _verify_args, cmd_verify
+from shardc.errors import ShardcError
+from shardc.ir.summary import summarize
+from shardc.language.printer import format_graph
+
+
+# --- shardc check ---------------------------------------------------------------------------
+def _check_args(parser: argparse.ArgumentParser) -> None:
+    """``check`` has only the common flags."""
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Parse and verify FILE; print its summary (text, or one JSON object)."""
+    summary = summarize(load_graph(args)[0])
+    if args.json:
+        emit_json(summary.to_json())
+    else:
+        sys.stdout.write(summary.to_text())
+    return 0
+
+
+# --- shardc fmt -----------------------------------------------------------------------------
+def _fmt_args(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="print nothing if FILE is canonical; else name it and exit 1")
+    mode.add_argument("-i", "--in-place", action="store_true", help="rewrite FILE in canonical form")
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    """Print FILE in canonical form, check that it is canonical, or rewrite it."""
+    if args.in_place and args.file == STDIN:
+        raise ShardcError("-i/--in-place needs a file; standard input cannot be rewritten")
+    g, text = load_graph(args)
+    name = g.source.filename if g.source is not None else args.file
+    canonical = format_graph(g)
+    same = canonical == text
+    if args.check:
+        if args.json:
+            emit_json({"file": name, "canonical": same})
+        elif not same:
+            fix = "" if args.file == STDIN else f" (run: shardc fmt -i {name})"
+            print(f"{name}: not in canonical form{fix}")
+        return 0 if same else 1
+    if args.in_place:
+        if not same:
+            write_atomically(Path(args.file), canonical)
+        if args.json:
+            emit_json({"file": name, "changed": not same})
+        return 0
+    if args.json:
+        emit_json({"file": name, "text": canonical})
+    else:
+        sys.stdout.write(canonical)
+    return 0
+
+
+# --- the registry ---------------------------------------------------------------------------
+COMMANDS: tuple[Command, ...] = (
+    Command("check", "parse and verify a .model program and summarise it "
+                     "(dims, layers, ops, parameters, weights, KV cache)",
+            "shardc check examples/palm_540b_decode.model --set B=128 --json", _check_args, cmd_check),
+    Command("fmt", "print a .model program in canonical form (or check or rewrite it)",
+            "shardc fmt examples/tiny_ffn.model\n  shardc fmt --check my.model || shardc fmt -i my.model",
+            _fmt_args, cmd_fmt),
+    Command("compile", "shard a .model program: print the sharded program and a table of its "
+                       "collectives with the reason for each",
+            "shardc compile examples/palm_540b_decode.model --ffn 2d-ws --attention batch --explain\n"
+            "  shardc compile examples/tiny_ffn.model --mesh 2x2x2 -o tiny_ffn.sharded.model\n"
+            "  shardc compile examples/palm_540b_prefill.model --ffn wg-xyz --json",
+            _compile_args, cmd_compile),
+    Command("verify", "emulate the sharded program on chips and check it computes what the unsharded "
+                      "program computes (exit 1 on a mismatch)",
+            "shardc verify examples/palm_540b_decode.model --shrink\n"
+            "  shardc verify examples/tiny_layer.model --mesh 2x2x2 --ffn 1d-ws --dtype f64 --json\n"
+            "  shardc compile examples/tiny_ffn.model -o t.model && shardc verify t.model",
+            _verify_args, cmd_verify),
+    Command("cost", "estimate what one run of the sharded program costs: latency (calibrated and roofline "
+                    "bound), MFU, memory per chip, a breakdown and what bounds it",
+            "shardc cost examples/palm_540b_decode.model --set H=64 --weights int8 --comm torus\n"
+            "  shardc cost examples/palm_540b_prefill.model --set B=512 --ffn wg-xyz --attention batch --json\n"
+            "  shardc cost examples/palm_540b_decode.model --set B=128 --max-context --kv-budget 30\n"
+            "  shardc cost examples/tiny_layer.model --mesh 2x2x2 --chip h100-nvlink --overlap\n"
+            "  shardc cost my.model --chip-file my_chip.toml",
+            _cost_args, cmd_cost),
+)
+
+
+def common_flags() -> argparse.ArgumentParser:
+    """The flags every subcommand takes (an argparse parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("file", metavar="FILE", help="a .model program; - reads standard input")
+    common.add_argument("--set", metavar="DIM=N", action="append", default=[],
+                        help="override the size of a dim, e.g. --set B=64 (repeatable)")
+    common.add_argument("--mesh", metavar="SPEC",
+                        help="device mesh, overriding the file's: 4x4x4, 2x2, 8 or x=4,y=4")
+    common.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``shardc`` parser with one subparser per row of :data:`COMMANDS`."""
+    examples = "\n".join(f"  {c.example.splitlines()[0]}" for c in COMMANDS)
+    parser = argparse.ArgumentParser(
+        prog="shardc", description="shardc: a sharding compiler for transformer inference.",
+        epilog=f"examples:\n{examples}\n\nRun 'shardc COMMAND --help' for a command's flags.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"shardc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_flags()
+    for c in COMMANDS:
+        p = sub.add_parser(c.name, help=c.help, description=c.help[0].upper() + c.help[1:] + ".",
+                           epilog=f"example:\n  {c.example}", parents=[common],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_args(p)
+        p.set_defaults(run=c.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``shardc`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors (status 2)
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    if getattr(args, "run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.run(args)
+    except ShardcError as err:
+        if args.json:
+            emit_json(err.to_json())
+        else:
+            print(err.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the exit-time flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""``shardc verify``: emulate the sharded program on chips and compare it with the unsharded one."""
+from __future__ import annotations
+
+import argparse
+import re
+
+from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags
+from shardc.errors import ShardcError
+from shardc.execute.reference import DEFAULT_MAX_BYTES
+from shardc.execute.verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
+from shardc.ir.graph import Graph
+from shardc.ir.transforms import with_sizes
+from shardc.sharding.shard import ShardResult, shard_program
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+DEFAULT_LAYERS = 2
+
+
+def parse_bytes(text: str) -> int:
+    """``4GiB``, ``512MiB``, ``1e9``, ``1000000`` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if m is None or m.group(2).lower() not in _UNITS:
+        raise ShardcError(f"--max-memory {text}: expected a size such as 4GiB, 512MiB or 1000000000")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _verify_args(parser: argparse.ArgumentParser) -> None:
+    preset_flags(parser)
+    parser.add_argument("--shrink", action="store_true",
+                        help="make every dim the smallest size its layouts can split (at least 4, unless "
+                             "it was smaller), keeping the layouts and collectives as compiled for the "
+                             "real sizes")
+    parser.add_argument("--layers", type=int, metavar="N",
+                        help=f"run N layers of each repeat (default: {DEFAULT_LAYERS}, or fewer if the "
+                             "repeat has fewer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights (default 0)")
+    parser.add_argument("--dtype", choices=("f32", "f64"), default="f32",
+                        help="compute dtype of both runs (default f32)")
+    parser.add_argument("--tolerance", type=float, metavar="T",
+                        help="largest relative error allowed per value (default: "
+                             + ", ".join(f"{t:g} in {d}" for d, t in DEFAULT_TOLERANCE.items()) + ")")
+    parser.add_argument("--max-memory", default="4GiB", metavar="SIZE",
+                        help="refuse runs estimated to need more host memory (default 4GiB)")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Emulate FILE (sharded here unless already sharded) and compare with the reference: exit 1 on mismatch."""
+    g, _ = load_graph(args)
+    if args.layers is not None and args.layers < 0:
+        raise ShardcError(f"--layers {args.layers}: expected a number of layers, 0 or more")
+    if args.seed < 0:
+        raise ShardcError(f"--seed {args.seed}: expected a non-negative integer")
+    max_bytes = parse_bytes(args.max_memory) if args.max_memory else DEFAULT_MAX_BYTES
+    result = shard_program(g, None, args.ffn, args.attention)
+    sg = result.graph
+    source = None if g.is_sharded else g
+    if args.shrink:
+        sizes = shrink_sizes(sg)
+        sg = with_sizes(sg, sizes)
+        source = with_sizes(source, sizes) if source is not None else None
+    layers = DEFAULT_LAYERS if args.layers is None else args.layers
+    report = verify(sg, args.seed, args.dtype, layers, tolerance=args.tolerance, source=source,
+                    max_bytes=max_bytes)
+    if args.json:
+        obj = report.to_json()
+        obj["mesh"] = sg.mesh.spec() if sg.mesh else None
+        obj["ffn"] = result.strategy.ffn.value if result.strategy else None
+        obj["attention"] = result.strategy.attention.value if result.strategy else None
+        obj["layers"] = layers
+        emit_json(obj)
+    else:
+        print(_report_text(report, sg, result, layers, args))
+    return 0 if report.passed else 1
+
+
+def _report_text(report: VerifyReport, sg: Graph, result: ShardResult, layers: int,
+                 args: argparse.Namespace) -> str:
+    assert sg.mesh is not None
+    preset = (f"{result.strategy.ffn.value} / attention by {result.strategy.attention.value}"
+              if result.strategy else "as written (already sharded)")
+    repeats = ", ".join(f"{min(layers, r.count)} of {r.count} layers" for r in sg.repeats) or "no repeats"
+    dims = ", ".join(f"{d}={n}" for d, n in sg.dims)
+    lines = [
+        f"verify {sg.name} on {sg.mesh.spec()} ({report.chips} chips), {preset}",
+        f"  dims     {dims}{' (shrunk)' if args.shrink else ''}",
+        f"  run      {repeats}, {report.dtype}, seed {args.seed}",
+    ]
+    if report.passed:
+        lines.append(f"PASSED: every value matches the reference (max relative error "
+                     f"{report.max_rel_error:.2g}, max absolute error {report.max_abs_error:.2g}; "
+                     f"tolerance {report.tolerance:g})")
+    else:
+        assert report.first_mismatch is not None
+        lines.append(f"FAILED: {report.first_mismatch.message}")
+    c = report.counters
+    if c is not None:
+        lines += [
+            "counters per chip (whole run):",
+            f"  einsum FLOPs        {c.flops:,.0f}",
+            f"  elementwise FLOPs   {c.elementwise_flops:,.0f}",
+            f"  bytes sent          {human_bytes(c.comm_bytes)}",
+            f"  HBM bytes read      {human_bytes(c.hbm_bytes)}",
+            f"  peak live bytes     {human_bytes(c.peak_bytes)}",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Stage 3b, the analytical cost model: latency, memory and MFU of a sharded program on a chip profile."""

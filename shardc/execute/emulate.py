@@ -1,0 +1,323 @@
+"""The SPMD emulator: run a sharded program on emulated chips in NumPy, and count its cost.
+
+Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
+(:mod:`shardc.chips`); each op runs on all chips at once through its per-chip
+implementation in :mod:`shardc.local_ops` (vectorised NumPy over the stacked
+arrays; a collective is a reshape/transpose/sum over mesh dims).  This module
+walks the program, frees values after their last use, checks replicas and
+counts.  Inputs, params and caches are the reference executor's seeded arrays
+(:class:`~shardc.reference.SeededData`), scattered into their layouts, so
+:func:`emulate` and :func:`~shardc.reference.reference` see the same numbers.
+
+Counters (per chip; every chip does the same work under these layouts):
+
+* ``flops``: einsums, 2 per multiply-add over the op's local dims;
+* ``elementwise_flops``: one per local result element of every other compute op;
+* ``comm_bytes``: bytes each chip sends, ring formulas of :mod:`shardc.reshard`
+  (and :func:`shardc.sharded.stats_bytes` for statistics all-reduces), at the
+  declared dtype of the value (bf16: 2 bytes), not the emulator's f32;
+* ``hbm_bytes``: bytes of operands read by every op (weights, caches and
+  activations, at their declared dtype);
+* ``peak_bytes``: the most bytes live at once (values freed after their last use).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from shardc.errors import ShardcError
+from shardc.execute import chips
+from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
+from shardc.execute.reference import DEFAULT_MAX_BYTES, SeededData, _np_dtype
+from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
+from shardc.ir.mesh import Mesh
+from shardc.sharding.counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
+from shardc.sharding.sharded import verify_sharded
+from shardc.units import human_bytes
+
+__all__ = [
+    "Counters",
+    "Emulation",
+    "OpCount",
+    "ReplicaError",
+    "SCRATCH_ARRAYS",
+    "emulate",
+    "estimate_bytes",
+]
+
+
+class ReplicaError(ShardcError):
+    """Chips that the layout says hold copies of a value hold different data."""
+
+
+# --- counters ----------------------------------------------------------------------------
+@dataclass
+class OpCount:
+    """What one statement cost per chip, summed over the layers run."""
+
+    value: str
+    kind: str
+    line: int
+    runs: int = 0
+    flops: float = 0.0
+    elementwise_flops: float = 0.0
+    comm_bytes: float = 0.0
+    hbm_bytes: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Counters:
+    """Per-chip totals of one emulated run, and the same per statement."""
+
+    flops: float = 0.0
+    elementwise_flops: float = 0.0
+    comm_bytes: float = 0.0
+    hbm_bytes: float = 0.0
+    peak_bytes: int = 0
+    by_op: dict[int, OpCount] = field(default_factory=dict)
+
+    def add(self, op: Op, flops: float = 0.0, elementwise: float = 0.0, comm: float = 0.0,
+            hbm: float = 0.0) -> None:
+        entry = self.by_op.setdefault(op.result.id, OpCount(op.result.name or "", op.kind.value, op.loc.line))
+        entry.runs += 1
+        entry.flops += flops
+        entry.elementwise_flops += elementwise
+        entry.comm_bytes += comm
+        entry.hbm_bytes += hbm
+        self.flops += flops
+        self.elementwise_flops += elementwise
+        self.comm_bytes += comm
+        self.hbm_bytes += hbm
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "flops_per_chip": self.flops,
+            "elementwise_flops_per_chip": self.elementwise_flops,
+            "comm_bytes_per_chip": self.comm_bytes,
+            "hbm_bytes_per_chip": self.hbm_bytes,
+            "peak_bytes_per_chip": self.peak_bytes,
+            "by_op": [c.to_json() for c in self.by_op.values()],
+        }
+
+
+@dataclass(frozen=True)
+class Emulation:
+    """Outputs (global arrays, as :func:`~shardc.reference.reference` returns them) and counters."""
+
+    outputs: dict[str, np.ndarray]
+    counters: Counters
+    mesh: Mesh
+
+    @property
+    def chips(self) -> int:
+        return self.mesh.num_chips
+
+
+# --- the run ----------------------------------------------------------------------------
+@dataclass
+class _Ctx(LocalCtx):
+    """The mesh and sizes the per-chip ops see, and the state of the run."""
+
+    dtype: np.dtype
+    counters: Counters
+    check_replicas: bool
+    on_value: Callable[[Op, int, np.ndarray], None] | None
+    layer: int = 0
+    live: dict[int, int] = field(default_factory=dict)
+
+    def local_bytes(self, v: Value) -> int:
+        assert v.layout is not None
+        return v.layout.local_numel(self.sizes, self.mesh) * v.dtype.bytes
+
+    def hold(self, v: Value) -> None:
+        self.live[v.id] = self.local_bytes(v)
+        self.counters.peak_bytes = max(self.counters.peak_bytes, sum(self.live.values()))
+
+    def release(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            self.live.pop(i, None)
+
+
+def _replica_axes(ctx: _Ctx, op: Op) -> list[int]:
+    """Mesh positions along which every operand (hence the result) is replicated."""
+    used = set()
+    for v in op.inputs:
+        used |= _layout(v).used_axes
+    return [p for p, (a, size) in enumerate(ctx.mesh.axes) if a not in used and size > 1]
+
+
+def _compute(ctx: _Ctx, op: Op, args: list[np.ndarray | float]) -> np.ndarray:
+    """The op on every chip.  A local op whose operands are all replicated along some mesh
+    axes runs once per distinct shard and is then copied to the replicas: the operands were
+    checked to be equal copies when they were made, so the copies compute the same thing."""
+    replicated = [] if op.kind.is_collective else _replica_axes(ctx, op)
+    if not replicated:
+        return LOCAL_IMPLS[op.kind](ctx, op, args)
+    index = tuple(slice(0, 1) if p in replicated else slice(None) for p in range(ctx.m))
+    small = [a[index] if isinstance(a, np.ndarray) else a for a in args]
+    return chips.copy_to(LOCAL_IMPLS[op.kind](ctx, op, small), replicated, ctx.mesh)
+
+
+def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
+    args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
+    result = _compute(ctx, op, args).astype(ctx.dtype, copy=False)
+    flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
+    hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
+    ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
+    layout = op.result.layout
+    assert layout is not None
+    # Local ops compute replicas once and copy them (_compute), so only a collective can make
+    # copies diverge: check after each one.
+    if ctx.check_replicas and op.kind.is_collective:
+        bad = chips.replica_mismatch(result, layout, ctx.mesh)
+        if bad is not None:
+            raise ReplicaError(
+                f"after {op.kind} on line {op.loc.line}, value '{op.result.name}' ({layout.format(ctx.mesh)}) "
+                f"differs between chips {bad[0]} and {bad[1]}, which should hold copies")
+    if ctx.on_value is not None:
+        ctx.on_value(op, ctx.layer, result)
+    return result
+
+
+# Scratch one op may need beyond the values it keeps, in units of its largest stacked array:
+# a collective's reshape copy and its copies to the replicas, a matmul's transposed operands,
+# and the replica check's comparison.
+SCRATCH_ARRAYS = 3
+
+
+def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
+    """Bytes an emulated run of the sharded ``g`` holds at most (Python ints; nothing allocated).
+
+    Every stacked value of the top level and of one layer of each repeat (all
+    kept until the block ends), the stacked per-layer outputs, scratch for one
+    op (``SCRATCH_ARRAYS`` times the largest stacked value) and for the largest
+    global draw (drawn in float64, then cast).
+    """
+    return _estimate(g, _np_dtype(dtype), layers)
+
+
+def _estimate(g: Graph, dtype: np.dtype, layers: int | None) -> int:
+    mesh = g.mesh
+    assert mesh is not None
+    sizes = g.sizes
+    total, biggest, biggest_stacked = 0, 0, 0
+    for stmt, rep in g.walk():
+        values = [stmt.value] if isinstance(stmt, Decl) else [stmt.result] if isinstance(stmt, Op) else []
+        for v in values:
+            assert v.layout is not None
+            stacked = v.layout.local_numel(sizes, mesh) * mesh.num_chips * dtype.itemsize
+            total += stacked
+            biggest_stacked = max(biggest_stacked, stacked)
+            n = math.prod(sizes[d] for d in v.dims)
+            biggest = max(biggest, n)
+            if isinstance(stmt, Op) and rep is not None and any(
+                    isinstance(s, Output) and v in s.values for s in rep.body):
+                run = rep.count if layers is None else min(layers, rep.count)
+                total += n * dtype.itemsize * run
+    return total + SCRATCH_ARRAYS * biggest_stacked + biggest * (8 + dtype.itemsize) * 2
+
+
+def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
+            check_replicas: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
+            on_value: Callable[[Op, int, np.ndarray], None] | None = None) -> Emulation:
+    """Run the sharded program ``sg`` on emulated chips; outputs as global arrays, plus counters.
+
+    ``layers`` runs ``min(layers, count)`` layers of each repeat (None: all).
+    With ``check_replicas`` the result of every collective is checked for
+    diverging replicas (:class:`ReplicaError`); local ops compute replicas once
+    and copy them, so they cannot diverge.  ``on_value(op, layer, stacked)`` sees
+    every op's per-chip result.  Raises :class:`ShardcError` for a program that
+    is not sharded, or one whose run needs more than ``max_bytes`` of host
+    memory (estimated before anything is allocated).
+    """
+    np_dtype = _np_dtype(dtype)
+    verify_sharded(sg)
+    mesh = sg.mesh
+    assert mesh is not None
+    need = _estimate(sg, np_dtype, layers)
+    if need > max_bytes:
+        raise ShardcError(
+            f"emulating this program would need about {human_bytes(need)} of host memory (limit "
+            f"{human_bytes(max_bytes)})", hint="shrink the dims with --shrink or --set, or run fewer --layers")
+    data = SeededData(sg, seed, dtype)
+    ctx = _Ctx(mesh, sg.sizes, np_dtype, Counters(), check_replicas, on_value)
+    env: dict[int, np.ndarray] = {}
+    outputs: dict[str, np.ndarray] = {}
+    _run_block(ctx, sg.body.stmts, env, data, None, layers, outputs)
+    return Emulation(outputs, ctx.counters, mesh)
+
+
+def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer: int) -> np.ndarray:
+    layout = decl.value.layout
+    assert layout is not None
+    return chips.scatter(data(decl, repeat, layer), layout, ctx.mesh)
+
+
+def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], data: SeededData,
+               repeat: int | None, layers: int | None, outputs: dict[str, np.ndarray],
+               keep: frozenset[int] = frozenset()) -> None:
+    frees = last_uses(stmts, keep)
+    repeat_index = 0
+    for i, stmt in enumerate(stmts):
+        if isinstance(stmt, Decl):
+            env[stmt.value.id] = _declare(ctx, stmt, data, repeat, ctx.layer)
+            ctx.hold(stmt.value)
+        elif isinstance(stmt, Op):
+            env[stmt.result.id] = _run_op(ctx, stmt, env)
+            ctx.hold(stmt.result)
+        elif isinstance(stmt, Output):
+            for v in stmt.values:
+                array = chips.assemble(env[v.id], _layout(v), ctx.mesh)
+                if repeat is None:
+                    outputs[v.name or ""] = array
+                else:
+                    outputs.setdefault(v.name or "", []).append(array)  # type: ignore[attr-defined]
+        elif isinstance(stmt, Repeat):
+            _run_repeat(ctx, stmt, repeat_index, env, data, layers, outputs)
+            repeat_index += 1
+        for vid in frees.get(i, []):  # a value nothing reads any more leaves memory
+            env.pop(vid, None)
+        ctx.release(frees.get(i, []))
+
+
+def _run_repeat(ctx: _Ctx, rep: Repeat, index: int, env: dict[int, np.ndarray], data: SeededData,
+                layers: int | None, outputs: dict[str, np.ndarray]) -> None:
+    n = rep.count if layers is None else min(layers, rep.count)
+    per_layer: dict[str, list[np.ndarray]] = {}
+    for s in rep.body:
+        if isinstance(s, Output):
+            for v in s.values:
+                per_layer[v.name or ""] = []
+    carried = {c.arg.id: env[c.init.id] for c in rep.carries}
+    for layer in range(n):
+        ctx.layer = layer
+        scope = dict(env)
+        scope.update(carried)
+        for c in rep.carries:
+            ctx.hold(c.arg)
+        _run_block(ctx, rep.body.stmts, scope, data, index, None, per_layer,  # type: ignore[arg-type]
+                   frozenset(c.next.id for c in rep.carries))
+        carried = {c.arg.id: scope[c.next.id] for c in rep.carries}
+        ctx.release([v for v in scope if v not in env])  # the next layer holds the carries as args
+    ctx.layer = 0
+    for name, arrays in per_layer.items():
+        shape = (n,) + tuple(ctx.sizes[d] for d in _output_dims(rep, name))
+        outputs[name] = np.stack(arrays) if arrays else np.empty(shape, ctx.dtype)
+    for c in rep.carries:
+        env[c.result.id] = carried[c.arg.id]
+        ctx.hold(c.result)
+
+
+def _output_dims(rep: Repeat, name: str) -> tuple[str, ...]:
+    for s in rep.body:
+        if isinstance(s, Output):
+            for v in s.values:
+                if v.name == name:
+                    return v.dims
+    raise KeyError(name)

@@ -1,0 +1,422 @@
+"""The reference executor: run a :class:`~shardc.ir.Graph` in plain NumPy.
+
+:func:`reference` evaluates every op on whole (global) arrays, one Python loop
+iteration per layer of each ``repeat``.  It also runs *sharded* graphs: a
+collective only changes a value's layout, never its global content, so every
+collective (all_gather, reduce_scatter, all_reduce, all_to_all, slice) is the
+identity here.
+
+Ops are defined by dim *names* (LANGUAGE.md); :data:`IMPLS` holds one NumPy
+function per :class:`~shardc.ir.OpKind`.  Numerics: layernorm is
+``(a - mean) / sqrt(var + 1e-6) * g`` (no bias), rmsnorm is
+``a / sqrt(mean(a^2) + 1e-6) * g``, softmax subtracts the max, and gelu is the
+tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+
+Seeded data.  Inputs, params and caches are not passed in: they are drawn by
+:func:`draw`, which the emulator must use too so that both executors see the
+same numbers.  A declaration's array depends only on ``(seed, repeat index,
+layer, crc32(name))`` and the graph's sizes and fan-ins -- never on value ids,
+so a sharded program (other ids, same declaration names) draws the same data.
+See :func:`draw` for the distributions.
+
+Memory guard.  Before anything proportional to the dims is allocated, the run's
+footprint is estimated (:func:`estimate_bytes`) and a :class:`ShardcError` is
+raised when it exceeds ``max_bytes``.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Callable, Mapping, Sequence, Union
+
+import numpy as np
+
+from shardc.errors import ShardcError
+from shardc.ir.graph import COLLECTIVES, Const, Decl, DeclKind, DType, Graph, Op, OpKind, Output, Repeat, Value
+from shardc.units import human_bytes
+
+EPS = 1e-6
+DEFAULT_MAX_BYTES = 4 * 2**30
+INT8_LEVELS = 127.0  # int8 params are integers in [-127, 127] times the scale 1/127
+COMPUTE_DTYPES: dict[str, type] = {"f32": np.float32, "f64": np.float64}
+
+Arg = Union[np.ndarray, float]  # a tensor operand, or the number of a Const operand
+
+
+def _np_dtype(dtype: str) -> np.dtype:
+    if dtype not in COMPUTE_DTYPES:
+        raise ShardcError(f"unknown compute dtype {dtype!r}; expected 'f32' or 'f64'")
+    return np.dtype(COMPUTE_DTYPES[dtype])
+
+
+# --- seeded data ---------------------------------------------------------------------
+def seed_key(seed: int, repeat_index: int | None, layer: int, name: str) -> list[int]:
+    """The SeedSequence entropy of one declaration's array.
+
+    ``repeat_index`` is the position of the declaring ``repeat`` among the
+    graph's repeats (0, 1, ...) or None for a top-level declaration (then
+    ``layer`` is 0).  The name enters as ``zlib.crc32(name)``.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ShardcError(f"seed must be a non-negative integer, not {seed!r}")
+    block = 0 if repeat_index is None else repeat_index + 1
+    return [int(seed), block, layer, zlib.crc32(name.encode("utf-8"))]
+
+
+def fan_ins(g: Graph) -> dict[int, int]:
+    """Fan-in of each param used in an einsum, keyed by the declaration's value id.
+
+    The fan-in is the product of the sizes of the param's dims that its first
+    einsum use (in program order) contracts, i.e. that are absent from the
+    einsum's output.  Collectives and relabels in between are looked through,
+    so a sharded graph gets the same fan-ins as its source.  Params never used
+    in an einsum are absent from the result.
+    """
+    sizes = g.sizes
+    origin: dict[int, int] = {}  # value id -> id of the param declaration it aliases
+    result: dict[int, int] = {}
+    for stmt, _ in g.walk():
+        if isinstance(stmt, Decl) and stmt.kind is DeclKind.PARAM:
+            origin[stmt.value.id] = stmt.value.id
+        elif isinstance(stmt, Op) and (stmt.kind in COLLECTIVES or stmt.kind is OpKind.RELABEL):
+            source = stmt.inputs[0].id
+            if source in origin:
+                origin[stmt.result.id] = origin[source]
+        elif isinstance(stmt, Op) and stmt.kind is OpKind.EINSUM:
+            for letters, operand in zip(stmt.attrs.inputs, stmt.operands):
+                decl_id = origin.get(operand.id) if isinstance(operand, Value) else None
+                if decl_id is not None and decl_id not in result:
+                    contracted = [d for d in letters if d not in stmt.attrs.output]
+                    result[decl_id] = math.prod(sizes[d] for d in contracted)
+    return result
+
+
+def draw(decl: Decl, *, seed: int, repeat_index: int | None, layer: int,
+         sizes: Mapping[str, int], fan_in: int | None, dtype: str = "f64") -> np.ndarray:
+    """The seeded global array of one declaration, in its dims' order.
+
+    A ``numpy.random.default_rng(SeedSequence(seed_key(...)))`` draws standard
+    normals ``z`` in float64 (shape: the declaration's global dims); then
+
+    - inputs and caches: ``z``;
+    - params with one dim (norm gains) or not used in any einsum
+      (``fan_in is None``): ``1 + 0.1 z``;
+    - other params: ``z / sqrt(fan_in)`` (see :func:`fan_ins`), which keeps
+      activations O(1) through many layers;
+    - int8 params are then quantised: ``clip(round(v * 127), -127, 127)`` are
+      the stored integers, dequantised with the per-tensor scale 1/127.
+
+    The result is cast to the compute ``dtype`` ("f32" or "f64") last, so f32
+    and f64 runs see the same values up to rounding.  Every layer of a repeat
+    gets its own ``layer`` and hence its own params.
+    """
+    np_dtype = _np_dtype(dtype)
+    shape = tuple(sizes[d] for d in decl.value.dims)
+    key = seed_key(seed, repeat_index, layer, decl.value.name)
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    values = rng.standard_normal(shape)
+    if decl.kind is DeclKind.PARAM:
+        if len(shape) == 1 or fan_in is None:
+            values = 1.0 + 0.1 * values
+        else:
+            values /= math.sqrt(fan_in)
+        if decl.value.dtype is DType.INT8:
+            values = np.clip(np.round(values * 127.0), -127.0, 127.0) / INT8_LEVELS
+    return values.astype(np_dtype, copy=False)
+
+
+class SeededData:
+    """The seeded inputs, params and caches of one graph (what both executors read).
+
+    ``SeededData(g, seed, dtype)(decl, repeat_index, layer)`` is
+    :func:`draw` with the graph's sizes and fan-ins filled in.
+    """
+
+    def __init__(self, g: Graph, seed: int = 0, dtype: str = "f32") -> None:
+        _np_dtype(dtype)
+        seed_key(seed, None, 0, "")  # validates the seed
+        self.seed = seed
+        self.dtype = dtype
+        self.sizes = g.sizes
+        self.fan_ins = fan_ins(g)
+
+    def __call__(self, decl: Decl, repeat_index: int | None, layer: int) -> np.ndarray:
+        return draw(decl, seed=self.seed, repeat_index=repeat_index, layer=layer, sizes=self.sizes,
+                    fan_in=self.fan_ins.get(decl.value.id), dtype=self.dtype)
+
+
+# --- op implementations ----------------------------------------------------------------
+Impl = Callable[[Op, Sequence[Arg]], np.ndarray]
+
+
+def _axis(op: Op, dim: str) -> int:
+    """Position of ``dim`` in the first operand."""
+    return op.inputs[0].dims.index(dim)
+
+
+def _align(arg: Arg, dims: tuple[str, ...], out_dims: tuple[str, ...]) -> Arg:
+    """Transpose ``arg`` (dims ``dims``) into ``out_dims``' order, size-1 axes for missing dims."""
+    if not isinstance(arg, np.ndarray):
+        return arg
+    order = [dims.index(d) for d in out_dims if d in dims]
+    shape = [arg.shape[dims.index(d)] if d in dims else 1 for d in out_dims]
+    return arg.transpose(order).reshape(shape)
+
+
+def _broadcast(op: Op, args: Sequence[Arg]) -> tuple[Arg, Arg]:
+    """Both operands of a binary op aligned by name to the result's dims."""
+    out = op.result.dims
+    left, right = (
+        arg if isinstance(operand, Const) else _align(arg, operand.dims, out)
+        for operand, arg in zip(op.operands, args)
+    )
+    return left, right
+
+
+def _binary(ufunc: np.ufunc) -> Impl:
+    """The impl of ``+ - * /``: ``ufunc`` on both operands aligned by name to the result."""
+    def binary(op: Op, args: Sequence[Arg]) -> np.ndarray:
+        left, right = _broadcast(op, args)
+        return ufunc(left, right)
+    return binary
+
+
+def _elementwise(ufunc: np.ufunc) -> Impl:
+    """The impl of a one-operand elementwise op that is a NumPy ufunc (neg, tanh, exp)."""
+    def elementwise(op: Op, args: Sequence[Arg]) -> np.ndarray:
+        return ufunc(args[0])
+    return elementwise
+
+
+def _einsum(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    return np.einsum(op.attrs.spec, *args, optimize=True)
+
+
+def _gelu(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    """The tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    x = args[0]
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def _relu(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    return np.maximum(args[0], 0.0)
+
+
+def _silu(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2 (no overflow)."""
+    x = args[0]
+    return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def _apply_gain(op: Op, args: Sequence[Arg], normed: np.ndarray, axis: int) -> np.ndarray:
+    if len(args) < 2:
+        return normed
+    shape = [1] * normed.ndim
+    shape[axis] = -1
+    return normed * args[1].reshape(shape)
+
+
+def _layernorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    """(a - mean) / sqrt(var + 1e-6) * g over the ``over`` dim; no bias."""
+    a, axis = args[0], _axis(op, op.attrs.dim)
+    centered = a - a.mean(axis=axis, keepdims=True)
+    var = (centered * centered).mean(axis=axis, keepdims=True)
+    return _apply_gain(op, args, centered / np.sqrt(var + EPS), axis)
+
+
+def _rmsnorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    """a / sqrt(mean(a^2) + 1e-6) * g over the ``over`` dim."""
+    a, axis = args[0], _axis(op, op.attrs.dim)
+    mean_square = (a * a).mean(axis=axis, keepdims=True)
+    return _apply_gain(op, args, a / np.sqrt(mean_square + EPS), axis)
+
+
+def _softmax(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    a, axis = args[0], _axis(op, op.attrs.dim)
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _sum(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    return args[0].sum(axis=_axis(op, op.attrs.dim))
+
+
+def _causal(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    """Query i (along L) sees key j (along S) iff j <= i + size(S) - size(L); else -inf."""
+    a = args[0]
+    q_axis, k_axis = _axis(op, op.attrs.query), _axis(op, op.attrs.key)
+    n_query, n_key = a.shape[q_axis], a.shape[k_axis]
+    q_shape, k_shape = [1] * a.ndim, [1] * a.ndim
+    q_shape[q_axis], k_shape[k_axis] = n_query, n_key
+    i = np.arange(n_query).reshape(q_shape)
+    j = np.arange(n_key).reshape(k_shape)
+    return np.where(j <= i + (n_key - n_query), a, a.dtype.type(-np.inf))
+
+
+def _identity(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    """relabel (same data, dims renamed) and every collective (same global value)."""
+    return args[0]
+
+
+#: The NumPy implementation of every op kind: ``impl(op, args) -> array`` where
+#: ``args`` follow ``op.operands`` (arrays in their value's dims order, floats
+#: for Const operands) and the result is in ``op.result.dims`` order.
+IMPLS: dict[OpKind, Impl] = {
+    OpKind.EINSUM: _einsum,
+    OpKind.ADD: _binary(np.add),
+    OpKind.SUB: _binary(np.subtract),
+    OpKind.MUL: _binary(np.multiply),
+    OpKind.DIV: _binary(np.divide),
+    OpKind.NEG: _elementwise(np.negative),
+    OpKind.GELU: _gelu,
+    OpKind.RELU: _relu,
+    OpKind.SILU: _silu,
+    OpKind.TANH: _elementwise(np.tanh),
+    OpKind.EXP: _elementwise(np.exp),
+    OpKind.LAYERNORM: _layernorm,
+    OpKind.RMSNORM: _rmsnorm,
+    OpKind.SOFTMAX: _softmax,
+    OpKind.SUM: _sum,
+    OpKind.CAUSAL: _causal,
+    OpKind.RELABEL: _identity,
+    OpKind.ALL_GATHER: _identity,
+    OpKind.REDUCE_SCATTER: _identity,
+    OpKind.ALL_REDUCE: _identity,
+    OpKind.ALL_TO_ALL: _identity,
+    OpKind.SLICE: _identity,
+}
+
+
+# --- memory guard -------------------------------------------------------------------------
+def _layers_run(rep: Repeat, layers: int | None) -> int:
+    return rep.count if layers is None else min(layers, rep.count)
+
+
+def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> tuple[int, str]:
+    """An upper bound on the bytes :func:`reference` holds at once, and the largest tensor.
+
+    Counts every top-level declaration and op result, one layer's declarations
+    and op results per repeat (plus its carried values and stacked per-layer
+    outputs), and float64 scratch for the largest draw.  Pure arithmetic on
+    Python ints: nothing is allocated.  Returns ``(bytes, description)``.
+    """
+    item = _np_dtype(dtype).itemsize
+    sizes = g.sizes
+    total, biggest, biggest_decl, name = 0, 0, 0, ""
+
+    def count(value: Value, decl: bool, times: int = 1) -> None:
+        nonlocal total, biggest, biggest_decl, name
+        n = math.prod(sizes[d] for d in value.dims)
+        total += n * times
+        biggest_decl = max(biggest_decl, n if decl else 0)
+        if n > biggest:
+            biggest, name = n, f"{value.name or '(temporary)'} : {value.type}"
+
+    for stmt in g.body:
+        body = stmt.body if isinstance(stmt, Repeat) else [stmt]
+        for inner in body:
+            if isinstance(inner, Decl):
+                count(inner.value, True)
+            elif isinstance(inner, Op):
+                count(inner.result, False)
+            elif isinstance(inner, Output) and isinstance(stmt, Repeat):
+                for value in inner.values:
+                    count(value, False, _layers_run(stmt, layers))
+        for carry in stmt.carries if isinstance(stmt, Repeat) else ():
+            count(carry.arg, False)
+            count(carry.result, False)
+    return total * item + biggest_decl * 16, f"{name} ({human_bytes(biggest * item)})"
+
+
+def _check_memory(g: Graph, dtype: str, layers: int | None, max_bytes: int) -> None:
+    need, largest = estimate_bytes(g, dtype, layers)
+    if need > max_bytes:
+        raise ShardcError(
+            f"the reference run of {g.name!r} needs about {human_bytes(need)} ({need} bytes), more than "
+            f"max_bytes={human_bytes(max_bytes)}; the largest tensor is {largest}",
+            hint="make dims smaller with --set (e.g. --set S=128), or run fewer layers with "
+                 "layers= / --layers",
+        )
+
+
+# --- the executor -------------------------------------------------------------------------
+def _run_op(op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
+    args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
+    return IMPLS[op.kind](op, args)
+
+
+def _add_output(outputs: dict[str, np.ndarray], name: str | None, array: np.ndarray) -> None:
+    if name is None or name in outputs:
+        raise ShardcError(f"two outputs are named {name!r}; the reference keys outputs by name")
+    outputs[name] = array
+
+
+Trace = Callable[[Op, int, np.ndarray], None]  # (op, layer, its global result)
+
+
+def _run_repeat(rep: Repeat, index: int, env: dict[int, np.ndarray], data: SeededData,
+                layers: int | None, outputs: dict[str, np.ndarray], trace: Trace | None = None) -> None:
+    """Run ``min(layers, count)`` layers; carried values rebind as in :class:`~shardc.ir.Carry`."""
+    n = _layers_run(rep, layers)
+    carried = {c.arg.id: env[c.init.id] for c in rep.carries}
+    stacked: dict[int, np.ndarray] = {}
+    for stmt in rep.body:
+        for value in stmt.values if isinstance(stmt, Output) else ():
+            stacked[value.id] = np.empty((n,) + tuple(data.sizes[d] for d in value.dims),
+                                          _np_dtype(data.dtype))
+            _add_output(outputs, value.name, stacked[value.id])
+    for layer in range(n):
+        scope = dict(env)  # this layer's values; dropped at the end of the layer
+        scope.update(carried)
+        for stmt in rep.body:
+            if isinstance(stmt, Decl):
+                scope[stmt.value.id] = data(stmt, index, layer)
+            elif isinstance(stmt, Op):
+                scope[stmt.result.id] = _run_op(stmt, scope)
+                if trace is not None:
+                    trace(stmt, layer, scope[stmt.result.id])
+            elif isinstance(stmt, Output):
+                for value in stmt.values:
+                    stacked[value.id][layer] = scope[value.id]
+        carried = {c.arg.id: scope[c.next.id] for c in rep.carries}
+    for c in rep.carries:
+        env[c.result.id] = carried[c.arg.id]
+
+
+def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
+              max_bytes: int = DEFAULT_MAX_BYTES, trace: Trace | None = None) -> dict[str, np.ndarray]:
+    """Run ``g`` in plain NumPy on the seeded data of :class:`SeededData`; return its outputs.
+
+    Returns ``{output name: array}``.  A top-level output is the array with its
+    value's dims in order; a per-layer output (``output`` inside a repeat) is
+    stacked along a new leading axis, one entry per layer run.  ``layers``
+    runs only ``min(layers, count)`` layers of each repeat (None: all).
+    ``dtype`` is the compute dtype, "f32" or "f64"; the same seed gives
+    bit-identical outputs.  Sharded graphs run too (collectives are the
+    identity on global values).  Raises :class:`ShardcError` when the run would
+    need more than ``max_bytes`` (checked before any allocation).  ``trace``, if
+    given, is called with every op, its layer (0 at top level) and its result.
+    """
+    _np_dtype(dtype)
+    seed_key(seed, None, 0, "")
+    if layers is not None and (not isinstance(layers, int) or layers < 0):
+        raise ShardcError(f"layers must be a non-negative integer or None, not {layers!r}")
+    _check_memory(g, dtype, layers, max_bytes)
+    data = SeededData(g, seed, dtype)
+    env: dict[int, np.ndarray] = {}
+    outputs: dict[str, np.ndarray] = {}
+    repeat_index = 0
+    for stmt in g.body:
+        if isinstance(stmt, Decl):
+            env[stmt.value.id] = data(stmt, None, 0)
+        elif isinstance(stmt, Op):
+            env[stmt.result.id] = _run_op(stmt, env)
+            if trace is not None:
+                trace(stmt, 0, env[stmt.result.id])
+        elif isinstance(stmt, Output):
+            for value in stmt.values:
+                _add_output(outputs, value.name, env[value.id])
+        elif isinstance(stmt, Repeat):
+            _run_repeat(stmt, repeat_index, env, data, layers, outputs, trace)
+            repeat_index += 1
+    return outputs

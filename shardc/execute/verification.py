@@ -1,0 +1,214 @@
+"""The correctness oracle: emulate a sharded program and compare it with the unsharded one.
+
+:func:`verify` runs the reference executor (whole arrays, collectives as the
+identity) and the emulator (per-chip arrays) on the same seeded data.  Every
+intermediate value the emulator computes is assembled -- replicas from chip 0,
+pending partial sums summed -- and compared with the reference's value of the
+same op in the same layer, so a wrong layout is reported at the *first op
+where the numbers diverge*, not only at the outputs.  The outputs are compared
+too, with those of the source program when it is given.
+
+Error measure: for each value, ``max |emulated - reference|`` divided by the
+largest magnitude of the reference value (entries equal in both, such as the
+``-inf`` of a causal mask, count as equal).  A value passes when that relative
+error is at most the tolerance (default 1e-4 in f32, 1e-9 in f64).
+
+:func:`shrink` makes a big program small enough to emulate: every dim becomes
+the smallest size that all its layouts can split (at least ``floor``,
+unless the dim was smaller), keeping every layout and collective as compiled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from shardc.errors import ShardcError
+from shardc.execute import chips
+from shardc.execute.emulate import Counters, ReplicaError, emulate
+from shardc.execute.emulate import estimate_bytes as emulation_bytes
+from shardc.execute.reference import DEFAULT_MAX_BYTES, _np_dtype, reference
+from shardc.execute.reference import estimate_bytes as reference_bytes
+from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs
+from shardc.ir.transforms import with_sizes
+from shardc.units import human_bytes
+
+DEFAULT_TOLERANCE = {"f32": 1e-4, "f64": 1e-9}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Where the emulated program first departs from the reference."""
+
+    value: str
+    op: str
+    line: int
+    layer: int
+    abs_error: float
+    rel_error: float
+    message: str
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The verdict of :func:`verify`."""
+
+    passed: bool
+    max_abs_error: float
+    max_rel_error: float
+    first_mismatch: Mismatch | None
+    chips: int
+    counters: Counters | None
+    tolerance: float
+    dtype: str
+    sizes: Mapping[str, int]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "passed": self.passed,
+            "max_abs_error": self.max_abs_error,
+            "max_rel_error": self.max_rel_error,
+            "first_mismatch": self.first_mismatch.to_json() if self.first_mismatch else None,
+            "chips": self.chips,
+            "tolerance": self.tolerance,
+            "dtype": self.dtype,
+            "dims": dict(self.sizes),
+            "counters": self.counters.to_json() if self.counters else None,
+        }
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """(max absolute error, that error relative to the largest |want|) of two arrays."""
+    if got.shape != want.shape:
+        return math.inf, math.inf
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    with np.errstate(invalid="ignore"):  # inf - inf where both are masked: counted as equal
+        diff = np.where(same, 0.0, np.abs(got.astype(np.float64) - want.astype(np.float64)))
+    diff = np.nan_to_num(diff, nan=math.inf)
+    abs_err = float(diff.max()) if diff.size else 0.0
+    finite = np.abs(want[np.isfinite(want)])
+    scale = float(finite.max()) if finite.size else 1.0
+    return abs_err, abs_err / max(scale, 1e-30)
+
+
+def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
+           tolerance: float | None = None, source: Graph | None = None,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> VerifyReport:
+    """Emulate ``sg`` and compare every value and output with the reference run."""
+    tol = DEFAULT_TOLERANCE.get(dtype, 1e-4) if tolerance is None else tolerance
+    if sg.mesh is None:
+        raise ShardcError("verify needs a sharded program (with a mesh)")
+    want: dict[tuple[int, int], np.ndarray] = {}
+
+    def record(op: Op, layer: int, array: np.ndarray) -> None:
+        want[(op.result.id, layer)] = array
+
+    _check_memory(sg, source, dtype, layers, max_bytes)
+    expected = reference(sg, seed, dtype, layers, max_bytes=max_bytes, trace=record)
+    if source is not None:
+        expected = reference(source, seed, dtype, layers, max_bytes=max_bytes)
+    first: list[Mismatch] = []
+    worst = [0.0, 0.0]
+    mesh = sg.mesh
+
+    def check(op: Op, layer: int, stacked: np.ndarray) -> None:
+        assert op.result.layout is not None
+        got = chips.assemble(stacked, op.result.layout, mesh)
+        abs_err, rel_err = compare(got, want[(op.result.id, layer)])
+        worst[0], worst[1] = max(worst[0], abs_err), max(worst[1], rel_err)
+        if rel_err > tol and not first:
+            first.append(Mismatch(
+                op.result.name or "", op.kind.value, op.loc.line, layer, abs_err, rel_err,
+                f"'{op.result.name}' = {op.kind} on line {op.loc.line} (layer {layer}) differs from the "
+                f"reference: max abs error {abs_err:.3g}, relative {rel_err:.3g} > tolerance {tol:g}"))
+
+    try:
+        run = emulate(sg, seed, dtype, layers, max_bytes=max_bytes, on_value=check)
+    except ReplicaError as err:
+        mismatch = Mismatch("", "", 0, 0, math.inf, math.inf, err.message)
+        return VerifyReport(False, math.inf, math.inf, first[0] if first else mismatch, mesh.num_chips, None,
+                            tol, dtype, sg.sizes)
+    for name, array in expected.items():
+        abs_err, rel_err = compare(run.outputs.get(name, np.empty(0)), array)
+        worst[0], worst[1] = max(worst[0], abs_err), max(worst[1], rel_err)
+        if rel_err > tol and not first:
+            first.append(Mismatch(name, "output", 0, 0, abs_err, rel_err,
+                                  f"output '{name}' differs from the reference: relative error {rel_err:.3g}"))
+    return VerifyReport(not first, worst[0], worst[1], first[0] if first else None, mesh.num_chips,
+                        run.counters, tol, dtype, sg.sizes)
+
+
+def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | None, max_bytes: int) -> None:
+    """Refuse, before allocating anything, a verification that would not fit in ``max_bytes``.
+
+    Both runs are held at once, and the reference keeps every intermediate
+    value (one per op and layer) to locate the first mismatch.
+    """
+    ref, biggest = reference_bytes(sg, dtype, layers)
+    item = _np_dtype(dtype).itemsize
+    kept = sum(math.prod(sg.sizes[d] for d in op.result.dims) * item * _runs(sg, op, layers)
+               for op in sg.ops())
+    need = ref + kept + emulation_bytes(sg, dtype, layers)
+    if source is not None:
+        need += reference_bytes(source, dtype, layers)[0]
+    if need > max_bytes:
+        raise ShardcError(
+            f"verifying {sg.name} would need about {human_bytes(need)} of host memory, more than the limit of "
+            f"{human_bytes(max_bytes)} (largest tensor: {biggest})",
+            hint="--shrink makes every dim as small as its layouts allow; --set and --layers help too")
+
+
+def _runs(g: Graph, op: Op, layers: int | None) -> int:
+    for rep in g.repeats:
+        if any(s is op for s in rep.body):
+            return rep.count if layers is None else min(layers, rep.count)
+    return 1
+
+
+def shrink_sizes(sg: Graph, floor: int = 4) -> dict[str, int]:
+    """The smallest size of each dim that every layout of ``sg`` can split (see module doc)."""
+    mesh = sg.mesh
+    assert mesh is not None
+    need = {d: 1 for d, _ in sg.dims}
+    for stmt, _ in sg.walk():
+        values = []
+        if isinstance(stmt, Op):
+            values = [stmt.result, *stmt.inputs]
+        elif isinstance(stmt, Decl):
+            values = [stmt.value]
+        for v in values:
+            if v.layout is not None:
+                for d, axes in v.layout.split:
+                    need[d] = math.lcm(need[d], mesh.group_size(axes))
+    # relabel(a, L=S) needs equal sizes: dims it ties share one size.
+    group = {d: d for d in need}
+
+    def root(d: str) -> str:
+        while group[d] != d:
+            d = group[d]
+        return d
+
+    for op in sg.ops():
+        if op.kind is OpKind.RELABEL:
+            assert isinstance(op.attrs, RelabelAttrs)
+            for old, new in op.attrs.renames:
+                group[root(old)] = root(new)
+    tied: dict[str, int] = {}
+    for d in need:
+        tied[root(d)] = math.lcm(tied.get(root(d), 1), need[d])
+    sizes = sg.sizes
+    out = {}
+    for d in need:
+        step = tied[root(d)]
+        out[d] = min(sizes[d], step * max(1, -(-floor // step)))
+    return out
+
+
+def shrink(sg: Graph, floor: int = 4) -> Graph:
+    """``sg`` with every dim at its smallest splittable size (layouts and collectives unchanged)."""
+    return with_sizes(sg, shrink_sizes(sg, floor))

@@ -1,0 +1,142 @@
+"""Chip profiles: the numbers the cost model needs about one accelerator and its links.
+
+Profiles are data, kept as TOML files: the built-in ones live in
+``shardc/profiles/`` (``tpu-v4``, the default, and ``h100-nvlink``), and users
+pass their own with ``--chip-file profile.toml`` (read with the standard
+library's :mod:`tomllib`).  A profile has the raw hardware numbers and, in a
+``[calibration]`` table, the overhead terms fitted to measurements
+(``benchmarks/calibrate.py`` fits tpu-v4's to PAPER.md Table 2); the cost
+model's *bound* never uses the calibration.
+"""
+from __future__ import annotations
+
+import enum
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from shardc.errors import ShardcError
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+DEFAULT_CHIP = "tpu-v4"
+
+
+class Topology(enum.Enum):
+    """How chips are wired: a torus of rings per mesh axis, or a switch joining every pair."""
+
+    TORUS = "torus"
+    SWITCHED = "switched"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Overhead terms on top of the additive estimate (the roofline bound never uses them)."""
+
+    matmul_half_size: float = 0.0  # efficiency of a local matmul with smallest side m: m / (m + this)
+    collective_latency: float = 0.0  # seconds per ring step of a collective
+    layer_overhead: float = 0.0  # seconds per layer of a repeat
+    # The --comm mode the terms were fitted with ("" if not recorded): a note for readers, not a term.
+    comm: str = ""
+
+    def is_zero(self) -> bool:
+        return (self.matmul_half_size, self.collective_latency, self.layer_overhead) == (0.0, 0.0, 0.0)
+
+    def terms(self) -> dict[str, float]:
+        """The three fitted terms by name."""
+        return {"matmul_half_size": self.matmul_half_size, "collective_latency": self.collective_latency,
+                "layer_overhead": self.layer_overhead}
+
+
+@dataclass(frozen=True)
+class ChipProfile:
+    """One accelerator: compute, memory and interconnect."""
+
+    name: str
+    description: str
+    peak_flops: float  # FLOP/s of bf16 matmuls
+    hbm_bytes: float  # capacity
+    hbm_bandwidth: float  # bytes/s
+    link_bandwidth: float  # bytes/s per link per direction
+    links: int
+    topology: Topology
+    calibration: Calibration = Calibration()
+
+    @property
+    def ici_bandwidth(self) -> float:
+        """Bytes/s a chip sends over all its links at once (TPU v4: 6 x 45 GB/s = 270 GB/s)."""
+        return self.link_bandwidth * self.links
+
+    @property
+    def axis_bandwidth(self) -> float:
+        """Bytes/s of one torus axis: a bidirectional ring, two links (TPU v4: 90 GB/s)."""
+        return 2 * self.link_bandwidth
+
+    def uncalibrated(self) -> "ChipProfile":
+        """This profile without its fitted overheads (what the bound is computed with)."""
+        return replace(self, calibration=Calibration())
+
+    def with_calibration(self, calibration: Calibration) -> "ChipProfile":
+        return replace(self, calibration=calibration)
+
+
+def builtin_profiles() -> list[str]:
+    """Names of the profiles shipped with shardc."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(chip: str | Path | ChipProfile | None = None) -> ChipProfile:
+    """A built-in profile by name, or a profile TOML file by path (default: tpu-v4)."""
+    if isinstance(chip, ChipProfile):
+        return chip
+    if chip is None:
+        chip = DEFAULT_CHIP
+    path = Path(chip)
+    if not str(chip).endswith(".toml"):
+        path = PROFILE_DIR / f"{chip}.toml"
+        if not path.is_file():
+            raise ShardcError(f"unknown chip '{chip}'; the built-in profiles are {', '.join(builtin_profiles())}",
+                              hint="or describe yours in a TOML file and pass --chip-file FILE")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShardcError(f"no such chip profile: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ShardcError(f"{path}: not a valid TOML chip profile ({err})") from None
+    return profile_from_dict(data, str(path))
+
+
+def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
+    """Build a profile from parsed TOML, with clear errors for missing or bad fields."""
+    numbers = ("peak_flops", "hbm_bytes", "hbm_bandwidth", "link_bandwidth", "links")
+    for key in numbers:
+        if key not in data:
+            raise ShardcError(f"{where}: the chip profile needs '{key}'")
+        if not isinstance(data[key], (int, float)) or isinstance(data[key], bool) or data[key] <= 0:
+            raise ShardcError(f"{where}: '{key}' must be a positive number, got {data[key]!r}")
+    try:
+        topology = Topology(data.get("topology", "torus"))
+    except ValueError:
+        raise ShardcError(f"{where}: topology must be 'torus' or 'switched', got {data.get('topology')!r}") from None
+    known = {f.name for f in fields(Calibration)}
+    table = data.get("calibration", {})
+    unknown = set(table) - known
+    if unknown:
+        raise ShardcError(f"{where}: unknown calibration term(s) {', '.join(sorted(unknown))}; "
+                          f"expected {', '.join(sorted(known))}")
+    comm = table.get("comm", "")
+    if comm not in ("", "paper", "torus"):  # the mode the terms were fitted with (a note, not a term)
+        raise ShardcError(f"{where}: calibration 'comm' must be 'paper' or 'torus', got {comm!r}")
+    for key, value in table.items():
+        if key != "comm" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            raise ShardcError(f"{where}: calibration '{key}' must be a number >= 0, got {value!r}")
+    return ChipProfile(
+        name=str(data.get("name", Path(where).stem)),
+        description=str(data.get("description", "")),
+        peak_flops=float(data["peak_flops"]),
+        hbm_bytes=float(data["hbm_bytes"]),
+        hbm_bandwidth=float(data["hbm_bandwidth"]),
+        link_bandwidth=float(data["link_bandwidth"]),
+        links=int(data["links"]),
+        topology=topology,
+        calibration=Calibration(**{k: float(v) for k, v in table.items() if k != "comm"}, comm=comm),
+    )

@@ -1,0 +1,103 @@
+"""Device meshes: named axes with sizes, major to minor.
+
+A mesh is written ``4x4x4`` (axes ``x, y, z``), ``2x2`` (``x, y``), ``8`` (``x``)
+or with names, ``p=2,q=3``.  Chips are numbered in row-major order of the axes,
+so the first axis is the most major.  On a TPU-v4-like machine each axis is a
+ring of the 3D torus (with wraparound links).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from shardc.errors import ShardcError
+
+DEFAULT_AXIS_NAMES = ("x", "y", "z")
+_AXIS_RE = re.compile(r"[a-z]")
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """Named mesh axes and their sizes, major axis first."""
+
+    axes: tuple[tuple[str, int], ...]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for name, size in self.axes:
+            if not _AXIS_RE.fullmatch(name):
+                raise ShardcError(f"mesh axis names are one lower-case letter, got '{name}'")
+            if name in seen:
+                raise ShardcError(f"mesh axis '{name}' is named twice")
+            if not isinstance(size, int) or size < 1:
+                raise ShardcError(f"mesh axis '{name}' must have a size of at least 1, got {size}")
+            seen.add(name)
+
+    @classmethod
+    def parse(cls, text: str) -> "Mesh":
+        """Parse ``4x4x4``, ``2x2``, ``8`` or ``p=2,q=3`` (spaces allowed after commas)."""
+        spec = text.strip()
+        if not spec:
+            raise ShardcError("empty mesh; write e.g. 4x4x4, 2x2 or x=4,y=4")
+        if "=" in spec:
+            axes = []
+            for part in spec.split(","):
+                name, eq, size = part.strip().partition("=")
+                if not eq or not size.strip().isdigit():
+                    raise ShardcError(
+                        f"bad mesh '{text}': expected AXIS=SIZE pairs such as x=4,y=4,z=4"
+                    )
+                axes.append((name.strip(), int(size)))
+            return cls(tuple(axes))
+        parts = spec.lower().split("x")
+        if not all(p.strip().isdigit() for p in parts):
+            raise ShardcError(f"bad mesh '{text}': expected sizes such as 4x4x4, 2x2 or 8")
+        if len(parts) > len(DEFAULT_AXIS_NAMES):
+            raise ShardcError(
+                f"mesh '{text}' has {len(parts)} axes; name them instead, e.g. a=2,b=2,c=2,d=2"
+            )
+        return cls(tuple(zip(DEFAULT_AXIS_NAMES, (int(p) for p in parts))))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.axes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(size for _, size in self.axes)
+
+    @property
+    def num_chips(self) -> int:
+        return math.prod(self.shape)
+
+    def has(self, axis: str) -> bool:
+        return any(name == axis for name, _ in self.axes)
+
+    def size(self, axis: str) -> int:
+        """Size of one axis (ShardcError if the mesh lacks it)."""
+        for name, size in self.axes:
+            if name == axis:
+                return size
+        raise ShardcError(f"mesh {self} has no axis '{axis}'")
+
+    def index(self, axis: str) -> int:
+        """Position of ``axis`` in major-to-minor order."""
+        return self.names.index(axis)
+
+    def group_size(self, axes: tuple[str, ...] | frozenset[str]) -> int:
+        """Number of chips in a group spanning ``axes`` (product of their sizes)."""
+        return math.prod(self.size(a) for a in axes)
+
+    def sort_axes(self, axes: tuple[str, ...] | frozenset[str] | set[str]) -> tuple[str, ...]:
+        """``axes`` in mesh (major-to-minor) order."""
+        return tuple(sorted(axes, key=self.index))
+
+    def spec(self) -> str:
+        """Short form: ``4x4x4`` for default axis names, else ``p=2,q=3``."""
+        if self.names == DEFAULT_AXIS_NAMES[: len(self.axes)]:
+            return "x".join(str(s) for s in self.shape)
+        return ",".join(f"{n}={s}" for n, s in self.axes)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n}={s}" for n, s in self.axes)

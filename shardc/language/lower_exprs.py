@@ -1,0 +1,260 @@
+"""Lowering expressions and calls: an AST expression -> flat IR ops (part of :mod:`shardc.frontend`).
+
+A nested expression becomes a list of ops, operands before results, whose
+temporaries are anonymous (``name=None``); only the top op gets the assigned
+name.  A call is checked against its op's signature (:data:`~shardc.ops.OP_DEFS`):
+the number and kind of its positional arguments, its keywords, an einsum
+spec; the result's dims and dtype come from the op's shape rule
+(:func:`~shardc.ops.result_dims`).  Every error points at the argument that
+causes it, and a usage line (``layernorm(a, [g], over=DIM)``) says what was
+expected.
+"""
+from __future__ import annotations
+
+import re
+
+from shardc.errors import Loc, Source
+from shardc.ir.graph import (
+    CausalAttrs,
+    CollectiveAttrs,
+    Const,
+    EinsumAttrs,
+    NoAttrs,
+    Op,
+    Operand,
+    OpKind,
+    OverAttrs,
+    RelabelAttrs,
+    TensorType,
+    Value,
+)
+from shardc.ir.ops import CALLS, INFIX, OP_DEFS, ArgKind, OpTypeError, Signature, result_dims, result_dtype
+from shardc.language import syntax_tree as ast
+
+_DIM_RE = re.compile(r"[A-Z]")
+_SPEC_RE = re.compile(r"[A-Za-z]+(?:,[A-Za-z]+)*->[A-Za-z]*")
+
+
+class ExprLowering:
+    """Mixin of the lowerer (:class:`shardc.frontend._Lowerer`): expressions and calls.
+
+    The lowerer provides ``source``, ``dims``, ``sharded``, ``error()``,
+    ``new_id()``, ``lookup()``, ``undefined()``, ``check_number()``, ``dim()``
+    and ``axes()``.
+    """
+
+    def lower_expr(self, expr: ast.Expr, ops: list[Op], name: str | None = None) -> Operand:
+        """Lower ``expr``, appending its ops (operands first); ``name`` names the top op."""
+        if isinstance(expr, ast.Num):
+            self.check_number(expr)
+            value = float(expr.text)
+            if value == float("inf"):
+                raise self.error(f"the number {expr.text} is too large", expr.loc)
+            return Const(value)
+        if isinstance(expr, ast.Ref):
+            found = self.lookup(expr.name)
+            if found is None:
+                raise self.undefined(expr.name, expr.loc)
+            return found[0]
+        if isinstance(expr, ast.Neg):
+            if isinstance(expr.operand, ast.Num):
+                const = self.lower_expr(expr.operand, ops)
+                assert isinstance(const, Const)
+                return Const(-const.value)
+            operand = self.lower_expr(expr.operand, ops)
+            return self.make_op(OpKind.NEG, (operand,), NoAttrs(), ops, name, expr.loc,
+                                {"operand 0": ast.start_of(expr.operand)})
+        if isinstance(expr, ast.BinOp):
+            left = self.lower_expr(expr.left, ops)
+            right = self.lower_expr(expr.right, ops)
+            locs = {"operand 0": ast.start_of(expr.left), "operand 1": ast.start_of(expr.right)}
+            return self.make_op(INFIX[expr.op], (left, right), NoAttrs(), ops, name, expr.loc, locs)
+        assert isinstance(expr, ast.Call)
+        return self.lower_call(expr, ops, name)
+
+    def make_op(self, kind: OpKind, operands: tuple[Operand, ...], attrs: object, ops: list[Op],
+                name: str | None, loc: Loc, locs: dict[str, Loc]) -> Value:
+        try:
+            dims = result_dims(kind, operands, attrs, self.dims)  # type: ignore[arg-type]
+        except OpTypeError as err:
+            where = locs.get(f"operand {err.operand}") if err.operand is not None else None
+            if where is None and err.keyword is not None:
+                where = locs.get(err.keyword)
+            raise self.error(err.message, where or loc) from None
+        result = Value(self.new_id(), name, TensorType(result_dtype(kind, operands), dims))
+        ops.append(Op(kind, result, operands, attrs, loc))  # type: ignore[arg-type]
+        return result
+
+    def lower_call(self, call: ast.Call, ops: list[Op], name: str | None) -> Value:
+        func = call.func.text
+        if func not in CALLS:
+            known = ", ".join(sorted(k for k, v in CALLS.items() if not v.is_collective))
+            raise self.error(f"unknown op '{func}'; the ops are {known}", call.func.loc)
+        kind = CALLS[func]
+        opdef = OP_DEFS[kind]
+        sig = opdef.signature
+        usage = _usage(func, sig)
+        if kind.is_collective and not self.sharded:
+            raise self.error(f"'{func}' is a collective: collectives appear only in sharded programs, where "
+                             "every declaration and statement carries @ LAYOUT", call.func.loc)
+        positional = [a for a in call.args if not isinstance(a, ast.KwArg)]
+        keywords = [a for a in call.args if isinstance(a, ast.KwArg)]
+        seen_kw = False
+        for a in call.args:
+            if isinstance(a, ast.KwArg):
+                seen_kw = True
+            elif seen_kw:
+                raise self.error(f"positional argument after a keyword argument; usage: {usage}", ast.start_of(a))
+        low, high = len(sig.positional) - sig.optional, len(sig.positional)
+        if not low <= len(positional) <= high:
+            count = f"{low}" if low == high else f"{low} to {high}"
+            plural = "s" if high > 1 else ""
+            message = f"{func} takes {count} positional argument{plural}, got {len(positional)}"
+            if kind is OpKind.EINSUM and positional and isinstance(positional[0], ast.StrArg):
+                # Users count einsum's operands, not the spec string with them.
+                message = f"einsum takes one or two operands after the spec, got {len(positional) - 1}"
+            raise self.error(f"{message}; usage: {usage}",
+                             ast.start_of(positional[high]) if len(positional) > high else call.func.loc)
+        operands: list[Operand] = []
+        locs: dict[str, Loc] = {}
+        spec: ast.StrArg | None = None
+        dim_args: list[str] = []
+        for arg, want in zip(positional, sig.positional):
+            if want is ArgKind.SPEC:
+                if not isinstance(arg, ast.StrArg):
+                    raise self.error(f"{func} expects a spec string first; usage: {usage}", ast.start_of(arg))
+                spec = arg
+                locs["spec"] = arg.loc
+            elif want is ArgKind.DIM:
+                if not isinstance(arg, ast.DimArg):
+                    raise self.error(f"{func} expects a dim here; usage: {usage}", ast.start_of(arg))
+                locs["query" if not dim_args else "key"] = arg.dim.loc
+                dim_args.append(self.dim(arg.dim))
+            else:
+                if isinstance(arg, (ast.StrArg, ast.DimArg)):
+                    raise self.error(f"{func} expects a tensor here; usage: {usage}", ast.start_of(arg))
+                if isinstance(arg, ast.Num) or (isinstance(arg, ast.Neg) and isinstance(arg.operand, ast.Num)):
+                    raise self.error(f"{func} takes a tensor, not a number", ast.start_of(arg))
+                if want is ArgKind.GAIN and not isinstance(arg, ast.Ref):
+                    raise self.error(f"the gain of {func} must be a name with dims of the over dim",
+                                     ast.start_of(arg))
+                locs[f"operand {len(operands)}"] = ast.start_of(arg)
+                operands.append(self.lower_expr(arg, ops))
+        kw_values = self.lower_keywords(func, sig, keywords, usage, locs)
+        attrs = self.make_attrs(kind, spec, dim_args, kw_values, call)
+        return self.make_op(kind, tuple(operands), attrs, ops, name, call.func.loc, locs)
+
+    def lower_keywords(self, func: str, sig: Signature, keywords: list[ast.KwArg], usage: str,
+                       locs: dict[str, Loc]) -> dict[str, object]:
+        values: dict[str, object] = {}
+        if sig.dim_keywords:
+            for kw in keywords:
+                if not _DIM_RE.fullmatch(kw.key.text):  # e.g. relabel(a, over=E)
+                    raise self.error(f"{func} takes OLD=NEW dim pairs such as L=S, not '{kw.key.text}='; "
+                                     f"usage: {usage}", kw.key.loc)
+                old = self.dim(kw.key)
+                if not isinstance(kw.value, ast.Name) or not _DIM_RE.fullmatch(kw.value.text):
+                    raise self.error(f"{func} renames a dim to a dim: write {old}=S", kw.value.loc)
+                if old in values:
+                    raise self.error(f"dim {old} is relabelled twice", kw.key.loc)
+                values[old] = self.dim(kw.value)
+                locs[old] = kw.key.loc
+            if not values:
+                # Located like a missing keyword: at the ')' of the call (it had no location).
+                raise self.error(f"{func} needs at least one OLD=NEW dim pair; usage: {usage}",
+                                 Loc(*_end_of_call(self.source, locs)))
+            return values
+        allowed = [k for k, _ in sig.keywords]
+        kinds = dict(sig.keywords)
+        for kw in keywords:
+            key = kw.key.text
+            if key not in kinds:
+                expected = ", ".join(f"{k}=" for k in allowed) or "no keywords"
+                raise self.error(f"unknown keyword argument '{key}' for {func}; expected {expected}", kw.key.loc)
+            if key in values:
+                raise self.error(f"keyword '{key}' is given twice", kw.key.loc)
+            if self.sharded and func in CALLS and CALLS[func].is_collective:
+                order = [k for k in allowed if k in values]
+                if any(allowed.index(k) > allowed.index(key) for k in order):
+                    raise self.error(f"keyword arguments of {func} are written in the order "
+                                     f"{', '.join(allowed)}", kw.key.loc)
+            locs[key] = kw.value.loc
+            values[key] = self.dim(kw.value) if kinds[key] is ArgKind.DIM else self.axes(kw.value)
+        for key in allowed:
+            if key not in values:
+                raise self.error(f"{func} needs {key}=; usage: {usage}", Loc(*_end_of_call(self.source, locs)))
+        return values
+
+    def make_attrs(self, kind: OpKind, spec: ast.StrArg | None, dim_args: list[str],
+                   kw: dict[str, object], call: ast.Call) -> object:
+        if kind is OpKind.EINSUM:
+            assert spec is not None
+            return self.einsum_attrs(spec)
+        if kind in (OpKind.LAYERNORM, OpKind.RMSNORM, OpKind.SOFTMAX, OpKind.SUM):
+            return OverAttrs(kw["over"])  # type: ignore[arg-type]
+        if kind is OpKind.CAUSAL:
+            return CausalAttrs(dim_args[0], dim_args[1])
+        if kind is OpKind.RELABEL:
+            return RelabelAttrs(tuple(kw.items()))  # type: ignore[arg-type]
+        if kind.is_collective:
+            return CollectiveAttrs(kw["over"], kw.get("dim"), kw.get("from"), kw.get("to"))  # type: ignore[arg-type]
+        return NoAttrs()
+
+    def einsum_attrs(self, spec: ast.StrArg) -> EinsumAttrs:
+        text = spec.text
+
+        def at(offset: int) -> Loc:
+            return Loc(spec.loc.line, spec.loc.col + 1 + offset)
+
+        if not _SPEC_RE.fullmatch(text):
+            raise self.error(f'malformed einsum spec "{text}": expected operand dims and the result, '
+                             'e.g. "BLE,EF->BLF", with no spaces', spec.loc)
+        lhs, _, rhs = text.partition("->")
+        inputs = lhs.split(",")
+        if len(inputs) > 2:
+            raise self.error(f'einsum takes one or two operands, but "{text}" has {len(inputs)}', spec.loc)
+        offset = 0
+        for part in inputs + [rhs]:
+            for i, letter in enumerate(part):
+                if not letter.isupper():
+                    raise self.error(f"einsum letters are dims (upper case), got '{letter}'", at(offset + i))
+                if letter not in self.dims:
+                    raise self.error(f"undeclared dim {letter} in einsum spec", at(offset + i),
+                                     hint=f"declare its size with 'dims {letter}=N'")
+                if letter in part[:i]:
+                    raise self.error(f'dim {letter} appears twice in "{part}"', at(offset + i))
+            offset += len(part) + 1
+        if not rhs:
+            raise self.error("the einsum result has no dims; every value needs at least one dim",
+                             at(len(text)))
+        for i, letter in enumerate(rhs):
+            if all(letter not in part for part in inputs):
+                raise self.error(f"einsum output dim {letter} appears in no operand", at(len(lhs) + 2 + i))
+        return EinsumAttrs(tuple(inputs), rhs)
+
+
+def _end_of_call(source: Source, locs: dict[str, Loc]) -> tuple[int, int]:
+    """Best position for a 'missing keyword' caret: the ')' after the last argument."""
+    if not locs:
+        return (0, 0)
+    last = max(locs.values(), key=lambda loc: (loc.line, loc.col))
+    text = source.line_text(last.line)
+    close = text.find(")", last.col - 1)
+    return (last.line, close + 1 if close >= 0 else last.col)
+
+
+def _usage(func: str, sig: Signature) -> str:
+    words = {ArgKind.TENSOR: "a", ArgKind.GAIN: "g", ArgKind.SPEC: '"SPEC"', ArgKind.DIM: "DIM"}
+    parts: list[str] = []
+    tensors = iter("abc")
+    for i, kind in enumerate(sig.positional):
+        word = next(tensors) if kind is ArgKind.TENSOR else words[kind]
+        if kind is ArgKind.DIM:
+            word = "L" if "L" not in parts else "S"
+        optional = i >= len(sig.positional) - sig.optional
+        parts.append(f"[{word}]" if optional else word)
+    for key, kind in sig.keywords:
+        parts.append(f"{key}={'AXES' if kind is ArgKind.AXES else 'DIM'}")
+    if sig.dim_keywords:
+        parts.append("OLD=NEW")
+    return f"{func}({', '.join(parts)})"

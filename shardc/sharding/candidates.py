@@ -1,0 +1,234 @@
+"""Candidate operand layouts for each op kind: the choices the sharding pass weighs.
+
+For every op the pass asks this table (keyed by op kind) for a short list of
+ways to lay out its operands so that the op's rule (:mod:`shardc.rules`) holds
+-- e.g. for an einsum, "keep the weight where it is and move the activation to
+agree with it".  The pass keeps the legal candidate whose reshards move the
+fewest bytes; ties go to the first candidate, so the order below *is* the
+policy:
+
+* a weight or KV cache (a *stationary* operand) never moves, except that a
+  weight-gathered preset first gathers it into its compute layout;
+* a pending partial sum is carried along while the consumer is linear, and
+  otherwise completed into the strategy's preferred dim (a reduce-scatter into
+  a hidden dim, the paper's rule) or into the layout of the other operand;
+* between two activations, the larger (then the left) operand stays put.
+
+``None`` in the current layouts marks a *floating* operand: a weight the
+preset does not place (a norm gain, a parameter of a program without the
+preset's dims), which takes whatever layout its first use asks for, for free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from shardc.ir.graph import Const, Op, OpKind, OverAttrs, Value
+from shardc.ir.layout import Layout
+from shardc.ir.ops import OP_DEFS
+from shardc.sharding.presets import Strategy
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Target layout per operand (None for constants) and why each operand must move."""
+
+    targets: tuple[Layout | None, ...]
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OpView:
+    """What the candidate functions see of an op and its operands."""
+
+    op: Op
+    current: tuple[Layout | None, ...]  # None: a constant, or a floating operand
+    stationary: tuple[bool, ...]  # weights and caches: they do not move
+    gatherable: tuple[bool, ...]  # weights: a weight-gathered preset gathers them before use
+    names: tuple[str, ...]
+    strategy: Strategy
+    sizes: Mapping[str, int]
+
+    def dims(self, i: int) -> tuple[str, ...]:
+        operand = self.op.operands[i]
+        assert isinstance(operand, Value)
+        return operand.dims
+
+    def tensor_indices(self) -> list[int]:
+        return [i for i, o in enumerate(self.op.operands) if isinstance(o, Value)]
+
+    def base(self, i: int) -> Layout:
+        """The current layout, or replicated for a floating operand."""
+        return self.current[i] or Layout.replicated(self.dims(i))
+
+
+def agree(current: Layout | None, dims: tuple[str, ...], fixed: Layout, keep_partial: bool) -> Layout:
+    """The layout closest to ``current`` that can meet ``fixed`` in one op.
+
+    Shared dims take ``fixed``'s split; other dims keep the longest prefix of
+    their axes that ``fixed`` does not use (dropping a suffix is one
+    all-gather); pending partial sums stay only if ``keep_partial`` and
+    ``fixed`` splits none of their axes.
+    """
+    used = fixed.used_axes
+    split: dict[str, tuple[str, ...]] = {}
+    for d in dims:
+        if d in fixed.dims:
+            split[d] = fixed.axes_of(d)
+            continue
+        kept: list[str] = []
+        for a in (current.axes_of(d) if current is not None else ()):
+            if a in used:
+                break
+            kept.append(a)
+        split[d] = tuple(kept)
+    taken = {a for axes in split.values() for a in axes}
+    # Partial sums survive only on axes ``fixed`` does not split (for '+' they must equal
+    # ``fixed``'s own partial sums, which the op's rule checks).
+    partial = (current.partial - fixed.split_axes - taken) if (current is not None and keep_partial) \
+        else frozenset()
+    return Layout.of(dims, split, partial)
+
+
+# --- per-kind candidate functions ------------------------------------------------------
+def einsum_candidates(v: OpView) -> list[Candidate]:
+    idx = v.tensor_indices()
+    if len(idx) == 1:
+        (i,) = idx
+        return [Candidate((v.base(i),), ("",))]
+    a, b = idx
+    if v.stationary[a] != v.stationary[b]:
+        order = [a] if v.stationary[a] else [b]
+    else:
+        order = [a, b]
+    out: list[Candidate] = []
+    for f in order:
+        m = b if f == a else a
+        if v.current[f] is None and v.current[m] is not None:
+            continue  # a floating operand follows the other one
+        fixed = v.base(f)
+        reasons = ["", ""]
+        if v.gatherable[f]:
+            gathered = v.strategy.compute_layout(fixed)
+            if gathered != fixed:
+                reasons[f] = (f"weight-gathered ({v.strategy.ffn.value}): {v.names[f]} is gathered over "
+                              f"{''.join(v.strategy.gathered)} before the matmul")
+            fixed = gathered
+        target = agree(v.current[m], v.dims(m), fixed, keep_partial=not fixed.partial)
+        reasons[m] = f"einsum operands agree on shared dims with {v.names[f]} ({fixed.format(v.strategy.mesh)})"
+        targets: list[Layout | None] = [None, None]
+        targets[f], targets[m] = fixed, target
+        out.append(Candidate(tuple(targets), tuple(reasons)))
+        if target.partial:
+            # Or complete the moving operand first: cheaper when the result would be bigger
+            # than the operand (q before QK^T; the pass weighs the result's completion too).
+            completed = agree(v.strategy.complete(v.base(m), v.sizes), v.dims(m), fixed, keep_partial=False)
+            targets = [None, None]
+            targets[f], targets[m] = fixed, completed
+            early = list(reasons)
+            early[m] = (f"partial sums completed before the einsum (cheaper than completing its larger "
+                        f"result); operands agree on shared dims with {v.names[f]}")
+            out.append(Candidate(tuple(targets), tuple(early)))
+    return out
+
+
+def binary_candidates(v: OpView) -> list[Candidate]:
+    kind = v.op.kind
+    idx = v.tensor_indices()
+    mesh = v.strategy.mesh
+    if len(idx) == 1:  # with a number
+        (i,) = idx
+        other = v.op.operands[1 - i]
+        assert isinstance(other, Const)
+        linear = kind is OpKind.MUL or (kind is OpKind.DIV and i == 0)
+        cur = v.base(i)
+        target = cur if linear else v.strategy.complete(cur, v.sizes)
+        targets: list[Layout | None] = [None, None]
+        targets[i] = target
+        reason = f"'{_symbol(kind)}' with a number needs complete values"
+        return [Candidate(tuple(targets), tuple(reason if t is not None else "" for t in targets))]
+    a, b = idx
+    big_first = [a, b] if len(v.dims(a)) >= len(v.dims(b)) else [b, a]
+    out: list[Candidate] = []
+    for f in big_first:
+        m = b if f == a else a
+        if v.current[f] is None and v.current[m] is not None:
+            continue
+        cur_f = v.base(f)
+        for complete_f in (False, True):
+            if complete_f and not cur_f.partial:
+                continue
+            fixed = v.strategy.complete(cur_f, v.sizes) if complete_f else cur_f
+            if kind in (OpKind.ADD, OpKind.SUB):
+                keep = bool(fixed.partial)
+            elif kind is OpKind.MUL:
+                keep = not fixed.partial
+            else:  # DIV: only the numerator may stay a partial sum
+                keep = m == a and not fixed.partial
+            target = agree(v.current[m], v.dims(m), fixed, keep_partial=keep)
+            reasons = ["", ""]
+            reasons[m] = (f"operands of '{_symbol(kind)}' agree on shared dims with {v.names[f]} "
+                          f"({fixed.format(mesh)})")
+            if complete_f:
+                reasons[f] = f"'{_symbol(kind)}' needs complete values"
+            targets = [None, None]
+            targets[f], targets[m] = fixed, target
+            out.append(Candidate(tuple(targets), tuple(reasons)))
+    return out
+
+
+def _symbol(kind: OpKind) -> str:
+    return OP_DEFS[kind].spelling
+
+
+def keep_candidates(v: OpView) -> list[Candidate]:
+    """Linear ops (neg, sum, relabel) and collectives: operands stay as they are."""
+    targets = tuple(v.base(i) if isinstance(o, Value) else None for i, o in enumerate(v.op.operands))
+    return [Candidate(targets, tuple("" for _ in targets))]
+
+
+def complete_candidates(v: OpView) -> list[Candidate]:
+    """Non-linear ops of one operand: the operand must hold complete values."""
+    cur = v.base(0)
+    target = v.strategy.complete(cur, v.sizes)
+    return [Candidate((target,), (f"{v.op.kind} needs complete values (no pending partial sums)",))]
+
+
+def norm_candidates(v: OpView) -> list[Candidate]:
+    assert isinstance(v.op.attrs, OverAttrs)
+    x = v.strategy.complete(v.base(0), v.sizes)
+    reasons = [f"{v.op.kind} needs complete values (no pending partial sums)"]
+    targets: list[Layout | None] = [x]
+    if len(v.op.operands) == 2:
+        over = v.op.attrs.dim
+        targets.append(Layout(((over, x.axes_of(over)),)))
+        reasons.append(f"the gain of {v.op.kind} is split like {over} of its operand")
+    return [Candidate(tuple(targets), tuple(reasons))]
+
+
+CandidateFn = Callable[[OpView], list[Candidate]]
+
+CANDIDATES: dict[OpKind, CandidateFn] = {
+    OpKind.EINSUM: einsum_candidates,
+    OpKind.ADD: binary_candidates,
+    OpKind.SUB: binary_candidates,
+    OpKind.MUL: binary_candidates,
+    OpKind.DIV: binary_candidates,
+    OpKind.NEG: keep_candidates,
+    OpKind.GELU: complete_candidates,
+    OpKind.RELU: complete_candidates,
+    OpKind.SILU: complete_candidates,
+    OpKind.TANH: complete_candidates,
+    OpKind.EXP: complete_candidates,
+    OpKind.LAYERNORM: norm_candidates,
+    OpKind.RMSNORM: norm_candidates,
+    OpKind.SOFTMAX: complete_candidates,
+    OpKind.SUM: keep_candidates,
+    OpKind.CAUSAL: complete_candidates,
+    OpKind.RELABEL: keep_candidates,
+    OpKind.ALL_GATHER: keep_candidates,
+    OpKind.REDUCE_SCATTER: keep_candidates,
+    OpKind.ALL_REDUCE: keep_candidates,
+    OpKind.ALL_TO_ALL: keep_candidates,
+    OpKind.SLICE: keep_candidates,
+}

@@ -1,0 +1,96 @@
+"""What one op costs each chip: FLOPs, bytes sent, HBM bytes read; and value liveness.
+
+FLOPs and bytes sent are the quantities the emulator counts while it runs
+(:mod:`shardc.emulate`) and the cost model predicts without running anything
+(:mod:`shardc.cost`); both call these functions, so the two agree by
+construction and a test checks the emulator's arrays really did that work.
+(The cost model's HBM traffic adds the bytes each op writes to what it reads.)
+All of them depend only on layouts and dim sizes (Python ints: no arrays).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+from shardc.ir.graph import CollectiveAttrs, Decl, Op, OpKind, Output, OverAttrs, Repeat, Stmt, Value
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.sharding.reshard import collective_bytes
+from shardc.sharding.sharded import STATS_PER_ROW, stats_bytes
+
+
+def _layout(v: Value) -> Layout:
+    assert v.layout is not None, f"{v.name} has no layout"
+    return v.layout
+
+
+def local_bytes(v: Value, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """Bytes of one chip's block of ``v`` at its declared dtype."""
+    return _layout(v).local_numel(sizes, mesh) * v.dtype.bytes
+
+
+def op_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[float, float]:
+    """(einsum FLOPs, elementwise FLOPs) per chip for one execution of ``op``."""
+    if op.kind.is_collective or op.kind is OpKind.RELABEL:
+        return 0.0, 0.0
+    if op.kind is OpKind.EINSUM:
+        local: dict[str, int] = {}
+        for v in op.inputs:
+            local.update(zip(v.dims, _layout(v).local_sizes(sizes, mesh)))
+        return 2.0 * math.prod(local.values()), 0.0
+    assert op.result.layout is not None
+    return 0.0, float(op.result.layout.local_numel(sizes, mesh))
+
+
+def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
+    """Bytes each chip sends for one execution of ``op`` (collectives and split statistics)."""
+    if op.kind.is_collective:
+        operand = op.inputs[0]
+        assert isinstance(op.attrs, CollectiveAttrs) and op.result.layout is not None
+        return collective_bytes(op.kind, op.attrs, _layout(operand), op.result.layout, sizes, mesh,
+                                operand.dtype.bytes)
+    if op.kind in STATS_PER_ROW:
+        assert isinstance(op.attrs, OverAttrs)
+        return stats_bytes(op.kind, _layout(op.inputs[0]), op.attrs.dim, dict(sizes), mesh)
+    return 0.0
+
+
+def op_hbm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """Bytes of its operands one execution of ``op`` reads, per chip (weights, caches, activations)."""
+    if op.kind is OpKind.RELABEL:
+        return 0
+    return sum(local_bytes(v, sizes, mesh) for v in op.inputs)
+
+
+def last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict[int, list[int]]:
+    """Statement index -> ids of the block's values last used there (freed after it).
+
+    The one liveness walk of shardc: the emulator frees arrays with it and the cost
+    model counts peak activation bytes with it.
+
+    ``keep``: values that outlive the block's statements (a repeat body's loop-carried
+    results, read when the layer ends)."""
+    last: dict[int, int] = {}
+    defined: set[int] = set()
+    for i, s in enumerate(stmts):
+        if isinstance(s, Decl):
+            defined.add(s.value.id)
+        elif isinstance(s, Op):
+            for v in s.inputs:
+                last[v.id] = i
+            defined.add(s.result.id)
+        elif isinstance(s, Output):
+            for v in s.values:
+                last[v.id] = i
+        elif isinstance(s, Repeat):
+            for c in s.carries:
+                last[c.init.id] = i
+            for inner in s.body:  # outer values a body reads live until the repeat ends
+                read = inner.inputs if isinstance(inner, Op) else inner.values if isinstance(inner, Output) else ()
+                for v in read:
+                    last[v.id] = i
+    out: dict[int, list[int]] = {}
+    for v, i in last.items():
+        if v in defined and v not in keep:
+            out.setdefault(i, []).append(v)
+    return out

@@ -1,0 +1,334 @@
+"""Resharding: the cheapest sequence of collectives from one layout to another.
+
+This is the only place in shardc where collectives are invented: the sharding
+pass asks :func:`reshard` whenever a value's layout differs from the layout an
+op needs, and prints, emulates and costs the :class:`Step` s it returns.
+
+The collectives (LANGUAGE.md, "Sharded programs").  ``over=`` lists the axes in
+the order the layout holds them; the block-order invariant of layout.py is why
+axes are only ever appended to, or removed from, the minor end of a dim::
+
+    all_gather(over=AXES)                 removes AXES from the dims that hold them; on
+                                          each dim they must be its most-minor axes
+    reduce_scatter(over=AXES, dim=DIM)    sums the pending partial sums over AXES and
+                                          appends AXES (in that order) to the end of DIM
+    all_reduce(over=AXES)                 sums the pending partial sums over AXES
+    all_to_all(over=AXES, from=S, to=D)   moves AXES, a suffix of S, to the end of D
+    slice(over=AXES, dim=DIM)             free and local: appends unused AXES to DIM
+
+Cost: bytes each chip sends with ring algorithms.  ``K`` is the number of chips
+in the group of AXES; ``in`` / ``out`` are the bytes of one chip's local block
+before / after the collective::
+
+    all_gather      (K-1)/K * out
+    reduce_scatter  (K-1)/K * in
+    all_reduce      2 (K-1)/K * in
+    all_to_all      (K-1)/K * in          (in == out)
+    slice           0
+
+Algorithm.  :func:`reshard` is a uniform-cost (Dijkstra) search over layouts
+whose edges are the legal single collectives; it is exact, not a heuristic.  A
+path's label is ``(bytes, number of steps, step keys)``: cheapest first, then
+fewest steps, then a fixed order of the steps (slice < all_reduce <
+reduce_scatter < all_to_all < all_gather, then attributes), so results are
+deterministic.  Labels only grow along a path, so Dijkstra settles each layout
+with its least label.  Pruning: partial axes that ``dst`` keeps are never
+touched, moves that break divisibility are dropped, dominated labels are not
+queued, and the search stops as soon as ``dst`` is settled.  The search from one
+source is cached and *resumed* by later queries for other targets (it settles
+layouts in the same fixed order whatever it is asked), so asking for many
+targets from one source costs one search.  Costs are kept exact as integers:
+every cost times the number of chips is an integer, because K divides it.
+
+No detours through idle axes: a ``slice`` may only add an axis that ``src``
+or ``dst`` uses.  Without this rule the search would, for instance, replace an
+all_reduce over ``K > 2`` chips by ``slice(w)``, ``reduce_scatter``,
+``all_gather(w)`` over an axis ``w`` neither layout uses (the classic 2D
+all-reduce), which sends fewer bytes but takes three collectives: a trade the
+byte count alone cannot judge (per-collective latency), so it is left out.
+Within that rule the search is exact.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator, Mapping
+
+from shardc.errors import ShardcError
+from shardc.ir.graph import CollectiveAttrs, OpKind
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+
+AG, RS, AR, A2A, SLICE = (
+    OpKind.ALL_GATHER, OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE, OpKind.ALL_TO_ALL, OpKind.SLICE,
+)
+# Tie-break between equally cheap sequences of equal length (first differing step decides).
+_RANK = {SLICE: 0, AR: 1, RS: 2, A2A: 3, AG: 4}
+_NO_LABEL = (math.inf,)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One collective of a resharding: what it does, the layouts around it, its cost."""
+
+    kind: OpKind
+    attrs: CollectiveAttrs
+    before: Layout
+    after: Layout
+    bytes_per_chip: float
+
+    def __str__(self) -> str:
+        return f"{describe(self.kind, self.attrs)}: {self.before} -> {self.after}"
+
+
+def describe(kind: OpKind, attrs: CollectiveAttrs) -> str:
+    """A collective as the language writes it, without its operand: ``reduce_scatter(over=yz, dim=E)``."""
+    args = [f"over={''.join(attrs.axes)}"]
+    if kind in (RS, SLICE):
+        args.append(f"dim={attrs.dim}")
+    if kind is A2A:
+        args += [f"from={attrs.src}", f"to={attrs.dst}"]
+    return f"{kind.value}({', '.join(args)})"
+
+
+# --- one collective --------------------------------------------------------------------
+def apply_collective(layout: Layout, kind: OpKind, attrs: CollectiveAttrs, mesh: Mesh,
+                     sizes: Mapping[str, int] | None = None) -> Layout:
+    """The layout after one collective on a value of ``layout``.
+
+    Raises ShardcError, naming the rule, when the collective is illegal there.
+    With ``sizes`` (global dim sizes) the result's divisibility is checked too.
+    """
+    where = f"{describe(kind, attrs) if kind in _RANK else kind} on {layout.format(mesh)}"
+
+    def fail(message: str, hint: str | None = None) -> None:
+        raise ShardcError(f"{where}: {message}", hint=hint)
+
+    axes = tuple(attrs.axes)
+    if kind not in _RANK:
+        fail(f"'{kind}' is not a collective")
+    if not axes:
+        fail("'over' names no mesh axes")
+    if len(set(axes)) != len(axes):
+        fail("an axis appears twice in 'over'")
+    for a in axes:
+        if not mesh.has(a):
+            fail(f"the mesh ({mesh}) has no axis '{a}'")
+    for name in ((attrs.dim,) if kind in (RS, SLICE) else (attrs.src, attrs.dst) if kind is A2A else ()):
+        if name not in layout.dims:
+            fail(f"the value has no dim {name}; its dims are {', '.join(layout.dims)}")
+    if kind in (AR, RS):
+        for a in axes:
+            if a not in layout.partial:
+                fail(f"axis '{a}' holds no pending partial sum")
+    else:
+        for a in axes:
+            if a in layout.partial:
+                fail(f"axis '{a}' holds a pending partial sum",
+                     hint="sum it first with all_reduce or reduce_scatter")
+    if kind is AG:
+        for a in axes:
+            if layout.dim_of(a) is None:
+                fail(f"axis '{a}' splits no dim, so there is nothing to gather")
+        for d, held in layout.split:
+            mine = tuple(a for a in axes if a in held)
+            if mine and held[len(held) - len(mine):] != mine:
+                fail(f"{''.join(mine)} must be the most-minor axes of dim {d}, which is split "
+                     f"over {''.join(held)} (major first); only a suffix can be gathered")
+    elif kind is A2A:
+        held = layout.axes_of(attrs.src)
+        if attrs.src == attrs.dst:
+            fail("'from' and 'to' name the same dim")
+        if held[len(held) - len(axes):] != axes:
+            fail(f"{''.join(axes)} must be the most-minor axes of dim {attrs.src}, which is "
+                 f"split over {''.join(held) or 'no axes'} (major first)")
+    elif kind is SLICE:
+        for a in axes:
+            if layout.dim_of(a) is not None:
+                fail(f"axis '{a}' already splits dim {layout.dim_of(a)}")
+    after = _apply(layout, kind, attrs)
+    if sizes is not None:
+        try:
+            after.check(dict(_sizes_key(after, sizes)), mesh)
+        except ShardcError as err:
+            raise ShardcError(f"{where}: {err.message}", hint=err.hint) from None
+    return after
+
+
+def _apply(layout: Layout, kind: OpKind, attrs: CollectiveAttrs) -> Layout:
+    """The layout after a collective already known to be legal (no checks)."""
+    gone = set(attrs.axes)
+    target = attrs.dst if kind is A2A else attrs.dim  # the dim that axes are appended to
+    split = []
+    for d, held in layout.split:
+        if kind is AG or (kind is A2A and d == attrs.src):
+            held = tuple(a for a in held if a not in gone)
+        if kind in (RS, SLICE, A2A) and d == target:
+            held = held + tuple(attrs.axes)
+        split.append((d, held))
+    partial = layout.partial - gone if kind in (AR, RS) else layout.partial
+    return Layout(tuple(split), partial)
+
+
+def collective_bytes(kind: OpKind, attrs: CollectiveAttrs, before: Layout, after: Layout,
+                     sizes: Mapping[str, int], mesh: Mesh, itemsize: int) -> float:
+    """Bytes each chip sends for one collective (ring algorithms; module docstring)."""
+    chips = mesh.num_chips
+    in_bytes = before.local_numel(sizes, mesh) * itemsize
+    out_bytes = after.local_numel(sizes, mesh) * itemsize
+    return _scaled_cost(kind, mesh.group_size(attrs.axes), in_bytes, out_bytes, chips) / chips
+
+
+def _scaled_cost(kind: OpKind, k: int, in_bytes: int, out_bytes: int, chips: int) -> int:
+    """The cost formula times ``chips``: an exact integer because ``k`` divides ``chips``."""
+    if kind is SLICE:
+        return 0
+    per_byte = (k - 1) * (chips // k)
+    if kind is AG:
+        return per_byte * out_bytes
+    if kind is AR:
+        return 2 * per_byte * in_bytes
+    return per_byte * in_bytes  # reduce_scatter, all_to_all
+
+
+# --- the search ------------------------------------------------------------------------
+def reshard(src: Layout, dst: Layout, sizes: Mapping[str, int], mesh: Mesh,
+            itemsize: int = 2) -> tuple[Step, ...]:
+    """The cheapest sequence of collectives turning a value of layout ``src`` into ``dst``.
+
+    Cheapest by total bytes per chip, then fewest steps, then a fixed order
+    (module docstring).  ``sizes`` maps each dim to its global size; ``itemsize``
+    is bytes per element.  Pending partial sums of ``src`` are summed unless
+    ``dst`` keeps them pending.  Raises ShardcError when either layout is invalid
+    or the request is impossible (different dims, or ``dst`` pending a partial
+    sum that ``src`` does not have).  Results are cached.
+    """
+    if src.dims != dst.dims:
+        raise ShardcError(
+            f"cannot reshard {src.format(mesh)} to {dst.format(mesh)}: the layouts are over "
+            f"different dims [{', '.join(src.dims)}] and [{', '.join(dst.dims)}]")
+    if not isinstance(itemsize, int) or itemsize < 1:
+        raise ShardcError(f"itemsize must be a positive number of bytes, got {itemsize!r}")
+    return _reshard(src, dst, _sizes_key(src, sizes), mesh, itemsize)
+
+
+@lru_cache(maxsize=8192)
+def _reshard(src: Layout, dst: Layout, sizes: tuple[tuple[str, int], ...], mesh: Mesh,
+             itemsize: int) -> tuple[Step, ...]:
+    src.check(dict(sizes), mesh)
+    dst.check(dict(sizes), mesh)
+    new = dst.partial - src.partial
+    if new:
+        raise ShardcError(
+            f"cannot reshard {src.format(mesh)} to {dst.format(mesh)}: a value cannot become a "
+            f"partial sum over {''.join(mesh.sort_axes(new))}; no collective creates partial sums")
+    # Partial axes that dst keeps are frozen: once summed they could never come back.
+    sliceable = src.used_axes | dst.split_axes  # no detours through idle axes
+    return _search(src, dst.partial, sliceable, sizes, mesh, itemsize).steps_to(dst)
+
+
+@lru_cache(maxsize=512)
+def _search(src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
+            sizes: tuple[tuple[str, int], ...], mesh: Mesh, itemsize: int) -> "_Search":
+    return _Search(src, frozen, sliceable, dict(sizes), mesh, itemsize)
+
+
+class _Search:
+    """Dijkstra from one layout, run lazily: each query resumes it until its target is settled.
+
+    Invariant: ``done`` maps every settled layout to its least-label path; the heap
+    holds tentative paths, ``best`` the least tentative label per layout.
+    """
+
+    def __init__(self, src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
+                 sizes: dict[str, int], mesh: Mesh, itemsize: int) -> None:
+        self.frozen, self.sizes, self.mesh, self.itemsize = frozen, sizes, mesh, itemsize
+        self.sliceable = sliceable
+        self.axis = dict(mesh.axes)
+        self.chips = mesh.num_chips
+        self.done: dict[Layout, tuple[Step, ...]] = {}
+        self.best: dict[Layout, tuple] = {src: (0, 0, ())}
+        # Entries (cost, steps, keys, layout, path).  Two entries never tie on the label:
+        # equal keys mean the same moves from src, and each path is pushed at most once.
+        self.heap: list[tuple] = [(0, 0, (), src, ())]
+
+    def steps_to(self, dst: Layout) -> tuple[Step, ...]:
+        while dst not in self.done:
+            if not self.heap:  # cannot happen for valid layouts: gather all, then slice
+                raise ShardcError(f"no sequence of collectives reaches {dst.format(self.mesh)}")
+            cost, count, keys, layout, path = heapq.heappop(self.heap)
+            if layout not in self.done:
+                self.done[layout] = path
+                self._expand(cost, count, keys, layout, path)
+        return self.done[dst]
+
+    def _expand(self, cost: int, count: int, keys: tuple, layout: Layout, path: tuple) -> None:
+        in_bytes = math.prod(self.sizes[d] // self._group(held) for d, held in layout.split)
+        in_bytes *= self.itemsize
+        for kind, attrs in _moves(layout, self.frozen, self.sliceable, self.mesh.names):
+            after = _apply(layout, kind, attrs)
+            if after in self.done or not self._divides(after, kind, attrs):
+                continue
+            k = self._group(attrs.axes)
+            out_bytes = in_bytes * k if kind is AG else in_bytes // k if kind in (RS, SLICE) else in_bytes
+            step_cost = _scaled_cost(kind, k, in_bytes, out_bytes, self.chips)
+            key = (_RANK[kind], attrs.axes, attrs.dim or "", attrs.src or "", attrs.dst or "")
+            label = (cost + step_cost, count + 1, keys + (key,))
+            if label >= self.best.get(after, _NO_LABEL):
+                continue
+            self.best[after] = label
+            step = Step(kind, attrs, layout, after, step_cost / self.chips)
+            heapq.heappush(self.heap, (*label, after, path + (step,)))
+
+    def _group(self, axes: tuple[str, ...]) -> int:
+        return math.prod(self.axis[a] for a in axes)
+
+    def _divides(self, after: Layout, kind: OpKind, attrs: CollectiveAttrs) -> bool:
+        """Whether the dim that received axes still divides (removing axes never breaks it)."""
+        if kind in (AG, AR):
+            return True
+        dim = attrs.dst if kind is A2A else attrs.dim
+        return self.sizes[dim] % self._group(after.axes_of(dim)) == 0
+
+
+def _moves(layout: Layout, frozen: frozenset[str], sliceable: frozenset[str],
+           names: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """Every collective legal on ``layout`` that leaves ``frozen`` partial axes pending
+    and slices only ``sliceable`` axes.
+
+    Legal by construction (suffix and partial rules); divisibility is left to the caller.
+    """
+    dims = layout.dims
+    reducible = [a for a in names if a in layout.partial and a not in frozen]  # mesh order
+    unused = [a for a in names if a not in layout.used_axes and a in sliceable]
+    for r in range(1, len(reducible) + 1):
+        for group in itertools.combinations(reducible, r):
+            yield AR, CollectiveAttrs(group)
+        for group in itertools.permutations(reducible, r):  # the order lands in the dim
+            for d in dims:
+                yield RS, CollectiveAttrs(group, dim=d)
+    for r in range(1, len(unused) + 1):
+        for group in itertools.permutations(unused, r):
+            for d in dims:
+                yield SLICE, CollectiveAttrs(group, dim=d)
+    # all_gather: any suffix of each dim at once (not all empty), axes in layout order.
+    for cut in itertools.product(*(range(len(held) + 1) for _, held in layout.split)):
+        group = tuple(a for n, (_, held) in zip(cut, layout.split) for a in held[len(held) - n:])
+        if group:
+            yield AG, CollectiveAttrs(group)
+    for s, held in layout.split:
+        for n in range(1, len(held) + 1):
+            for d in dims:
+                if d != s:
+                    yield A2A, CollectiveAttrs(held[len(held) - n:], src=s, dst=d)
+
+
+def _sizes_key(layout: Layout, sizes: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """``sizes`` restricted to the layout's dims, hashable (ShardcError if one is missing)."""
+    missing = [d for d in layout.dims if d not in sizes]
+    if missing:
+        raise ShardcError(f"no size given for dim {missing[0]} of layout {layout.format()}")
+    return tuple((d, int(sizes[d])) for d in layout.dims)

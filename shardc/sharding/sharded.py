@@ -1,0 +1,168 @@
+"""Sharded programs: what one is checked against, and how its collectives are recorded.
+
+A sharded program is a :class:`~shardc.ir.Graph` in which every value has a
+layout and every collective is an op.  :func:`verify_sharded` checks one: the
+IR is valid, every annotation is what its op's rule (:mod:`shardc.rules`)
+derives from its operands' layouts, outputs hold complete values and a
+loop-carried value keeps one layout.  Each collective is described by a
+:class:`CollectiveRecord` -- what it moves, how many bytes each chip sends, how
+often it runs and why it is there -- including the small statistics all-reduce
+inside a norm or softmax over a split dim (:func:`stats_bytes`).  The sharding
+pass (:mod:`shardc.shard`) returns a :class:`ShardResult`;
+:func:`collectives_of` recovers the records of a program that arrives sharded
+already (printed sharded text, parsed back).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shardc.errors import ShardcError
+from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output, OverAttrs, Value
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.ir.verifier import verify_graph
+from shardc.sharding.presets import Strategy
+from shardc.sharding.reshard import collective_bytes
+from shardc.sharding.rules import infer, operand_layouts
+
+
+@dataclass(frozen=True)
+class CollectiveRecord:
+    """One collective of a sharded program, and why the pass put it there."""
+
+    value: str  # the name of its result in the printed program
+    kind: OpKind
+    axes: tuple[str, ...]
+    dim: str | None
+    src_dim: str | None
+    dst_dim: str | None
+    before: Layout
+    after: Layout
+    bytes_per_chip: float  # bytes each chip sends, per execution
+    count: int  # executions per program run (a repeat body's collectives run once per layer)
+    repeat: int | None  # index of the repeat block it sits in
+    line: int  # source line of the statement it serves (0 if none)
+    reason: str
+    implicit: bool = False  # statistics all-reduce inside a norm or softmax
+
+    def to_json(self, mesh: Mesh) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "axes": "".join(self.axes),
+            "dim": self.dim if self.kind is not OpKind.ALL_TO_ALL else f"{self.src_dim}->{self.dst_dim}",
+            "bytes_per_chip": self.bytes_per_chip,
+            "count": self.count,
+            "reason": self.reason,
+            "value": self.value,
+            "from": self.before.format(mesh),
+            "to": self.after.format(mesh),
+            "line": self.line,
+            "repeat": self.repeat,
+            "implicit": self.implicit,
+        }
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """The sharded program, the strategy that made it, and its collectives."""
+
+    graph: Graph
+    strategy: Strategy | None
+    collectives: tuple[CollectiveRecord, ...] = field(default=())
+
+
+# Statistics per row that a norm or softmax all-reduces when its dim is split (f32 each).
+STATS_PER_ROW = {OpKind.LAYERNORM: 2, OpKind.RMSNORM: 1, OpKind.SOFTMAX: 2}
+STATS_ITEMSIZE = 4
+
+
+def stats_bytes(kind: OpKind, layout: Layout, over: str, sizes: dict[str, int], mesh: Mesh) -> float:
+    """Bytes each chip sends in the statistics all-reduce of a norm/softmax over a split dim.
+
+    Each row (every index of the other dims held locally) has
+    ``STATS_PER_ROW[kind]`` f32 statistics; a ring all-reduce over the K chips
+    splitting ``over`` sends ``2 (K-1)/K`` of them.
+    """
+    k = mesh.group_size(layout.axes_of(over))
+    if k == 1:
+        return 0.0
+    rows = 1
+    for d, size in zip(layout.dims, layout.local_sizes(sizes, mesh)):
+        if d != over:
+            rows *= size
+    return 2 * (k - 1) / k * rows * STATS_PER_ROW[kind] * STATS_ITEMSIZE
+
+
+
+def verify_sharded(g: Graph) -> Graph:
+    """Check a sharded program: the IR is valid and every layout is what its op's rule derives."""
+    verify_graph(g)
+    if g.mesh is None:
+        raise ShardcError("a sharded program needs a mesh", g.source)
+    for stmt, _ in g.walk():
+        if isinstance(stmt, Decl) and stmt.value.layout is None:
+            raise ShardcError(f"'{stmt.value.name}' has no layout", g.source, stmt.loc)
+        if isinstance(stmt, Op):
+            if stmt.result.layout is None:
+                raise ShardcError(f"'{stmt.result.name}' has no layout", g.source, stmt.loc)
+            try:
+                got = infer(stmt.kind, stmt.attrs, stmt.operands, operand_layouts(stmt.operands),
+                            stmt.result.dims, g.mesh, g.sizes).layout
+            except ShardcError as err:
+                raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
+            if got != stmt.result.layout:
+                raise ShardcError(
+                    f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
+                    f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
+        if isinstance(stmt, Output):
+            for v in stmt.values:
+                if v.layout is not None and v.layout.partial:
+                    raise ShardcError(
+                        f"output '{v.name}' holds pending partial sums ({v.layout.format(g.mesh)}); an output "
+                        "holds complete values: reduce them first (all_reduce or reduce_scatter)",
+                        g.source, stmt.loc)
+    # Loop carries last: an annotation that is wrong inside the body is reported at its own line.
+    for rep in g.repeats:
+        for c in rep.carries:
+            if len({c.init.layout, c.arg.layout, c.next.layout}) != 1:
+                raise ShardcError(
+                    f"loop-carried '{c.arg.name}' enters the repeat as "
+                    f"{c.init.layout.format(g.mesh) if c.init.layout else '?'} but leaves a layer as "
+                    f"{c.next.layout.format(g.mesh) if c.next.layout else '?'}", g.source, rep.loc)
+    return g
+
+
+def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
+    """The collectives of an already-sharded program (reasons: as written in it)."""
+    assert g.mesh is not None
+    out = []
+    repeats = g.repeats
+    for stmt, rep in g.walk():
+        if isinstance(stmt, Op) and stmt.kind in STATS_PER_ROW:
+            assert isinstance(stmt.attrs, OverAttrs) and stmt.result.layout is not None
+            axes = stmt.result.layout.axes_of(stmt.attrs.dim)
+            if axes:
+                out.append(CollectiveRecord(
+                    stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stmt.result.layout,
+                    stmt.result.layout, stats_bytes(stmt.kind, stmt.result.layout, stmt.attrs.dim, g.sizes,
+                                                    g.mesh),
+                    rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
+                    f"{stmt.kind} statistics over {stmt.attrs.dim}, which is split over {''.join(axes)} "
+                    "(a small all-reduce inside the op)", implicit=True))
+        if isinstance(stmt, Op) and stmt.kind.is_collective:
+            (operand,) = stmt.inputs
+            a = stmt.attrs
+            assert isinstance(a, CollectiveAttrs) and operand.layout and stmt.result.layout
+            nbytes = _step_bytes(stmt, operand, g)
+            out.append(CollectiveRecord(
+                stmt.result.name or "", stmt.kind, a.axes, a.dim, a.src, a.dst, operand.layout,
+                stmt.result.layout, nbytes, rep.count if rep else 1,
+                repeats.index(rep) if rep else None, stmt.loc.line, "written in the sharded program"))
+    return tuple(out)
+
+
+def _step_bytes(op: Op, operand: Value, g: Graph) -> float:
+    assert g.mesh is not None and operand.layout is not None and op.result.layout is not None
+    assert isinstance(op.attrs, CollectiveAttrs)
+    return collective_bytes(op.kind, op.attrs, operand.layout, op.result.layout, g.sizes, g.mesh,
+                            operand.dtype.bytes)
