@@ -11,6 +11,8 @@ The public API (stable; see DESIGN.md)::
 
 Only what works is exported.
 """
+import importlib.metadata
+
 from shardc.cost.model import estimate
 from shardc.errors import ShardcError
 from shardc.execute.emulate import Emulation, emulate
@@ -51,4 +53,4 @@ __all__ = [
     "verify_sharded",
     "summarize",
 ]
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("shardc")  # one version: pyproject.toml's

@@ -59,6 +59,23 @@ class Loc:
 NOLOC = Loc()
 
 
+def render_diagnostic(severity: str, message: str, source: Source | None, loc: Loc, hint: str | None = None) -> str:
+    """``file:line:col: SEVERITY: message``, then the source line and a caret under the column."""
+    if source is not None and loc:
+        head = f"{source.filename}:{loc.line}:{loc.col}: {severity}: {message}"
+        text = source.line_text(loc.line)
+        # Keep tabs so the caret lines up under the same terminal column.
+        pad = "".join("\t" if ch == "\t" else " " for ch in text[: max(loc.col - 1, 0)])
+        out = [head, text, pad + "^"]  # the line as written, the caret under its column
+    elif source is not None:
+        out = [f"{source.filename}: {severity}: {message}"]
+    else:
+        out = [f"{severity}: {message}"]
+    if hint:
+        out.append(f"  hint: {hint}")
+    return "\n".join(out)
+
+
 class ShardcError(Exception):
     """A user-facing error, optionally located in a source file."""
 
@@ -96,19 +113,7 @@ class ShardcError(Exception):
 
     def render(self) -> str:
         """``file:line:col: error: message``, then the source line and a caret."""
-        if self.source is not None and self.loc:
-            head = f"{self.source.filename}:{self.loc.line}:{self.loc.col}: error: {self.message}"
-            text = self.source.line_text(self.loc.line)
-            # Keep tabs so the caret lines up under the same terminal column.
-            pad = "".join("\t" if ch == "\t" else " " for ch in text[: max(self.loc.col - 1, 0)])
-            out = [head, text, pad + "^"]  # the line as written, the caret under its column
-        elif self.source is not None:
-            out = [f"{self.source.filename}: error: {self.message}"]
-        else:
-            out = [f"error: {self.message}"]
-        if self.hint:
-            out.append(f"  hint: {self.hint}")
-        return "\n".join(out)
+        return render_diagnostic("error", self.message, self.source, self.loc, self.hint)
 
     def to_json(self) -> dict[str, object]:
         """The error as ``{"error": {"file", "line", "col", "message"}}``."""

@@ -14,17 +14,19 @@ To add a subcommand, write ``_NAME_args(parser)`` (its own flags) and
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from shardc import __version__
 from shardc.cli.common import STDIN, Command, emit_json, load_graph, write_atomically
 from shardc.cli.compile import _compile_args, cmd_compile
 from shardc.cli.cost import _cost_args, cmd_cost
 from shardc.cli.verify import _verify_args, cmd_verify
-from shardc.errors import ShardcError
+from shardc.errors import ShardcError, render_diagnostic
+from shardc.ir.dataflow import unused
+from shardc.ir.graph import Decl, Op
 from shardc.ir.summary import summarize
 from shardc.language.printer import format_graph
 
@@ -36,12 +38,24 @@ def _check_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Parse and verify FILE; print its summary (text, or one JSON object)."""
-    summary = summarize(load_graph(args)[0])
+    g = load_graph(args)[0]
+    summary = summarize(g)
+    warnings = [_unused_warning(stmt) for stmt in unused(g)]
     if args.json:
-        emit_json(summary.to_json())
+        emit_json({**summary.to_json(), "warnings": [
+            {"file": g.source.filename if g.source else None, "line": stmt.loc.line or None,
+             "col": stmt.loc.col or None, "message": message} for stmt, message in warnings]})
     else:
+        for stmt, message in warnings:
+            print(render_diagnostic("warning", message, g.source, stmt.loc), file=sys.stderr)
         sys.stdout.write(summary.to_text())
     return 0
+
+
+def _unused_warning(stmt: Decl | Op) -> tuple[Decl | Op, str]:
+    if isinstance(stmt, Decl):
+        return stmt, f"{stmt.kind} '{stmt.value.name}' is declared but no output depends on it"
+    return stmt, f"'{stmt.result.name}' is computed but no output depends on it"
 
 
 # --- shardc fmt -----------------------------------------------------------------------------
@@ -130,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shardc", description="shardc: a sharding compiler for transformer inference.",
         epilog=f"examples:\n{examples}\n\nRun 'shardc COMMAND --help' for a command's flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"shardc {__version__}")
+    parser.add_argument("--version", action="version", version=f"shardc {importlib.metadata.version('shardc')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = common_flags()
     for c in COMMANDS:

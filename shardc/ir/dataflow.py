@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from shardc.ir.graph import Decl, Graph, Op, Output, Repeat, Value
+from shardc.ir.graph import Decl, Graph, Op, Output, Repeat
 
 
 def dataflow(g: Graph) -> nx.DiGraph:
@@ -36,27 +36,24 @@ def dataflow(g: Graph) -> nx.DiGraph:
     return dag
 
 
-def topological_order(g: Graph) -> list[int]:
-    """Value ids so that every value comes after the values it is computed from."""
-    return list(nx.lexicographical_topological_sort(dataflow(g)))
+def unused(g: Graph) -> list[Decl | Op]:
+    """Declarations and named assignments that no ``output`` depends on, in program order.
 
-
-def users(g: Graph, value: Value) -> list[int]:
-    """Ids of the values computed directly from ``value``."""
-    return sorted(dataflow(g).successors(value.id))
-
-
-def output_ids(g: Graph) -> set[int]:
-    """Ids of every value named by an ``output`` statement."""
-    return {v.id for stmt, _ in g.walk() if isinstance(stmt, Output) for v in stmt.values}
-
-
-def dead_values(g: Graph) -> list[int]:
-    """Ids of values that no output depends on (declarations included)."""
+    ``shardc check`` warns about them: a weight nobody reads still takes memory on every chip, and a
+    value nobody reads is usually a typo in a later statement.  Loop carries count as uses (a value
+    carried into the next layer feeds that layer's outputs).
+    """
     dag = dataflow(g)
     live: set[int] = set()
-    for out in output_ids(g):
-        live.add(out)
-        live |= nx.ancestors(dag, out)
-    # A carried value feeds later layers, whose outputs are the same nodes.
-    return sorted(n for n in dag.nodes if n not in live)
+    for stmt, _ in g.walk():
+        if isinstance(stmt, Output):
+            for v in stmt.values:
+                live.add(v.id)
+                live |= nx.ancestors(dag, v.id)
+    found: list[Decl | Op] = []
+    for stmt, _ in g.walk():
+        if isinstance(stmt, Decl) and stmt.value.id not in live:
+            found.append(stmt)
+        elif isinstance(stmt, Op) and stmt.result.name and stmt.result.id not in live:
+            found.append(stmt)
+    return found
