@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 import shardc
 from shardc.testing import layouts, meshes
 
-LAYER = open(__import__("pathlib").Path(__file__).parents[1] / "examples/tiny_ffn.model").read()  # param win : f32[E, F], param wout : f32[F, E]
+LAYER = open(__import__("pathlib").Path(__file__).parents[1] / "examples/tiny_ffn.model").read()
+# tiny_ffn declares param win : f32[E, F] and param wout : f32[F, E]
 
 @settings(max_examples=100, deadline=None)
 @given(st.data())

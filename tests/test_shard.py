@@ -409,7 +409,8 @@ def test_sharded_program_keeps_its_mesh() -> None:
 
 
 # --- 4. the verifier catches tampering -----------------------------------------------------
-ASSIGN_RE = re.compile(r"^(\s*)([a-z_][a-z0-9_]*)(\s*=\s*)(.*?)(\s+@\s+)([A-Za-z_]+)( \(partialsum-[a-z]+\))?(\s*#.*)?$")
+ASSIGN_RE = re.compile(r"^(\s*)([a-z_][a-z0-9_]*)(\s*=\s*)(.*?)(\s+@\s+)([A-Za-z_]+)"
+                       r"( \(partialsum-[a-z]+\))?(\s*#.*)?$")
 
 
 def printed(name: str, ffn: str, attention: str | None = None, sizes=(), mesh=None) -> str:

@@ -89,15 +89,7 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        # A device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``): renaming a temporary
-        # file over it would replace the device node itself, so write into it instead.
-        if stat.S_ISDIR(st.st_mode):
-            raise ShardcError(f"cannot write {path}: it is a directory")
-        try:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-        except OSError as err:
-            raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+        _write_into(path, st, text)
         return
     if st is not None:
         mode = st.st_mode & 0o7777
@@ -122,6 +114,20 @@ def write_atomically(path: Path, text: str) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+        raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+
+
+def _write_into(path: Path, st: os.stat_result, text: str) -> None:
+    """Write into a device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``).
+
+    Renaming a temporary file over it would replace the node itself, so it is opened and written.
+    """
+    if stat.S_ISDIR(st.st_mode):
+        raise ShardcError(f"cannot write {path}: it is a directory")
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    except OSError as err:
         raise ShardcError(f"cannot write {path}: {err.strerror}") from None
 
 

@@ -29,7 +29,7 @@ def scatter(array: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
     shape: list[int] = []
     block_pos: dict[str, int] = {}  # mesh axis -> position of its block axis after the reshape
     local_pos: list[int] = []
-    for (d, axes), size in zip(layout.split, array.shape):
+    for (_, axes), size in zip(layout.split, array.shape):
         for a in axes:
             block_pos[a] = len(shape)
             shape.append(mesh.size(a))
@@ -60,7 +60,7 @@ def assemble(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
     pos = {a: i for i, a in enumerate(split_axes)}
     order: list[int] = []
     shape: list[int] = []
-    for i, (d, axes) in enumerate(layout.split):
+    for i, (_, axes) in enumerate(layout.split):
         order.extend(pos[a] for a in axes)
         order.append(len(split_axes) + i)
         shape.append(data.shape[len(split_axes) + i] * mesh.group_size(axes))
@@ -100,7 +100,7 @@ def all_gather(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], mesh:
     """Concatenate the blocks of ``axes`` (a suffix of each dim holding them) on every chip."""
     m = len(mesh.axes)
     data = stacked
-    for i, (d, held) in enumerate(layout.split):
+    for i, (_, held) in enumerate(layout.split):
         gathered = [a for a in held if a in axes]
         if not gathered:
             continue

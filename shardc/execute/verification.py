@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+import networkx as nx
 import numpy as np
 
 from shardc.errors import ShardcError
@@ -31,7 +32,7 @@ from shardc.execute.emulate import Counters, ReplicaError, emulate
 from shardc.execute.emulate import estimate_bytes as emulation_bytes
 from shardc.execute.reference import DEFAULT_MAX_BYTES, _np_dtype, reference
 from shardc.execute.reference import estimate_bytes as reference_bytes
-from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs
+from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs, Value
 from shardc.ir.transforms import with_sizes
 from shardc.units import human_bytes
 
@@ -172,11 +173,30 @@ def _runs(g: Graph, op: Op, layers: int | None) -> int:
 
 def shrink_sizes(sg: Graph, floor: int = 4) -> dict[str, int]:
     """The smallest size of each dim that every layout of ``sg`` can split (see module doc)."""
+    need = _split_needs(sg)
+    # relabel(a, L=S) needs equal sizes: the dims it ties (connected components) share one size.
+    ties = nx.Graph()
+    ties.add_nodes_from(need)
+    for op in sg.ops():
+        if op.kind is OpKind.RELABEL:
+            assert isinstance(op.attrs, RelabelAttrs)
+            ties.add_edges_from(op.attrs.renames)
+    sizes = sg.sizes
+    out = {}
+    for dims in nx.connected_components(ties):
+        step = math.lcm(*(need[d] for d in dims))
+        for d in dims:
+            out[d] = min(sizes[d], step * max(1, -(-floor // step)))
+    return {d: out[d] for d in need}
+
+
+def _split_needs(sg: Graph) -> dict[str, int]:
+    """Dim -> the least common multiple of the group sizes its layouts in ``sg`` split it over."""
     mesh = sg.mesh
     assert mesh is not None
     need = {d: 1 for d, _ in sg.dims}
     for stmt, _ in sg.walk():
-        values = []
+        values: list[Value] = []
         if isinstance(stmt, Op):
             values = [stmt.result, *stmt.inputs]
         elif isinstance(stmt, Decl):
@@ -185,28 +205,7 @@ def shrink_sizes(sg: Graph, floor: int = 4) -> dict[str, int]:
             if v.layout is not None:
                 for d, axes in v.layout.split:
                     need[d] = math.lcm(need[d], mesh.group_size(axes))
-    # relabel(a, L=S) needs equal sizes: dims it ties share one size.
-    group = {d: d for d in need}
-
-    def root(d: str) -> str:
-        while group[d] != d:
-            d = group[d]
-        return d
-
-    for op in sg.ops():
-        if op.kind is OpKind.RELABEL:
-            assert isinstance(op.attrs, RelabelAttrs)
-            for old, new in op.attrs.renames:
-                group[root(old)] = root(new)
-    tied: dict[str, int] = {}
-    for d in need:
-        tied[root(d)] = math.lcm(tied.get(root(d), 1), need[d])
-    sizes = sg.sizes
-    out = {}
-    for d in need:
-        step = tied[root(d)]
-        out[d] = min(sizes[d], step * max(1, -(-floor // step)))
-    return out
+    return need
 
 
 def shrink(sg: Graph, floor: int = 4) -> Graph:
