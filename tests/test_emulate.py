@@ -110,7 +110,8 @@ def with_partials(array: np.ndarray, layout: Layout, mesh: Mesh, seed: int) -> n
     return base / mesh.group_size(tuple(layout.partial)) + noise
 
 
-def legal_collectives(layout: Layout, sizes: dict[str, int], mesh: Mesh) -> list[tuple[OpKind, CollectiveAttrs, Layout]]:
+def legal_collectives(layout: Layout, sizes: dict[str, int],
+                      mesh: Mesh) -> list[tuple[OpKind, CollectiveAttrs, Layout]]:
     """Every (collective, attrs) that ``reshard.apply_collective`` accepts on ``layout``, and its result."""
     out = []
     dims = layout.dims
@@ -406,7 +407,7 @@ w2 = all_gather(w1, over=x) @ EF
 y = einsum("BE,EF->BF", h, w2) @ BF
 output y
 """)
-    from shardc.execute.emulate import estimate_bytes
+    from shardc.execute.emulate import emulation_footprint
 
     tracemalloc.start()
     try:
@@ -414,4 +415,5 @@ output y
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak <= estimate_bytes(sg, "f32"), f"peak {peak / 2**20:.1f} MiB > estimate {estimate_bytes(sg) / 2**20:.1f} MiB"
+    bound = emulation_footprint(sg, "f32")
+    assert peak <= bound, f"peak {peak / 2**20:.1f} MiB > estimate {bound / 2**20:.1f} MiB"

@@ -14,9 +14,9 @@ from shardc.execute.reference import (
     IMPLS,
     SeededData,
     draw,
-    estimate_bytes,
     fan_ins,
     reference,
+    reference_footprint,
     seed_key,
 )
 from shardc.ir.graph import Decl, OpKind
@@ -472,7 +472,7 @@ repeat 1000000 {
     with pytest.raises(shardc.ShardcError, match="max_bytes"):
         reference(g)
     assert reference(g, layers=2)["x"].shape == (2, 1000, 1000)
-    need, _ = estimate_bytes(g, "f32", layers=2)
+    need, _ = reference_footprint(g, "f32", layers=2)
     assert need < 100 * 2**20
 
 
@@ -480,5 +480,5 @@ def test_memory_guard_limit_is_a_keyword():
     g = shardc.load(EXAMPLES / "tiny_ffn.model")
     with pytest.raises(shardc.ShardcError):
         reference(g, max_bytes=1000)
-    need, _ = estimate_bytes(g, "f64")
+    need, _ = reference_footprint(g, "f64")
     reference(g, dtype="f64", max_bytes=need)

@@ -45,7 +45,7 @@ __all__ = [
     "ReplicaError",
     "SCRATCH_ARRAYS",
     "emulate",
-    "estimate_bytes",
+    "emulation_footprint",
 ]
 
 
@@ -191,7 +191,7 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
 SCRATCH_ARRAYS = 3
 
 
-def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
+def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
     """Bytes an emulated run of the sharded ``g`` holds at most (Python ints; nothing allocated).
 
     Every stacked value of the top level and of one layer of each repeat (all

@@ -20,7 +20,7 @@ so a sharded program (other ids, same declaration names) draws the same data.
 See :func:`draw` for the distributions.
 
 Memory guard.  Before anything proportional to the dims is allocated, the run's
-footprint is estimated (:func:`estimate_bytes`) and a :class:`ShardcError` is
+footprint is estimated (:func:`reference_footprint`) and a :class:`ShardcError` is
 raised when it exceeds ``max_bytes``.
 """
 from __future__ import annotations
@@ -292,7 +292,7 @@ def _layers_run(rep: Repeat, layers: int | None) -> int:
     return rep.count if layers is None else min(layers, rep.count)
 
 
-def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> tuple[int, str]:
+def reference_footprint(g: Graph, dtype: str = "f32", layers: int | None = None) -> tuple[int, str]:
     """An upper bound on the bytes :func:`reference` holds at once, and the largest tensor.
 
     Counts every top-level declaration and op result, one layer's declarations
@@ -329,7 +329,7 @@ def estimate_bytes(g: Graph, dtype: str = "f32", layers: int | None = None) -> t
 
 
 def _check_memory(g: Graph, dtype: str, layers: int | None, max_bytes: int) -> None:
-    need, largest = estimate_bytes(g, dtype, layers)
+    need, largest = reference_footprint(g, dtype, layers)
     if need > max_bytes:
         raise ShardcError(
             f"the reference run of {g.name!r} needs about {human_bytes(need)} ({need} bytes), more than "

@@ -28,10 +28,8 @@ import numpy as np
 
 from shardc.errors import ShardcError
 from shardc.execute import chips
-from shardc.execute.emulate import Counters, ReplicaError, emulate
-from shardc.execute.emulate import estimate_bytes as emulation_bytes
-from shardc.execute.reference import DEFAULT_MAX_BYTES, _np_dtype, reference
-from shardc.execute.reference import estimate_bytes as reference_bytes
+from shardc.execute.emulate import Counters, ReplicaError, emulate, emulation_footprint
+from shardc.execute.reference import DEFAULT_MAX_BYTES, _np_dtype, reference, reference_footprint
 from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs, Value
 from shardc.ir.transforms import with_sizes
 from shardc.units import human_bytes
@@ -150,13 +148,13 @@ def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | Non
     Both runs are held at once, and the reference keeps every intermediate
     value (one per op and layer) to locate the first mismatch.
     """
-    ref, biggest = reference_bytes(sg, dtype, layers)
+    ref, biggest = reference_footprint(sg, dtype, layers)
     item = _np_dtype(dtype).itemsize
     kept = sum(math.prod(sg.sizes[d] for d in op.result.dims) * item * _runs(sg, op, layers)
                for op in sg.ops())
-    need = ref + kept + emulation_bytes(sg, dtype, layers)
+    need = ref + kept + emulation_footprint(sg, dtype, layers)
     if source is not None:
-        need += reference_bytes(source, dtype, layers)[0]
+        need += reference_footprint(source, dtype, layers)[0]
     if need > max_bytes:
         raise ShardcError(
             f"verifying {sg.name} would need about {human_bytes(need)} of host memory, more than the limit of "
