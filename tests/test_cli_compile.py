@@ -310,22 +310,3 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert "compile" in out
 
-
-def test_output_into_a_fifo_keeps_the_fifo(tmp_path: Path) -> None:
-    """``-o`` onto something that is not a regular file writes into it, never renames over it.
-
-    A FIFO in a temporary folder stands in for a device such as ``/dev/null``.
-    """
-    import threading
-
-    from shardc.cli.common import write_atomically
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
-    got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
-    reader.start()
-    write_atomically(fifo, "model m\n")
-    reader.join(timeout=10)
-    assert got == ["model m\n"]
-    assert fifo.is_fifo()  # still the FIFO, not a regular file put in its place
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary left behind

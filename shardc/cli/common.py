@@ -7,6 +7,7 @@ Each subcommand module (:mod:`shardc.cli`, :mod:`shardc.cli_compile`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -76,21 +77,35 @@ def emit_json(obj: object) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace (or create) ``path`` with ``text`` so a crash never leaves half a file.
+    """Replace (or create) ``path`` with ``text`` so that a crash never leaves half a file.
 
-    An existing file keeps its permissions; a new one gets the usual ``0o666 & ~umask``
-    (not the 0600 of the temporary file it is renamed from).
+    Only a regular file (or a new path) is replaced atomically: the text goes to a temporary file in
+    the same folder, which is renamed over the target; the temporary is removed on every way out
+    (an error, Ctrl-C).  A replaced file keeps its permissions and, where the process may set it, its
+    owner; a new one gets the usual ``0o666 & ~umask``.  A symlink is written through, not replaced.
+    A device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``) is written into, never renamed
+    over.  A read-only file is an error, even for root.
     """
-    path = path.resolve()  # write through a symlink rather than replacing it
-    if not path.parent.is_dir():
-        raise ShardcError(f"cannot write {path}: no such directory {path.parent}")
     try:
-        st = path.stat()
-    except OSError:
+        st: os.stat_result | None = os.stat(path)  # follows symlinks: what the name points at
+    except FileNotFoundError:
         st = None
+    except OSError as err:
+        raise ShardcError(f"cannot write {path}: {err.strerror}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         _write_into(path, st, text)
         return
+    target = path.resolve()  # write through a symlink rather than replacing it
+    if not target.parent.is_dir():
+        raise ShardcError(f"cannot write {path}: no such directory {target.parent}")
+    if st is not None and not st.st_mode & 0o222:
+        raise ShardcError(f"cannot write {path}: it is read-only",
+                          hint="make it writable (chmod u+w) or write elsewhere with -o")
+    _replace(target, st, text)
+
+
+def _replace(target: Path, st: os.stat_result | None, text: str) -> None:
+    """Write ``text`` to a temporary beside ``target`` and rename it over ``target``."""
     if st is not None:
         mode = st.st_mode & 0o7777
     else:
@@ -98,23 +113,23 @@ def write_atomically(path: Path, text: str) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as err:
-        raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+        raise ShardcError(f"cannot write {target}: {err.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        try:
-            os.chmod(tmp, mode)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
+        os.chmod(tmp, mode)
+        if st is not None and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+            with contextlib.suppress(OSError):  # only root may give a file away
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, target)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
-        raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+        if isinstance(err, OSError):
+            raise ShardcError(f"cannot write {target}: {err.strerror}") from None
+        raise
 
 
 def _write_into(path: Path, st: os.stat_result, text: str) -> None:
