@@ -93,7 +93,8 @@ BATCH_REDUCE_INTO = ("B",)  # attention by batch: partial sums may also land on 
 Roles = tuple[Role, ...]
 RoleMap = tuple[tuple[str, Roles], ...]
 AxisMap = tuple[tuple[str, tuple[str, ...]], ...]
-RoleAssignment = Mapping[Union[Role, str], Union[str, Sequence[str], None]]
+PlayedBy = Union[str, Sequence[str], None]  # one mesh axis, several (major first), or none
+RoleAssignment = Union[Mapping[Role, PlayedBy], Mapping[str, PlayedBy], Mapping[Union[Role, str], PlayedBy]]
 """Which mesh axes play each role: ``{Role.X: "z", Role.Y: "x", Role.Z: "y"}`` (or
 letters as keys, ``{"x": "z", ...}``); a role may be played by several axes (a
 tuple, major first) or by none."""
