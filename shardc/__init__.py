@@ -9,6 +9,11 @@ The public API (stable; see DESIGN.md)::
     sg = shardc.shard(g, "4x4x4", ffn="2d-ws", attention="batch")  # sharded Graph
     rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
 
+    # the paper's presets are data in role letters (x, y, z); bind one to a mesh,
+    # choosing which mesh axis plays which role, or build a Preset of one's own
+    s = shardc.bind(shardc.PRESETS[shardc.FFN.WS_2D], "4x4x4", "batch", roles={"x": "z", "y": "x", "z": "y"})
+    sg = shardc.shard(g, strategy=s)                      # the mesh is the one s is bound to
+
 Only what works is exported.
 """
 import importlib.metadata
@@ -24,6 +29,7 @@ from shardc.ir.mesh import Mesh
 from shardc.ir.summary import Summary, summarize
 from shardc.language.lower import load, parse
 from shardc.language.printer import format_graph as format
+from shardc.sharding.presets import FFN, PRESETS, Attention, Preset, Role, Strategy, bind, default_roles
 from shardc.sharding.shard import shard, shard_program
 from shardc.sharding.sharded import ShardResult, verify_sharded
 
@@ -49,6 +55,14 @@ __all__ = [
     "shrink",
     "shard",
     "shard_program",
+    "Attention",
+    "FFN",
+    "PRESETS",
+    "Preset",
+    "Role",
+    "Strategy",
+    "bind",
+    "default_roles",
     "ShardResult",
     "verify_sharded",
     "summarize",

@@ -150,7 +150,7 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
     """``--ffn`` and ``--attention``: left None so :func:`shard_program` applies its defaults.
 
     Not argparse ``choices``: an unknown preset is a :class:`ShardcError` from the
-    strategies module (one message listing the valid ones, JSON under ``--json``).
+    presets module (one message listing the valid ones, JSON under ``--json``).
     """
     parser.add_argument("--ffn", metavar="PRESET",
                         help=f"feed-forward layout: {', '.join(FFN_CHOICES)}, or none (layouts from the "

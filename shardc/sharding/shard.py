@@ -51,7 +51,7 @@ from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.transforms import renumber, with_mesh
 from shardc.sharding.candidates import CANDIDATES, Candidate, OpView
-from shardc.sharding.presets import Strategy, make_strategy
+from shardc.sharding.presets import Attention, PresetChoice, RoleAssignment, Strategy, make_strategy
 from shardc.sharding.reshard import Step, reshard
 from shardc.sharding.rules import infer, operand_layouts
 from shardc.sharding.sharded import (
@@ -390,10 +390,13 @@ def _describe(op: Op) -> str:
 
 
 # --- public entry points -------------------------------------------------------------------
-def resolve_mesh(g: Graph, mesh: Mesh | str | None) -> Mesh:
-    """``mesh`` (a Mesh or spec such as "4x4x4"), else the program's mesh line, else an error."""
+def resolve_mesh(g: Graph, mesh: Mesh | str | None, strategy: PresetChoice = None) -> Mesh:
+    """``mesh`` (a Mesh or spec such as "4x4x4"), else the mesh ``strategy`` is bound to (a
+    :class:`Strategy`), else the program's mesh line, else an error."""
     if isinstance(mesh, str):
         mesh = Mesh.parse(mesh)
+    if mesh is None and isinstance(strategy, Strategy):
+        mesh = strategy.mesh
     if mesh is None:
         mesh = g.mesh
     if mesh is None:
@@ -402,10 +405,15 @@ def resolve_mesh(g: Graph, mesh: Mesh | str | None) -> Mesh:
     return mesh
 
 
-def shard_program(g: Graph, mesh: Mesh | str | None = None, ffn: str | None = None,
-                  attention: str | None = None) -> ShardResult:
+def shard_program(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoice = None,
+                  attention: Attention | str | None = None, *, ffn: str | None = None,
+                  roles: RoleAssignment | None = None) -> ShardResult:
     """Shard ``g`` and report the collectives (see :func:`shard`)."""
-    mesh = resolve_mesh(g, mesh)
+    if ffn is not None:
+        if strategy is not None:
+            raise ShardcError("give the feed-forward preset once: as the strategy or as ffn=, not both")
+        strategy = ffn
+    mesh = resolve_mesh(g, mesh, strategy)
     if g.is_sharded:
         if mesh != g.mesh:
             raise ShardcError(f"the program is already sharded for mesh {g.mesh.spec() if g.mesh else '?'}; "
@@ -414,16 +422,23 @@ def shard_program(g: Graph, mesh: Mesh | str | None = None, ffn: str | None = No
         return ShardResult(g, None, collectives_of(g))
     if g.mesh != mesh:
         g = with_mesh(g, mesh)
-    strategy = make_strategy(g, mesh, ffn, attention)
-    return _Sharder(g, mesh, strategy).run()
+    bound = make_strategy(g, mesh, strategy, attention, roles)
+    return _Sharder(g, mesh, bound).run()
 
 
-def shard(g: Graph, mesh: Mesh | str | None = None, ffn: str | None = None,
-          attention: str | None = None) -> Graph:
+def shard(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoice = None,
+          attention: Attention | str | None = None, *, ffn: str | None = None,
+          roles: RoleAssignment | None = None) -> Graph:
     """The sharded program: every value has a layout, every collective is an op.
 
-    ``ffn`` is one of ``1d-ws 2d-ws wg-x wg-xy wg-xyz`` (default ``2d-ws``) and
-    ``attention`` ``heads`` or ``batch`` (default: ``batch`` when the program
-    reads a KV cache and the batch divides over the mesh).
+    ``strategy`` is a :class:`~shardc.sharding.presets.Strategy` (a preset already
+    bound to a mesh, see :func:`~shardc.sharding.presets.bind`), a
+    :class:`~shardc.sharding.presets.Preset` of one's own, or the name of one of
+    the paper's: ``1d-ws 2d-ws wg-x wg-xy wg-xyz`` or ``none`` (default
+    ``2d-ws``; ``ffn=`` is the same by keyword).  ``attention`` is ``heads`` or
+    ``batch`` (default: ``batch`` when the program reads a KV cache and the
+    batch divides over the mesh), and ``roles`` says which mesh axes play the
+    preset's roles x, y, z (default: in order; see
+    :func:`~shardc.sharding.presets.default_roles`); neither goes with a Strategy.
     """
-    return shard_program(g, mesh, ffn, attention).graph
+    return shard_program(g, mesh, strategy, attention, ffn=ffn, roles=roles).graph
