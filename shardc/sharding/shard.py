@@ -58,9 +58,9 @@ from shardc.sharding.sharded import (
     CollectiveRecord,
     ShardResult,
     collectives_of,
-    stats_bytes,
     verify_sharded,
 )
+from shardc.sharding.stats import stats_allreduce
 from shardc.sharding.sums import SumChains
 
 __all__ = [
@@ -287,8 +287,9 @@ class _Sharder(SumChains):
 
     def record_stats(self, op: Op, result: Value) -> None:
         assert isinstance(op.attrs, OverAttrs) and result.layout is not None
-        axes = result.layout.axes_of(op.attrs.dim)
-        nbytes = stats_bytes(op.kind, result.layout, op.attrs.dim, self.sizes, self.mesh)
+        stats = stats_allreduce(op.kind, result.layout, op.attrs.dim, self.sizes, self.mesh)
+        assert stats is not None
+        axes, nbytes = stats.axes, stats.bytes_per_chip
         reason = (f"{op.kind} statistics over {op.attrs.dim}, which is split over {''.join(axes)} "
                   f"(a small all-reduce inside the op on line {op.loc.line})")
         self.records.append(CollectiveRecord(

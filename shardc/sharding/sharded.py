@@ -7,7 +7,7 @@ derives from its operands' layouts, outputs hold complete values and a
 loop-carried value keeps one layout.  Each collective is described by a
 :class:`CollectiveRecord` -- what it moves, how many bytes each chip sends, how
 often it runs and why it is there -- including the small statistics all-reduce
-inside a norm or softmax over a split dim (:func:`stats_bytes`).  The sharding
+inside a norm or softmax over a split dim (:mod:`shardc.sharding.stats`).  The sharding
 pass (:mod:`shardc.shard`) returns a :class:`ShardResult`;
 :func:`collectives_of` recovers the records of a program that arrives sharded
 already (printed sharded text, parsed back).
@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shardc.errors import ShardcError
-from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output, OverAttrs, Value
+from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.verifier import verify_graph
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import collective_bytes
 from shardc.sharding.rules import infer, operand_layouts
+from shardc.sharding.stats import op_stats
 
 
 @dataclass(frozen=True)
@@ -71,29 +72,6 @@ class ShardResult:
     collectives: tuple[CollectiveRecord, ...] = field(default=())
 
 
-# Statistics per row that a norm or softmax all-reduces when its dim is split (f32 each).
-STATS_PER_ROW = {OpKind.LAYERNORM: 2, OpKind.RMSNORM: 1, OpKind.SOFTMAX: 2}
-STATS_ITEMSIZE = 4
-
-
-def stats_bytes(kind: OpKind, layout: Layout, over: str, sizes: dict[str, int], mesh: Mesh) -> float:
-    """Bytes each chip sends in the statistics all-reduce of a norm/softmax over a split dim.
-
-    Each row (every index of the other dims held locally) has
-    ``STATS_PER_ROW[kind]`` f32 statistics; a ring all-reduce over the K chips
-    splitting ``over`` sends ``2 (K-1)/K`` of them.
-    """
-    k = mesh.group_size(layout.axes_of(over))
-    if k == 1:
-        return 0.0
-    rows = 1
-    for d, size in zip(layout.dims, layout.local_sizes(sizes, mesh)):
-        if d != over:
-            rows *= size
-    return 2 * (k - 1) / k * rows * STATS_PER_ROW[kind] * STATS_ITEMSIZE
-
-
-
 def verify_sharded(g: Graph) -> Graph:
     """Check a sharded program: the IR is valid and every layout is what its op's rule derives."""
     verify_graph(g)
@@ -138,17 +116,15 @@ def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
     out = []
     repeats = g.repeats
     for stmt, rep in g.walk():
-        if isinstance(stmt, Op) and stmt.kind in STATS_PER_ROW:
-            assert isinstance(stmt.attrs, OverAttrs) and stmt.result.layout is not None
-            axes = stmt.result.layout.axes_of(stmt.attrs.dim)
-            if axes:
-                out.append(CollectiveRecord(
-                    stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stmt.result.layout,
-                    stmt.result.layout, stats_bytes(stmt.kind, stmt.result.layout, stmt.attrs.dim, g.sizes,
-                                                    g.mesh),
-                    rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
-                    f"{stmt.kind} statistics over {stmt.attrs.dim}, which is split over {''.join(axes)} "
-                    "(a small all-reduce inside the op)", implicit=True))
+        stats = op_stats(stmt, g.sizes, g.mesh) if isinstance(stmt, Op) else None
+        if isinstance(stmt, Op) and stats is not None:
+            axes = stats.axes
+            out.append(CollectiveRecord(
+                stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stats.layout,
+                stats.layout, stats.bytes_per_chip,
+                rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
+                f"{stmt.kind} statistics over {stats.over}, which is split over {''.join(axes)} "
+                "(a small all-reduce inside the op)", implicit=True))
         if isinstance(stmt, Op) and stmt.kind.is_collective:
             (operand,) = stmt.inputs
             a = stmt.attrs
