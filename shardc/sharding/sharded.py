@@ -7,29 +7,33 @@ derives from its operands' layouts, outputs hold complete values and a
 loop-carried value keeps one layout.  Each collective is described by a
 :class:`CollectiveRecord` -- what it moves, how many bytes each chip sends, how
 often it runs and why it is there -- including the small statistics all-reduce
-inside a norm or softmax over a split dim (:mod:`shardc.sharding.stats`).  The sharding
-pass (:mod:`shardc.shard`) returns a :class:`ShardResult`;
-:func:`collectives_of` recovers the records of a program that arrives sharded
-already (printed sharded text, parsed back).
+inside a norm or softmax over a split dim (:mod:`shardc.sharding.stats`).
+
+The sharded graph is the one source of the records: :func:`collectives_of`
+derives them from it.  The sharding pass (:mod:`shardc.shard`) adds only the
+reason of each collective it inserted and returns a :class:`ShardResult`; a
+program that arrives sharded already (printed sharded text, parsed back) gets
+the same records with reasons saying they were written in it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from shardc.errors import ShardcError
-from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output, Value
+from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.verifier import verify_graph
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import collective_bytes
 from shardc.sharding.rules import infer, operand_layouts
-from shardc.sharding.stats import op_stats
+from shardc.sharding.stats import describe_stats, op_stats
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CollectiveRecord:
-    """One collective of a sharded program, and why the pass put it there."""
+    """One collective of a sharded program, and why it is there (built by :func:`collectives_of`)."""
 
     value: str  # the name of its result in the printed program
     kind: OpKind
@@ -110,35 +114,41 @@ def verify_sharded(g: Graph) -> Graph:
     return g
 
 
-def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
-    """The collectives of an already-sharded program (reasons: as written in it)."""
+def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None) -> tuple[CollectiveRecord, ...]:
+    """The collectives of the sharded program ``g``, in program order, derived from it alone.
+
+    One record per collective op and one per statistics all-reduce inside a norm or
+    softmax over a split dim (:mod:`shardc.sharding.stats`); everything in a record but
+    its reason is read off the graph.  ``reasons`` maps the result id of a collective op
+    (or of the norm or softmax, for its statistics) to why it is there -- what the
+    sharding pass knows.  A collective without one is "written in the sharded program";
+    statistics without one say what they are.
+    """
     assert g.mesh is not None
+    reasons = reasons or {}
     out = []
     repeats = g.repeats
     for stmt, rep in g.walk():
-        stats = op_stats(stmt, g.sizes, g.mesh) if isinstance(stmt, Op) else None
-        if isinstance(stmt, Op) and stats is not None:
-            axes = stats.axes
+        if not isinstance(stmt, Op):
+            continue
+        count, repeat, line = (rep.count if rep else 1), (repeats.index(rep) if rep else None), stmt.loc.line
+        result = stmt.result
+        stats = op_stats(stmt, g.sizes, g.mesh)
+        if stats is not None:
             out.append(CollectiveRecord(
-                stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stats.layout,
-                stats.layout, stats.bytes_per_chip,
-                rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
-                f"{stmt.kind} statistics over {stats.over}, which is split over {''.join(axes)} "
-                "(a small all-reduce inside the op)", implicit=True))
-        if isinstance(stmt, Op) and stmt.kind.is_collective:
+                value=result.name or "", kind=OpKind.ALL_REDUCE, axes=stats.axes, dim=None, src_dim=None,
+                dst_dim=None, before=stats.layout, after=stats.layout, bytes_per_chip=stats.bytes_per_chip,
+                count=count, repeat=repeat, line=line, implicit=True,
+                reason=reasons.get(result.id, describe_stats(stmt.kind, stats.over, stats.axes))))
+        if stmt.kind.is_collective:
             (operand,) = stmt.inputs
             a = stmt.attrs
-            assert isinstance(a, CollectiveAttrs) and operand.layout and stmt.result.layout
-            nbytes = _step_bytes(stmt, operand, g)
+            assert isinstance(a, CollectiveAttrs) and operand.layout is not None and result.layout is not None
             out.append(CollectiveRecord(
-                stmt.result.name or "", stmt.kind, a.axes, a.dim, a.src, a.dst, operand.layout,
-                stmt.result.layout, nbytes, rep.count if rep else 1,
-                repeats.index(rep) if rep else None, stmt.loc.line, "written in the sharded program"))
+                value=result.name or "", kind=stmt.kind, axes=a.axes, dim=a.dim, src_dim=a.src, dst_dim=a.dst,
+                before=operand.layout, after=result.layout,
+                bytes_per_chip=collective_bytes(stmt.kind, a, operand.layout, result.layout, g.sizes, g.mesh,
+                                                operand.dtype.bytes),
+                count=count, repeat=repeat, line=line,
+                reason=reasons.get(result.id, "written in the sharded program")))
     return tuple(out)
-
-
-def _step_bytes(op: Op, operand: Value, g: Graph) -> float:
-    assert g.mesh is not None and operand.layout is not None and op.result.layout is not None
-    assert isinstance(op.attrs, CollectiveAttrs)
-    return collective_bytes(op.kind, op.attrs, operand.layout, op.result.layout, g.sizes, g.mesh,
-                            operand.dtype.bytes)

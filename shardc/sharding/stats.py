@@ -46,6 +46,13 @@ class StatsAllReduce:
     bytes_per_chip: float
 
 
+def describe_stats(kind: OpKind, over: str, axes: tuple[str, ...], line: int | None = None) -> str:
+    """Why a statistics all-reduce is there (``line``: of the op, when it is worth saying)."""
+    where = f" on line {line}" if line is not None else ""
+    return (f"{kind} statistics over {over}, which is split over {''.join(axes)} "
+            f"(a small all-reduce inside the op{where})")
+
+
 def stats_axes(layout: Layout, over: str) -> tuple[str, ...]:
     """The mesh axes the statistics over ``over`` are all-reduced across: those splitting it."""
     return layout.axes_of(over)
