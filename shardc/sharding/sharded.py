@@ -77,32 +77,20 @@ class ShardResult:
 
 
 def verify_sharded(g: Graph) -> Graph:
-    """Check a sharded program: the IR is valid and every layout is what its op's rule derives."""
+    """Check a sharded program: the IR is valid and every layout is what its op's rule derives.
+
+    Declarations and outputs hold complete values, and a loop-carried value keeps one layout.
+    """
     verify_graph(g)
     if g.mesh is None:
         raise ShardcError("a sharded program needs a mesh", g.source)
     for stmt, _ in g.walk():
-        if isinstance(stmt, Decl) and stmt.value.layout is None:
-            raise ShardcError(f"'{stmt.value.name}' has no layout", g.source, stmt.loc)
-        if isinstance(stmt, Op):
-            if stmt.result.layout is None:
-                raise ShardcError(f"'{stmt.result.name}' has no layout", g.source, stmt.loc)
-            try:
-                got = infer(stmt.kind, stmt.attrs, stmt.operands, operand_layouts(stmt.operands),
-                            stmt.result.dims, g.mesh, g.sizes).layout
-            except ShardcError as err:
-                raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
-            if got != stmt.result.layout:
-                raise ShardcError(
-                    f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
-                    f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
-        if isinstance(stmt, Output):
-            for v in stmt.values:
-                if v.layout is not None and v.layout.partial:
-                    raise ShardcError(
-                        f"output '{v.name}' holds pending partial sums ({v.layout.format(g.mesh)}); an output "
-                        "holds complete values: reduce them first (all_reduce or reduce_scatter)",
-                        g.source, stmt.loc)
+        if isinstance(stmt, Decl):
+            _check_decl(stmt, g, g.mesh)
+        elif isinstance(stmt, Op):
+            _check_op(stmt, g, g.mesh)
+        elif isinstance(stmt, Output):
+            _check_output(stmt, g, g.mesh)
     # Loop carries last: an annotation that is wrong inside the body is reported at its own line.
     for rep in g.repeats:
         for c in rep.carries:
@@ -112,6 +100,41 @@ def verify_sharded(g: Graph) -> Graph:
                     f"{c.init.layout.format(g.mesh) if c.init.layout else '?'} but leaves a layer as "
                     f"{c.next.layout.format(g.mesh) if c.next.layout else '?'}", g.source, rep.loc)
     return g
+
+
+def _check_decl(d: Decl, g: Graph, mesh: Mesh) -> None:
+    layout = d.value.layout
+    if layout is None:
+        raise ShardcError(f"'{d.value.name}' has no layout", g.source, d.loc)
+    if layout.partial:  # the data a declaration names is whole: there is nothing to sum it with
+        raise ShardcError(
+            f"{d.kind} '{d.value.name}' is declared holding pending partial sums ({layout.format(mesh)}); "
+            f"a declaration holds complete values", g.source, d.loc,
+            hint=f"declare it {layout.with_partial(frozenset()).format(mesh)}: partial sums arise only from "
+                 "ops of the program (einsum, sum)")
+
+
+def _check_op(op: Op, g: Graph, mesh: Mesh) -> None:
+    if op.result.layout is None:
+        raise ShardcError(f"'{op.result.name}' has no layout", g.source, op.loc)
+    try:
+        got = infer(op.kind, op.attrs, op.operands, operand_layouts(op.operands), op.result.dims, mesh,
+                    g.sizes).layout
+    except ShardcError as err:
+        raise ShardcError(err.message, g.source, op.loc, hint=err.hint) from None
+    if got != op.result.layout:
+        raise ShardcError(
+            f"'{op.result.name}' is annotated {op.result.layout.format(mesh)} but its operands' "
+            f"layouts give {got.format(mesh)}", g.source, op.loc)
+
+
+def _check_output(out: Output, g: Graph, mesh: Mesh) -> None:
+    for v in out.values:
+        if v.layout is not None and v.layout.partial:
+            raise ShardcError(
+                f"output '{v.name}' holds pending partial sums ({v.layout.format(mesh)}); an output "
+                "holds complete values: reduce them first (all_reduce or reduce_scatter)",
+                g.source, out.loc)
 
 
 def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None) -> tuple[CollectiveRecord, ...]:
