@@ -31,6 +31,7 @@ from shardc.sharding.presets import FFN, FFN_CHOICES, Attention
 from shardc.sharding.reshard import apply_collective
 from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import ShardResult, collectives_of, verify_sharded
+from shardc.sharding.sums import SumChains
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.model"))
@@ -323,6 +324,45 @@ def test_parallel_block_reduces_once(example: str, preset: str) -> None:
     assert all(op.kind is OpKind.EINSUM for op in producers)
     assert [weights_of(op, defs) for op in producers] == [{"wo"}, {"wout"}]
     assert reduce.kind is RS and reduce.attrs.dim == "E"
+
+
+SUM_OF_FOUR = """model sums
+dims B=2, E=4
+input x : f32[B, E]
+input o : f32[B, E]
+input f : f32[B, E]
+input r : f32[B, E]
+y = x + o + f + r
+output y
+"""
+
+
+@pytest.mark.parametrize("partial, expected", [
+    ({"o", "f"}, [("o", "f"), ("x", "o+f"), ("x+o+f", "r")]),  # o and f added first
+    ({"o"}, [("x", "o"), ("x+o", "f"), ("x+o+f", "r")]),  # nothing to group: as written
+])
+def test_sum_chains_shard_through_the_pass_they_are_given(partial: set[str], expected: list) -> None:
+    """SumChains sees the pass only through the two functions it is given: it asks for the layouts
+    of the terms and hands every add, the root last, to the pass's shard_op."""
+    g = shardc.parse(SUM_OF_FOUR)
+    names: dict[int, str] = {d.value.id: d.value.name for d, _ in g.decls()}
+    layouts = {vid: Layout.replicated(("B", "E")).with_partial({"x"} if name in partial else set())
+               for vid, name in names.items()}
+    sharded_ops: list[Op] = []
+
+    def shard_op(op: Op, out: list) -> None:
+        names[op.result.id] = "+".join(names[v.id] for v in op.inputs)
+        sharded_ops.append(op)
+        out.append(op)
+
+    sums = SumChains(g, shard_op, lambda o: layouts.get(o.id))
+    adds = [op for op in g.ops() if op.kind is OpKind.ADD]
+    root = adds[-1]
+    assert [sums.is_chain_link(op) for op in adds] == [True, True, False] and sums.is_chain_root(root)
+    out: list = []
+    sums.shard(root, out)
+    assert [tuple(names[v.id] for v in op.inputs) for op in sharded_ops] == expected
+    assert out == sharded_ops and sharded_ops[-1].result == root.result
 
 
 def weights_of(einsum: Op, defs: dict[int, Op]) -> set[str]:

@@ -41,7 +41,6 @@ from shardc.ir.graph import (
     Graph,
     Op,
     Operand,
-    OpKind,
     Output,
     OverAttrs,
     Repeat,
@@ -77,9 +76,8 @@ class _Floating:
         self.block = block
 
 
-class _Sharder(SumChains):
+class _Sharder:
     def __init__(self, g: Graph, mesh: Mesh, strategy: Strategy) -> None:
-        super().__init__(g)
         self.g = g
         self.mesh = mesh
         self.strategy = strategy
@@ -94,11 +92,17 @@ class _Sharder(SumChains):
         self.repeat_index: int | None = None
         self.count = 1
         self.post = self._post_requirements()
+        self.sums = SumChains(g, self.op, self.layout_so_far)
 
     # -- helpers --------------------------------------------------------------------
     def new_value(self, name: str | None, type_: TensorType, layout: Layout) -> Value:
         self.next_id += 1
         return Value(self.next_id - 1, name, type_, layout)
+
+    def layout_so_far(self, o: Operand) -> Layout | None:
+        """The layout of the sharded counterpart of a source operand (None: a constant or unplaced)."""
+        v = self.env.get(o.id) if isinstance(o, Value) else None
+        return v.layout if v is not None else None
 
     def fresh(self, base: str | None) -> str:
         base = base or "t"
@@ -345,10 +349,10 @@ class _Sharder(SumChains):
             if isinstance(stmt, Decl):
                 self.decl(stmt, out)
             elif isinstance(stmt, Op):
-                if self.is_chain_link(stmt):
+                if self.sums.is_chain_link(stmt):
                     continue  # sharded with the sum it belongs to
-                if stmt.kind is OpKind.ADD and self.leaves(stmt) != list(stmt.operands):
-                    self.sum_chain(stmt, out)
+                if self.sums.is_chain_root(stmt):
+                    self.sums.shard(stmt, out)
                 else:
                     self.op(stmt, out)
             elif isinstance(stmt, Output):
