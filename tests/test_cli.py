@@ -246,6 +246,47 @@ def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert code == 2 and "no such file" in data["error"]["message"]
 
 
+@pytest.fixture
+def partial_decl_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[Path, int]:
+    """A sharded tiny_ffn (from ``shardc compile -o``) plus an input declared holding partial sums,
+    completed and output like any pending partial sums: valid except for the declaration."""
+    path = tmp_path / "partial_decl.model"
+    assert main(["compile", str(TINY_FFN), "-o", str(path)]) == 0
+    capsys.readouterr()
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("input x")) + 1
+    lines.insert(at, "input a : f32[E, F] @ EF (partialsum-x)")
+    lines += ["a1 = all_reduce(a, over=x) @ EF", "output a1"]
+    path.write_text("\n".join(lines) + "\n")
+    return path, at + 1
+
+
+@pytest.mark.parametrize("command", ["verify", "cost", "compile"])
+def test_partial_sums_on_a_declaration(capsys: pytest.CaptureFixture[str], partial_decl_file: tuple[Path, int],
+                                       command: str) -> None:
+    path, line = partial_decl_file
+    code, out, err = run(capsys, command, path)
+    assert code == 2 and out == "" and "Traceback" not in err
+    head, text, caret = err.splitlines()[:3]
+    assert head == (f"{path}:{line}:1: error: input 'a' is declared holding pending partial sums "
+                    "(EF (partialsum-x)); a declaration holds complete values")
+    assert text == "input a : f32[E, F] @ EF (partialsum-x)" and caret == "^"
+    code, data = run_json(capsys, command, path)
+    assert code == 2 and set(data) == {"error"}
+    error = data["error"]
+    assert (error["file"], error["line"], error["col"]) == (str(path), line, 1)
+    assert error["message"].startswith("input 'a' is declared holding pending partial sums")
+
+
+def test_partial_sums_on_a_declaration_api(partial_decl_file: tuple[Path, int]) -> None:
+    path, line = partial_decl_file
+    g = shardc.load(path)
+    assert g.is_sharded
+    with pytest.raises(shardc.ShardcError, match="declared holding pending partial sums") as info:
+        shardc.verify_sharded(g)
+    assert info.value.line == line
+
+
 @pytest.mark.parametrize("bad", ["B", "B=x", "B=", "=4", "B=0", "B=-1", "b=4", "BE=4"])
 def test_set_syntax_errors(capsys: pytest.CaptureFixture[str], bad: str) -> None:
     code, out, err = run(capsys, "check", TINY_FFN, "--set", bad)

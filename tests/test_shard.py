@@ -17,6 +17,7 @@ Tests marked ``xfail(strict=True)`` pin down bugs of the pass (see their reasons
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from shardc.ir.mesh import Mesh
 from shardc.sharding.presets import FFN, FFN_CHOICES, Attention
 from shardc.sharding.reshard import apply_collective
 from shardc.sharding.shard import shard_program
-from shardc.sharding.sharded import ShardResult, verify_sharded
+from shardc.sharding.sharded import ShardResult, collectives_of, verify_sharded
+from shardc.sharding.sums import SumChains
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.model"))
@@ -324,6 +326,45 @@ def test_parallel_block_reduces_once(example: str, preset: str) -> None:
     assert reduce.kind is RS and reduce.attrs.dim == "E"
 
 
+SUM_OF_FOUR = """model sums
+dims B=2, E=4
+input x : f32[B, E]
+input o : f32[B, E]
+input f : f32[B, E]
+input r : f32[B, E]
+y = x + o + f + r
+output y
+"""
+
+
+@pytest.mark.parametrize("partial, expected", [
+    ({"o", "f"}, [("o", "f"), ("x", "o+f"), ("x+o+f", "r")]),  # o and f added first
+    ({"o"}, [("x", "o"), ("x+o", "f"), ("x+o+f", "r")]),  # nothing to group: as written
+])
+def test_sum_chains_shard_through_the_pass_they_are_given(partial: set[str], expected: list) -> None:
+    """SumChains sees the pass only through the two functions it is given: it asks for the layouts
+    of the terms and hands every add, the root last, to the pass's shard_op."""
+    g = shardc.parse(SUM_OF_FOUR)
+    names: dict[int, str] = {d.value.id: d.value.name for d, _ in g.decls()}
+    layouts = {vid: Layout.replicated(("B", "E")).with_partial({"x"} if name in partial else set())
+               for vid, name in names.items()}
+    sharded_ops: list[Op] = []
+
+    def shard_op(op: Op, out: list) -> None:
+        names[op.result.id] = "+".join(names[v.id] for v in op.inputs)
+        sharded_ops.append(op)
+        out.append(op)
+
+    sums = SumChains(g, shard_op, lambda o: layouts.get(o.id))
+    adds = [op for op in g.ops() if op.kind is OpKind.ADD]
+    root = adds[-1]
+    assert [sums.is_chain_link(op) for op in adds] == [True, True, False] and sums.is_chain_root(root)
+    out: list = []
+    sums.shard(root, out)
+    assert [tuple(names[v.id] for v in op.inputs) for op in sharded_ops] == expected
+    assert out == sharded_ops and sharded_ops[-1].result == root.result
+
+
 def weights_of(einsum: Op, defs: dict[int, Op]) -> set[str]:
     """The output-projection weights an einsum reads (through the gathers of weight-gathered presets)."""
     names = set()
@@ -363,11 +404,6 @@ def applicable(name: str, mesh: str | None, ffn: str) -> bool:
     return not (ffn == "1d-ws" and "H" in g.sizes and g.sizes["H"] % chips)
 
 
-def record_key(c) -> tuple:
-    return (c.value, c.kind, c.axes, c.dim, c.src_dim, c.dst_dim, c.before, c.after, c.bytes_per_chip,
-            c.count, c.repeat, c.implicit)
-
-
 ROUND_TRIP_CASES = [
     pytest.param(p.name, mesh, ffn, attention, id=f"{p.stem}-{mesh or 'file'}-{ffn}-{attention}")
     for p in EXAMPLES for mesh in (None, "2x2x2") for ffn in PRESETS for attention in ("heads", "batch")
@@ -389,15 +425,84 @@ def test_round_trip(name: str, mesh: str | None, ffn: str, attention: str) -> No
     assert again == sg
     verify_sharded(again)
     assert shardc.format(again) == text  # format is stable
-    # An already-sharded program comes back unchanged, with the same collectives.
+    # An already-sharded program comes back unchanged (its records: test_records_*).
     r2 = shard_program(again)
     assert r2.graph == again
-    assert [record_key(c) for c in r2.collectives] == [record_key(c) for c in r.collectives]
     # Every collective is legal where it stands.
     for op in sg.ops():
         if op.kind.is_collective:
             (operand,) = op.inputs
             assert apply_collective(operand.layout, op.kind, op.attrs, sg.mesh, sg.sizes) == op.result.layout
+
+
+# The records of a sharded program are derived from it (collectives_of); the pass adds reasons.
+TINY_FFN_SHARDED = """model tiny_ffn
+mesh x=2, y=2
+dims B=2, L=4, E=8, F=16
+
+input x : f32[B, L, E] @ BLE_xy
+repeat 2 {
+  param g    : f32[E]    @ E_xy
+  param win  : f32[E, F] @ E_xF_y
+  param wout : f32[F, E] @ F_yE_x
+  h    = layernorm(x, g, over=E)           @ BLE_xy
+  h1   = all_gather(h, over=y)             @ BLE_x
+  t1   = einsum("BLE,EF->BLF", h1, win)    @ BLF_y (partialsum-x)
+  t1_1 = reduce_scatter(t1, over=x, dim=F) @ BLF_yx
+  u    = gelu(t1_1)                        @ BLF_yx
+  u1   = all_gather(u, over=x)             @ BLF_y
+  f    = einsum("BLF,FE->BLE", u1, wout)   @ BLE_x (partialsum-y)
+  f1   = reduce_scatter(f, over=y, dim=E)  @ BLE_xy
+  x    = x + f1                            @ BLE_xy
+}
+y = all_to_all(x, over=y, from=E, to=B) @ B_yLE_x
+output y
+"""
+
+
+def test_records_are_derived_from_the_sharded_graph() -> None:
+    g = shardc.parse(TINY_FFN_SHARDED)
+    m = g.mesh
+    got = [(c.value, c.kind, "".join(c.axes), c.dim, c.src_dim, c.dst_dim, c.before.format(m), c.after.format(m),
+            c.bytes_per_chip, c.count, c.repeat, c.line, c.implicit) for c in collectives_of(g)]
+    # Per chip (f32): h holds B·L = 8 rows of 2 statistics, a ring over 4 chips sends 2·3/4 of them;
+    # h1 gathers a BLE_xy block of 16 values from 1 other chip; t1_1 sends half of a BLF_y block of
+    # 64; u1 gathers 32 values; f1 sends half of a BLE_x block of 32; the all-to-all over x sends half
+    # of a BLE_xy block of 16.
+    assert got == [
+        ("h", AR, "xy", None, None, None, "BLE_xy", "BLE_xy", 2 * 3 / 4 * 8 * 2 * 4, 2, 0, 10, True),
+        ("h1", AG, "y", None, None, None, "BLE_xy", "BLE_x", 64.0, 2, 0, 11, False),
+        ("t1_1", RS, "x", "F", None, None, "BLF_y (partialsum-x)", "BLF_yx", 128.0, 2, 0, 13, False),
+        ("u1", AG, "x", None, None, None, "BLF_yx", "BLF_y", 128.0, 2, 0, 15, False),
+        ("f1", RS, "y", "E", None, None, "BLE_x (partialsum-y)", "BLE_xy", 64.0, 2, 0, 17, False),
+        ("y", A2A, "y", None, "E", "B", "BLE_xy", "B_yLE_x", 32.0, 1, None, 20, False),
+    ]
+
+
+def test_records_take_reasons_by_result_id() -> None:
+    g = shardc.parse(TINY_FFN_SHARDED)
+    ids = {op.result.name: op.result.id for op in g.ops()}
+    records = {c.value: c for c in collectives_of(g, {ids["h"]: "stats", ids["f1"]: "complete f"})}
+    assert records["h"].reason == "stats" and records["f1"].reason == "complete f"
+    # Without a reason: what a program that arrives sharded says.
+    assert records["h1"].reason == "written in the sharded program"
+    plain = {c.value: c for c in collectives_of(g)}
+    assert plain["h"].reason == ("layernorm statistics over E, which is split over xy "
+                                 "(a small all-reduce inside the op)")
+    assert [c.reason for c in shard_program(g).collectives] == [c.reason for c in plain.values()]
+
+
+@pytest.mark.parametrize("name", [p.name for p in EXAMPLES])
+def test_records_of_the_pass_are_those_of_its_graph_with_reasons(name: str) -> None:
+    """The pass gives every collective it inserts (and every statistics all-reduce) a reason of its
+    own; everything else in its records is what the sharded graph says."""
+    r = sharded(name, "2d-ws")
+    derived = collectives_of(r.graph)
+    assert [replace(c, reason="") for c in r.collectives] == [replace(c, reason="") for c in derived]
+    assert r.collectives and all(c.reason != d.reason for c, d in zip(r.collectives, derived, strict=True))
+    assert all("written in the sharded program" not in c.reason for c in r.collectives)
+    stats = [c for c in r.collectives if c.implicit]
+    assert all(c.reason.endswith(f"(a small all-reduce inside the op on line {c.line})") for c in stats)
 
 
 def test_sharded_program_keeps_its_mesh() -> None:

@@ -44,10 +44,11 @@ from typing import Mapping
 from shardc.errors import ShardcError
 from shardc.hardware.comm import COMM_CHOICES, CommMode, collective_time
 from shardc.hardware.profile import ChipProfile, load_profile
-from shardc.ir.graph import CollectiveAttrs, Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, OverAttrs, Repeat
+from shardc.ir.graph import CollectiveAttrs, Decl, DeclKind, EinsumAttrs, Graph, Op, OpKind, Repeat
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import last_uses, local_bytes, op_comm_bytes, op_flops, op_hbm_bytes
-from shardc.sharding.sharded import STATS_ITEMSIZE, STATS_PER_ROW, verify_sharded
+from shardc.sharding.sharded import verify_sharded
+from shardc.sharding.stats import op_stats
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def _matmul_sides(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, in
     local: dict[str, int] = {}
     for v in op.inputs:
         assert v.layout is not None
-        local.update(zip(v.dims, v.layout.local_sizes(sizes, mesh)))
+        local.update(zip(v.dims, v.layout.local_sizes(sizes, mesh), strict=True))
     if len(op.attrs.inputs) == 1:
         n = math.prod(local.values())
         return n, 1, 1
@@ -139,20 +140,6 @@ def _larger_side_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
     if op.kind is OpKind.ALL_GATHER:
         return float(local_bytes(op.result, sizes, mesh))
     return float(local_bytes(operand, sizes, mesh))
-
-
-def _stats_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[tuple[str, ...], float]:
-    """Axes and buffer bytes of a norm/softmax statistics all-reduce (none: ((), 0))."""
-    if op.kind not in STATS_PER_ROW:
-        return (), 0.0
-    assert isinstance(op.attrs, OverAttrs)
-    layout = op.inputs[0].layout
-    assert layout is not None
-    axes = layout.axes_of(op.attrs.dim)
-    if mesh.group_size(axes) == 1:
-        return (), 0.0
-    rows = math.prod(n for d, n in zip(layout.dims, layout.local_sizes(sizes, mesh)) if d != op.attrs.dim)
-    return axes, float(rows * STATS_PER_ROW[op.kind] * STATS_ITEMSIZE)
 
 
 def _traffic_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
@@ -191,10 +178,11 @@ class _Model:
             assert isinstance(op.attrs, CollectiveAttrs)
             bw, lat = collective_time(op.kind, op.attrs.axes, _larger_side_bytes(op, self.sizes, self.mesh),
                                       self.mesh, self.chip, self.mode)
-        axes, stats = _stats_bytes(op, self.sizes, self.mesh)
-        if stats:
-            b, l = collective_time(OpKind.ALL_REDUCE, axes, stats, self.mesh, self.chip, self.mode)
-            bw, lat = bw + b, lat + l
+        stats = op_stats(op, self.sizes, self.mesh)
+        if stats is not None and stats.buffer_bytes:
+            stats_bw, stats_lat = collective_time(OpKind.ALL_REDUCE, stats.axes, stats.buffer_bytes, self.mesh,
+                                                  self.chip, self.mode)
+            bw, lat = bw + stats_bw, lat + stats_lat
         return compute, memory, bw, lat
 
     def block(self, stmts: tuple, count: int, out: list[OpTime], buckets: dict[str, float]) -> float:

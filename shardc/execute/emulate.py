@@ -14,7 +14,7 @@ Counters (per chip; every chip does the same work under these layouts):
 * ``flops``: einsums, 2 per multiply-add over the op's local dims;
 * ``elementwise_flops``: one per local result element of every other compute op;
 * ``comm_bytes``: bytes each chip sends, ring formulas of :mod:`shardc.reshard`
-  (and :func:`shardc.sharded.stats_bytes` for statistics all-reduces), at the
+  (and :mod:`shardc.sharding.stats` for statistics all-reduces), at the
   declared dtype of the value (bf16: 2 bytes), not the emulator's f32;
 * ``hbm_bytes``: bytes of operands read by every op (weights, caches and
   activations, at their declared dtype);

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from shardc.ir.graph import CollectiveAttrs, Decl, Op, OpKind, Output, OverAttrs, Repeat, Stmt, Value
+from shardc.ir.graph import CollectiveAttrs, Decl, Op, OpKind, Output, Repeat, Stmt, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.sharding.reshard import collective_bytes
-from shardc.sharding.sharded import STATS_PER_ROW, stats_bytes
+from shardc.sharding.stats import op_stats
 
 
 def _layout(v: Value) -> Layout:
@@ -49,10 +49,8 @@ def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
         assert isinstance(op.attrs, CollectiveAttrs) and op.result.layout is not None
         return collective_bytes(op.kind, op.attrs, _layout(operand), op.result.layout, sizes, mesh,
                                 operand.dtype.bytes)
-    if op.kind in STATS_PER_ROW:
-        assert isinstance(op.attrs, OverAttrs)
-        return stats_bytes(op.kind, _layout(op.inputs[0]), op.attrs.dim, dict(sizes), mesh)
-    return 0.0
+    stats = op_stats(op, sizes, mesh)
+    return stats.bytes_per_chip if stats is not None else 0.0
 
 
 def op_hbm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:

@@ -21,7 +21,8 @@ Linearity decides where partial sums may flow: ``a * 2``, ``-a``, ``sum``,
 ``*`` or numerator of ``/`` keep them; every non-linear op (activations,
 norms, softmax, causal) needs complete values.  Norms and softmax over a split
 dim are legal: each chip computes partial row statistics, which are summed by
-a small all-reduce over that dim's axes inside the op (``Inferred.stats_axes``),
+a small all-reduce over that dim's axes inside the op (``Inferred.stats_axes``,
+:mod:`shardc.sharding.stats`),
 as the paper's 2D layout does for layernorm over ``BLE_x``.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.ops import OP_DEFS
 from shardc.sharding.reshard import apply_collective
+from shardc.sharding.stats import stats_axes
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class RuleContext:
 
     @property
     def tensor_layouts(self) -> tuple[Layout, ...]:
-        return tuple(l for l in self.layouts if l is not None)
+        return tuple(layout for layout in self.layouts if layout is not None)
 
 
 def _fmt(layout: Layout, mesh: Mesh) -> str:
@@ -108,7 +110,7 @@ def einsum_rule(ctx: RuleContext) -> Inferred:
     assert isinstance(ctx.attrs, EinsumAttrs)
     layouts = ctx.tensor_layouts
     what = f'einsum "{ctx.attrs.spec}"'
-    partial = [l for l in layouts if l.partial]
+    partial = [layout for layout in layouts if layout.partial]
     if len(partial) > 1:
         raise ShardcError(f"{what}: both operands hold partial sums")
     _check_shared(layouts, ctx.mesh, what)
@@ -189,7 +191,7 @@ def norm_rule(ctx: RuleContext) -> Inferred:
         if gain != want:
             raise ShardcError(f"{ctx.kind}: the gain must be split like the normalised dim "
                               f"({_fmt(want, ctx.mesh)}), but it is {_fmt(gain, ctx.mesh)}")
-    return Inferred(layout, over_axes)
+    return Inferred(layout, stats_axes(layout, ctx.attrs.dim))
 
 
 def sum_rule(ctx: RuleContext) -> Inferred:

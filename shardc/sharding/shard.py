@@ -15,11 +15,13 @@ strategy does not place floats until its first use.  Pins on statements and
 outputs are honoured by resharding the result; loop carries keep one layout
 (the layout of the value entering the loop) and the end of the body is
 resharded back to it.  A chain of ``+`` is sharded as a whole, terms holding
-the same partial sums added first (:mod:`shardc.sums`).  Each inserted
-collective records why it is there (:class:`~shardc.sharded.CollectiveRecord`).
-The result is renumbered canonically and passes
-:func:`~shardc.sharded.verify_sharded`, which recomputes every annotation from
-the rules.
+the same partial sums added first (:mod:`shardc.sums`).  The pass notes why
+each collective it inserts is there (and why each norm or softmax over a split
+dim all-reduces statistics); the records
+(:class:`~shardc.sharded.CollectiveRecord`) are derived from the sharded graph
+by :func:`~shardc.sharded.collectives_of` with those reasons.  The result is
+renumbered canonically and passes :func:`~shardc.sharded.verify_sharded`, which
+recomputes every annotation from the rules.
 
 What a sharded program is, and its records, live in :mod:`shardc.sharded`; the
 names are re-exported here, where users have always imported them.
@@ -39,7 +41,6 @@ from shardc.ir.graph import (
     Graph,
     Op,
     Operand,
-    OpKind,
     Output,
     OverAttrs,
     Repeat,
@@ -54,13 +55,9 @@ from shardc.sharding.candidates import CANDIDATES, Candidate, OpView
 from shardc.sharding.presets import Attention, PresetChoice, RoleAssignment, Strategy, make_strategy
 from shardc.sharding.reshard import Step, reshard
 from shardc.sharding.rules import infer, operand_layouts
-from shardc.sharding.sharded import (
-    CollectiveRecord,
-    ShardResult,
-    collectives_of,
-    stats_bytes,
-    verify_sharded,
-)
+from shardc.sharding.sharded import CollectiveRecord as CollectiveRecord  # re-exported (module docstring)
+from shardc.sharding.sharded import ShardResult, collectives_of, verify_sharded
+from shardc.sharding.stats import describe_stats
 from shardc.sharding.sums import SumChains
 
 __all__ = [
@@ -79,9 +76,8 @@ class _Floating:
         self.block = block
 
 
-class _Sharder(SumChains):
+class _Sharder:
     def __init__(self, g: Graph, mesh: Mesh, strategy: Strategy) -> None:
-        super().__init__(g)
         self.g = g
         self.mesh = mesh
         self.strategy = strategy
@@ -92,15 +88,21 @@ class _Sharder(SumChains):
         self.decl_kinds: dict[int, DeclKind] = {}
         self.caches: list[dict[tuple[int, Layout], Value]] = [{}]
         self.taken = g.names()
-        self.records: list[CollectiveRecord] = []
+        self.reasons: dict[int, str] = {}  # result id -> why the collective (or statistics) is there
         self.repeat_index: int | None = None
         self.count = 1
         self.post = self._post_requirements()
+        self.sums = SumChains(g, self.op, self.layout_so_far)
 
     # -- helpers --------------------------------------------------------------------
     def new_value(self, name: str | None, type_: TensorType, layout: Layout) -> Value:
         self.next_id += 1
         return Value(self.next_id - 1, name, type_, layout)
+
+    def layout_so_far(self, o: Operand) -> Layout | None:
+        """The layout of the sharded counterpart of a source operand (None: a constant or unplaced)."""
+        v = self.env.get(o.id) if isinstance(o, Value) else None
+        return v.layout if v is not None else None
 
     def fresh(self, base: str | None) -> str:
         base = base or "t"
@@ -195,10 +197,7 @@ class _Sharder(SumChains):
                   out: list[Stmt]) -> Value:
         result = self.new_value(name, operand.type, step.after)
         out.append(Op(step.kind, result, (operand,), step.attrs, Loc(line, 1) if line else NOLOC))
-        a = step.attrs
-        self.records.append(CollectiveRecord(
-            name, step.kind, a.axes, a.dim, a.src, a.dst, step.before, step.after, step.bytes_per_chip,
-            self.count, self.repeat_index, line, reason))
+        self.reasons[result.id] = reason
         return result
 
     def cost(self, value: Value | None, target: Layout | None) -> float:
@@ -251,7 +250,8 @@ class _Sharder(SumChains):
         result = self.new_value(name, op.result.type, inferred.layout)
         out.append(Op(op.kind, result, tuple(operands), op.attrs, op.loc, op.trivia))
         if inferred.stats_axes:
-            self.record_stats(op, result)
+            assert isinstance(op.attrs, OverAttrs)
+            self.reasons[result.id] = describe_stats(op.kind, op.attrs.dim, inferred.stats_axes, op.loc.line)
         if needs_post:
             final_name = op.result.name or self.fresh(None)
             result = self.reshard_to(result, final, why, op.loc.line, out, final_name=final_name)
@@ -267,13 +267,13 @@ class _Sharder(SumChains):
                     for i, o in enumerate(op.operands))
                 result = infer(op.kind, op.attrs, operands, operand_layouts(operands), op.result.dims,
                                self.mesh, self.sizes).layout
-                for t, o in zip(cand.targets, op.operands):
+                for t, o in zip(cand.targets, op.operands, strict=True):
                     if t is not None and isinstance(o, Value):
                         t.check(self.sizes, self.mesh, o.dims)
             except ShardcError as err:
                 errors.append(err.message)
                 continue
-            total = sum(self.cost(v, t) for v, t in zip(current, cand.targets))
+            total = sum(self.cost(v, t) for v, t in zip(current, cand.targets, strict=True))
             # Pending partial sums must be completed some time: count that, so a candidate that
             # defers them onto a bigger result does not look free.
             total += self.cost(Value(op.result.id, None, op.result.type, result),
@@ -284,16 +284,6 @@ class _Sharder(SumChains):
             raise ShardcError(f"cannot shard {_describe(op)}: " + "; ".join(errors or ["no candidate layout"]),
                               self.g.source, op.loc)
         return best[1]
-
-    def record_stats(self, op: Op, result: Value) -> None:
-        assert isinstance(op.attrs, OverAttrs) and result.layout is not None
-        axes = result.layout.axes_of(op.attrs.dim)
-        nbytes = stats_bytes(op.kind, result.layout, op.attrs.dim, self.sizes, self.mesh)
-        reason = (f"{op.kind} statistics over {op.attrs.dim}, which is split over {''.join(axes)} "
-                  f"(a small all-reduce inside the op on line {op.loc.line})")
-        self.records.append(CollectiveRecord(
-            result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, result.layout, result.layout,
-            nbytes, self.count, self.repeat_index, op.loc.line, reason, implicit=True))
 
     def is_stationary(self, v: Value) -> bool:
         return self.decl_kinds.get(v.id) in (DeclKind.PARAM, DeclKind.CACHE)
@@ -341,7 +331,7 @@ class _Sharder(SumChains):
         try:
             self.block(rep.body.stmts, body)
             carries = []
-            for c, (init, arg) in zip(rep.carries, args):
+            for c, (init, arg) in zip(rep.carries, args, strict=True):
                 nxt = self.env[c.next.id]
                 assert arg.layout is not None
                 nxt = self.reshard_to(nxt, arg.layout, "a loop-carried value keeps one layout from layer to "
@@ -359,10 +349,10 @@ class _Sharder(SumChains):
             if isinstance(stmt, Decl):
                 self.decl(stmt, out)
             elif isinstance(stmt, Op):
-                if self.is_chain_link(stmt):
+                if self.sums.is_chain_link(stmt):
                     continue  # sharded with the sum it belongs to
-                if stmt.kind is OpKind.ADD and self.leaves(stmt) != list(stmt.operands):
-                    self.sum_chain(stmt, out)
+                if self.sums.is_chain_root(stmt):
+                    self.sums.shard(stmt, out)
                 else:
                     self.op(stmt, out)
             elif isinstance(stmt, Output):
@@ -379,9 +369,10 @@ class _Sharder(SumChains):
         body: list[Stmt] = []
         self.block(self.g.body.stmts, body)
         g = self.g
-        sharded, _ = renumber(replace(g, mesh=self.mesh, body=Block(tuple(body))))
+        sharded, ids = renumber(replace(g, mesh=self.mesh, body=Block(tuple(body))))
         verify_sharded(sharded)
-        return ShardResult(sharded, self.strategy, tuple(self.records))
+        reasons = {ids[old]: why for old, why in self.reasons.items()}
+        return ShardResult(sharded, self.strategy, collectives_of(sharded, reasons))
 
 
 def _describe(op: Op) -> str:

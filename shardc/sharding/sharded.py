@@ -7,28 +7,33 @@ derives from its operands' layouts, outputs hold complete values and a
 loop-carried value keeps one layout.  Each collective is described by a
 :class:`CollectiveRecord` -- what it moves, how many bytes each chip sends, how
 often it runs and why it is there -- including the small statistics all-reduce
-inside a norm or softmax over a split dim (:func:`stats_bytes`).  The sharding
-pass (:mod:`shardc.shard`) returns a :class:`ShardResult`;
-:func:`collectives_of` recovers the records of a program that arrives sharded
-already (printed sharded text, parsed back).
+inside a norm or softmax over a split dim (:mod:`shardc.sharding.stats`).
+
+The sharded graph is the one source of the records: :func:`collectives_of`
+derives them from it.  The sharding pass (:mod:`shardc.shard`) adds only the
+reason of each collective it inserted and returns a :class:`ShardResult`; a
+program that arrives sharded already (printed sharded text, parsed back) gets
+the same records with reasons saying they were written in it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from shardc.errors import ShardcError
-from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output, OverAttrs, Value
+from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.verifier import verify_graph
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import collective_bytes
 from shardc.sharding.rules import infer, operand_layouts
+from shardc.sharding.stats import describe_stats, op_stats
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CollectiveRecord:
-    """One collective of a sharded program, and why the pass put it there."""
+    """One collective of a sharded program, and why it is there (built by :func:`collectives_of`)."""
 
     value: str  # the name of its result in the printed program
     kind: OpKind
@@ -71,56 +76,21 @@ class ShardResult:
     collectives: tuple[CollectiveRecord, ...] = field(default=())
 
 
-# Statistics per row that a norm or softmax all-reduces when its dim is split (f32 each).
-STATS_PER_ROW = {OpKind.LAYERNORM: 2, OpKind.RMSNORM: 1, OpKind.SOFTMAX: 2}
-STATS_ITEMSIZE = 4
-
-
-def stats_bytes(kind: OpKind, layout: Layout, over: str, sizes: dict[str, int], mesh: Mesh) -> float:
-    """Bytes each chip sends in the statistics all-reduce of a norm/softmax over a split dim.
-
-    Each row (every index of the other dims held locally) has
-    ``STATS_PER_ROW[kind]`` f32 statistics; a ring all-reduce over the K chips
-    splitting ``over`` sends ``2 (K-1)/K`` of them.
-    """
-    k = mesh.group_size(layout.axes_of(over))
-    if k == 1:
-        return 0.0
-    rows = 1
-    for d, size in zip(layout.dims, layout.local_sizes(sizes, mesh)):
-        if d != over:
-            rows *= size
-    return 2 * (k - 1) / k * rows * STATS_PER_ROW[kind] * STATS_ITEMSIZE
-
-
-
 def verify_sharded(g: Graph) -> Graph:
-    """Check a sharded program: the IR is valid and every layout is what its op's rule derives."""
+    """Check a sharded program: the IR is valid and every layout is what its op's rule derives.
+
+    Declarations and outputs hold complete values, and a loop-carried value keeps one layout.
+    """
     verify_graph(g)
     if g.mesh is None:
         raise ShardcError("a sharded program needs a mesh", g.source)
     for stmt, _ in g.walk():
-        if isinstance(stmt, Decl) and stmt.value.layout is None:
-            raise ShardcError(f"'{stmt.value.name}' has no layout", g.source, stmt.loc)
-        if isinstance(stmt, Op):
-            if stmt.result.layout is None:
-                raise ShardcError(f"'{stmt.result.name}' has no layout", g.source, stmt.loc)
-            try:
-                got = infer(stmt.kind, stmt.attrs, stmt.operands, operand_layouts(stmt.operands),
-                            stmt.result.dims, g.mesh, g.sizes).layout
-            except ShardcError as err:
-                raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
-            if got != stmt.result.layout:
-                raise ShardcError(
-                    f"'{stmt.result.name}' is annotated {stmt.result.layout.format(g.mesh)} but its operands' "
-                    f"layouts give {got.format(g.mesh)}", g.source, stmt.loc)
-        if isinstance(stmt, Output):
-            for v in stmt.values:
-                if v.layout is not None and v.layout.partial:
-                    raise ShardcError(
-                        f"output '{v.name}' holds pending partial sums ({v.layout.format(g.mesh)}); an output "
-                        "holds complete values: reduce them first (all_reduce or reduce_scatter)",
-                        g.source, stmt.loc)
+        if isinstance(stmt, Decl):
+            _check_decl(stmt, g, g.mesh)
+        elif isinstance(stmt, Op):
+            _check_op(stmt, g, g.mesh)
+        elif isinstance(stmt, Output):
+            _check_output(stmt, g, g.mesh)
     # Loop carries last: an annotation that is wrong inside the body is reported at its own line.
     for rep in g.repeats:
         for c in rep.carries:
@@ -132,37 +102,76 @@ def verify_sharded(g: Graph) -> Graph:
     return g
 
 
-def collectives_of(g: Graph) -> tuple[CollectiveRecord, ...]:
-    """The collectives of an already-sharded program (reasons: as written in it)."""
+def _check_decl(d: Decl, g: Graph, mesh: Mesh) -> None:
+    layout = d.value.layout
+    if layout is None:
+        raise ShardcError(f"'{d.value.name}' has no layout", g.source, d.loc)
+    if layout.partial:  # the data a declaration names is whole: there is nothing to sum it with
+        raise ShardcError(
+            f"{d.kind} '{d.value.name}' is declared holding pending partial sums ({layout.format(mesh)}); "
+            f"a declaration holds complete values", g.source, d.loc,
+            hint=f"declare it {layout.with_partial(frozenset()).format(mesh)}: partial sums arise only from "
+                 "ops of the program (einsum, sum)")
+
+
+def _check_op(op: Op, g: Graph, mesh: Mesh) -> None:
+    if op.result.layout is None:
+        raise ShardcError(f"'{op.result.name}' has no layout", g.source, op.loc)
+    try:
+        got = infer(op.kind, op.attrs, op.operands, operand_layouts(op.operands), op.result.dims, mesh,
+                    g.sizes).layout
+    except ShardcError as err:
+        raise ShardcError(err.message, g.source, op.loc, hint=err.hint) from None
+    if got != op.result.layout:
+        raise ShardcError(
+            f"'{op.result.name}' is annotated {op.result.layout.format(mesh)} but its operands' "
+            f"layouts give {got.format(mesh)}", g.source, op.loc)
+
+
+def _check_output(out: Output, g: Graph, mesh: Mesh) -> None:
+    for v in out.values:
+        if v.layout is not None and v.layout.partial:
+            raise ShardcError(
+                f"output '{v.name}' holds pending partial sums ({v.layout.format(mesh)}); an output "
+                "holds complete values: reduce them first (all_reduce or reduce_scatter)",
+                g.source, out.loc)
+
+
+def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None) -> tuple[CollectiveRecord, ...]:
+    """The collectives of the sharded program ``g``, in program order, derived from it alone.
+
+    One record per collective op and one per statistics all-reduce inside a norm or
+    softmax over a split dim (:mod:`shardc.sharding.stats`); everything in a record but
+    its reason is read off the graph.  ``reasons`` maps the result id of a collective op
+    (or of the norm or softmax, for its statistics) to why it is there -- what the
+    sharding pass knows.  A collective without one is "written in the sharded program";
+    statistics without one say what they are.
+    """
     assert g.mesh is not None
+    reasons = reasons or {}
     out = []
     repeats = g.repeats
     for stmt, rep in g.walk():
-        if isinstance(stmt, Op) and stmt.kind in STATS_PER_ROW:
-            assert isinstance(stmt.attrs, OverAttrs) and stmt.result.layout is not None
-            axes = stmt.result.layout.axes_of(stmt.attrs.dim)
-            if axes:
-                out.append(CollectiveRecord(
-                    stmt.result.name or "", OpKind.ALL_REDUCE, axes, None, None, None, stmt.result.layout,
-                    stmt.result.layout, stats_bytes(stmt.kind, stmt.result.layout, stmt.attrs.dim, g.sizes,
-                                                    g.mesh),
-                    rep.count if rep else 1, repeats.index(rep) if rep else None, stmt.loc.line,
-                    f"{stmt.kind} statistics over {stmt.attrs.dim}, which is split over {''.join(axes)} "
-                    "(a small all-reduce inside the op)", implicit=True))
-        if isinstance(stmt, Op) and stmt.kind.is_collective:
+        if not isinstance(stmt, Op):
+            continue
+        count, repeat, line = (rep.count if rep else 1), (repeats.index(rep) if rep else None), stmt.loc.line
+        result = stmt.result
+        stats = op_stats(stmt, g.sizes, g.mesh)
+        if stats is not None:
+            out.append(CollectiveRecord(
+                value=result.name or "", kind=OpKind.ALL_REDUCE, axes=stats.axes, dim=None, src_dim=None,
+                dst_dim=None, before=stats.layout, after=stats.layout, bytes_per_chip=stats.bytes_per_chip,
+                count=count, repeat=repeat, line=line, implicit=True,
+                reason=reasons.get(result.id, describe_stats(stmt.kind, stats.over, stats.axes))))
+        if stmt.kind.is_collective:
             (operand,) = stmt.inputs
             a = stmt.attrs
-            assert isinstance(a, CollectiveAttrs) and operand.layout and stmt.result.layout
-            nbytes = _step_bytes(stmt, operand, g)
+            assert isinstance(a, CollectiveAttrs) and operand.layout is not None and result.layout is not None
             out.append(CollectiveRecord(
-                stmt.result.name or "", stmt.kind, a.axes, a.dim, a.src, a.dst, operand.layout,
-                stmt.result.layout, nbytes, rep.count if rep else 1,
-                repeats.index(rep) if rep else None, stmt.loc.line, "written in the sharded program"))
+                value=result.name or "", kind=stmt.kind, axes=a.axes, dim=a.dim, src_dim=a.src, dst_dim=a.dst,
+                before=operand.layout, after=result.layout,
+                bytes_per_chip=collective_bytes(stmt.kind, a, operand.layout, result.layout, g.sizes, g.mesh,
+                                                operand.dtype.bytes),
+                count=count, repeat=repeat, line=line,
+                reason=reasons.get(result.id, "written in the sharded program")))
     return tuple(out)
-
-
-def _step_bytes(op: Op, operand: Value, g: Graph) -> float:
-    assert g.mesh is not None and operand.layout is not None and op.result.layout is not None
-    assert isinstance(op.attrs, CollectiveAttrs)
-    return collective_bytes(op.kind, op.attrs, operand.layout, op.result.layout, g.sizes, g.mesh,
-                            operand.dtype.bytes)

@@ -4,25 +4,38 @@ A chain ``t1 + t2 + ... + tn`` lowers to nested binary adds whose inner links
 are anonymous and used once.  Sharded link by link, ``x + o + f`` with ``o``
 and ``f`` both pending partial sums over the same axes would complete each of
 them with its own reduce-scatter; grouped as ``x + (o + f)`` it needs one (the
-parallel block of PAPER.md §3.4).  :class:`SumChains` is the part of the pass
-(:class:`shardc.shard._Sharder`) that finds such chains and reassociates them,
-only when that groups partial sums.
+parallel block of PAPER.md §3.4).  :class:`SumChains` is the collaborator of
+the pass (:class:`shardc.shard._Sharder`) that finds such chains and
+reassociates them, only when that groups partial sums; the pass shards the
+resulting adds one by one.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from shardc.ir.graph import Graph, Op, Operand, OpKind, Stmt, TensorType, Value
 from shardc.ir.layout import Layout
 from shardc.ir.ops import result_dims, result_dtype
 
+ShardOp = Callable[[Op, list[Stmt]], None]
+"""Shard one op of the source program, appending the sharded statements to ``out``."""
+
+LayoutSoFar = Callable[[Operand], Layout | None]
+"""The layout the pass has given an operand so far (None: a constant, or not placed yet)."""
+
 
 class SumChains:
-    """Mixin of the sharding pass: sharding sums as a whole.
+    """Sharding the sums of a source program as a whole, for the sharding pass.
 
-    The pass provides ``env`` (source value id -> sharded value), ``sizes`` and
-    ``op(op, out)``, which shards one op of the source program.
+    ``shard_op`` and ``layout_so_far`` are the pass's: :meth:`shard` hands every add
+    of a chain, reassociated or not, to ``shard_op``, and groups terms by
+    ``layout_so_far``.
     """
 
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, shard_op: ShardOp, layout_so_far: LayoutSoFar) -> None:
+        self.shard_op = shard_op
+        self.layout_so_far = layout_so_far
+        self.sizes = g.sizes
         self.defs: dict[int, Op] = {op.result.id: op for op in g.ops()}
         self.uses: dict[int, int] = g.use_counts()
         self.added = {v.id for op in g.ops() if op.kind is OpKind.ADD for v in op.inputs}  # operands of '+'
@@ -34,6 +47,10 @@ class SumChains:
             return False
         return self.uses.get(op.result.id, 0) == 1 and op.result.id in self.added
 
+    def is_chain_root(self, op: Op) -> bool:
+        """A ``+`` whose operands include chain links: the sum :meth:`shard` shards as a whole."""
+        return op.kind is OpKind.ADD and self.leaves(op) != list(op.operands)
+
     def leaves(self, op: Op) -> list[Operand]:
         out: list[Operand] = []
         for o in op.operands:
@@ -43,7 +60,7 @@ class SumChains:
                 out.append(o)
         return out
 
-    def sum_chain(self, root: Op, out: list[Stmt]) -> None:
+    def shard(self, root: Op, out: list[Stmt]) -> None:
         """Shard ``t1 + t2 + ... + tn`` adding terms with the same pending partial sums first.
 
         ``x + o + f`` with ``o`` and ``f`` both ``BLE_x (partialsum-yz)`` becomes
@@ -52,10 +69,10 @@ class SumChains:
         sums; otherwise the chain is sharded as written.
         """
         leaves = self.leaves(root)
-        layouts = [self.env[v.id].layout if isinstance(v, Value) and v.id in self.env else None for v in leaves]
+        layouts = [self.layout_so_far(v) for v in leaves]
         groups: dict[Layout, list[Operand]] = {}
         terms: list[Operand | Layout] = []
-        for leaf, layout in zip(leaves, layouts):
+        for leaf, layout in zip(leaves, layouts, strict=True):
             if layout is not None and layout.partial:
                 if layout not in groups:
                     groups[layout] = []
@@ -66,8 +83,8 @@ class SumChains:
         if len(terms) == 1 or all(len(members) < 2 for members in groups.values()):
             # Nothing to regroup (one group is the whole sum: summing it as written is the same).
             for link in self.links_in_order(root):
-                self.op(link, out)
-            self.op(root, out)
+                self.shard_op(link, out)
+            self.shard_op(root, out)
             return
         summed: list[Operand] = []
         for term in terms:
@@ -82,7 +99,7 @@ class SumChains:
         acc = summed[0]
         for term in summed[1:-1]:
             acc = self.synthetic_add(acc, term, root, out)
-        self.op(Op(OpKind.ADD, root.result, (acc, summed[-1]), root.attrs, root.loc, root.trivia), out)
+        self.shard_op(Op(OpKind.ADD, root.result, (acc, summed[-1]), root.attrs, root.loc, root.trivia), out)
 
     def links_in_order(self, root: Op) -> list[Op]:
         links: list[Op] = []
@@ -96,5 +113,5 @@ class SumChains:
         self.synthetic -= 1
         dims = result_dims(OpKind.ADD, (a, b), root.attrs, self.sizes)
         result = Value(self.synthetic, None, TensorType(result_dtype(OpKind.ADD, (a, b)), dims))
-        self.op(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc), out)
+        self.shard_op(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc), out)
         return result
