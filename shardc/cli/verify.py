@@ -10,7 +10,8 @@ from shardc.execute.reference import DEFAULT_MAX_BYTES
 from shardc.execute.verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
 from shardc.ir.graph import Graph
 from shardc.ir.transforms import with_sizes
-from shardc.sharding.shard import ShardResult, shard_program
+from shardc.sharding.shard import shard_program
+from shardc.sharding.sharded import ShardResult
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

@@ -23,8 +23,7 @@ by :func:`~shardc.sharded.collectives_of` with those reasons.  The result is
 renumbered canonically and passes :func:`~shardc.sharded.verify_sharded`, which
 recomputes every annotation from the rules.
 
-What a sharded program is, and its records, live in :mod:`shardc.sharded`; the
-names are re-exported here, where users have always imported them.
+What a sharded program is, and its records, live in :mod:`shardc.sharding.sharded`.
 """
 from __future__ import annotations
 
@@ -55,7 +54,6 @@ from shardc.sharding.candidates import CANDIDATES, Candidate, OpView
 from shardc.sharding.presets import Attention, PresetChoice, RoleAssignment, Strategy, make_strategy
 from shardc.sharding.reshard import Step, reshard
 from shardc.sharding.rules import infer, operand_layouts
-from shardc.sharding.sharded import CollectiveRecord as CollectiveRecord  # re-exported (module docstring)
 from shardc.sharding.sharded import ShardResult, collectives_of, verify_sharded
 from shardc.sharding.stats import describe_stats
 from shardc.sharding.sums import SumChains
