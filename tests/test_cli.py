@@ -261,7 +261,7 @@ def partial_decl_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tup
     return path, at + 1
 
 
-@pytest.mark.parametrize("command", ["verify", "cost", "compile"])
+@pytest.mark.parametrize("command", ["verify", "cost", "compile", "check"])
 def test_partial_sums_on_a_declaration(capsys: pytest.CaptureFixture[str], partial_decl_file: tuple[Path, int],
                                        command: str) -> None:
     path, line = partial_decl_file

@@ -29,6 +29,7 @@ from shardc.ir.dataflow import unused
 from shardc.ir.graph import Decl, Op
 from shardc.ir.summary import summarize
 from shardc.language.printer import format_graph
+from shardc.sharding.sharded import verify_sharded
 
 
 # --- shardc check ---------------------------------------------------------------------------
@@ -39,6 +40,8 @@ def _check_args(parser: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Parse and verify FILE; print its summary (text, or one JSON object)."""
     g = load_graph(args)[0]
+    if g.is_sharded:  # a sharded file is checked as compile, verify and cost check it
+        verify_sharded(g)
     summary = summarize(g)
     warnings = [_unused_warning(stmt) for stmt in unused(g)]
     if args.json:
