@@ -20,18 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shardc.ir.graph import (
-    CausalAttrs,
-    CollectiveAttrs,
     Const,
     Decl,
-    EinsumAttrs,
     Graph,
     Op,
     Operand,
     OpKind,
     Output,
-    OverAttrs,
-    RelabelAttrs,
     Repeat,
     Stmt,
     Trivia,
@@ -39,7 +34,7 @@ from shardc.ir.graph import (
 )
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
-from shardc.ir.ops import OP_DEFS
+from shardc.ir.ops import OP_DEFS, spell_call
 
 # Binding strength: higher binds tighter.
 _PREC_ATOM = 4
@@ -121,27 +116,7 @@ class _Printer:
         if op.kind is OpKind.NEG:
             text, p = self.operand(op.operands[0])
             return ("-" + (f"({text})" if p <= _PREC_UNARY else text)), _PREC_UNARY
-        return f"{OP_DEFS[op.kind].spelling}({', '.join(self.call_args(op))})", _PREC_ATOM
-
-    def call_args(self, op: Op) -> list[str]:
-        args = [self.operand(o)[0] for o in op.operands]
-        a = op.attrs
-        if isinstance(a, EinsumAttrs):
-            return [f'"{a.spec}"'] + args
-        if isinstance(a, OverAttrs):
-            return args + [f"over={a.dim}"]
-        if isinstance(a, CausalAttrs):
-            return args + [a.query, a.key]
-        if isinstance(a, RelabelAttrs):
-            return args + [f"{old}={new}" for old, new in a.renames]
-        if isinstance(a, CollectiveAttrs):
-            out = args + [f"over={''.join(a.axes)}"]
-            if op.kind is OpKind.ALL_TO_ALL:
-                out += [f"from={a.src}", f"to={a.dst}"]
-            elif a.dim is not None:
-                out.append(f"dim={a.dim}")
-            return out
-        return args
+        return spell_call(op.kind, op.attrs, [self.operand(o)[0] for o in op.operands]), _PREC_ATOM
 
     def layout(self, layout: Layout | None) -> str | None:
         return None if layout is None else "@ " + layout.format(self.mesh)
