@@ -176,41 +176,43 @@ class _Printer:
         lines: list[str] = []
         run: list[_Row] = []
 
-        def flush() -> None:
-            if not run:
-                return
-            width = max(len(r.name) for r in run)
-            texts = []
-            for r in run:
-                head = f"{r.head} " if r.head else ""
-                name = r.name.ljust(width) if r.rest else r.name
-                texts.append(f"{INDENT * depth}{head}{name}{' ' + r.rest if r.rest else ''}")
-            pinned = [len(t) for t, r in zip(texts, run) if r.pin]
-            pin_col = max(pinned) if len(pinned) > 1 else 0
-            texts = [f"{t.ljust(pin_col)} {r.pin}" if r.pin else t for t, r in zip(texts, run)]
-            # End-of-line comments on consecutive lines start in one column (as gofmt does).
-            cols = [0] * len(run)
-            i = 0
-            while i < len(run):
-                j = i
-                while j < len(run) and run[j].trivia.after:
-                    j += 1
-                if j > i:
-                    cols[i:j] = [max(len(t) for t in texts[i:j]) + 2] * (j - i)
-                i = max(j, i + 1)
-            for text, r, col in zip(texts, run, cols):
-                lines.extend(self.leading(r.trivia, INDENT * depth, r.blank))
-                lines.append(f"{text.ljust(col)}{r.trivia.after}" if r.trivia.after else text)
-            run.clear()
-
         def kind(r: _Row) -> str:
             return "assign" if not r.head else ("output" if r.head == "output" else "decl")
 
         for r in rows:
             if run and (r.blank or r.trivia.before or kind(r) != kind(run[-1])):
-                flush()
+                lines += self.run(run, depth)
+                run = []
             run.append(r)
-        flush()
+        return lines + self.run(run, depth)
+
+    def run(self, run: list[_Row], depth: int) -> list[str]:
+        """One run of rows of a kind: names padded to one width, pins and end-of-line comments aligned."""
+        if not run:
+            return []
+        width = max(len(r.name) for r in run)
+        texts = []
+        for r in run:
+            head = f"{r.head} " if r.head else ""
+            name = r.name.ljust(width) if r.rest else r.name
+            texts.append(f"{INDENT * depth}{head}{name}{' ' + r.rest if r.rest else ''}")
+        pinned = [len(t) for t, r in zip(texts, run) if r.pin]
+        pin_col = max(pinned) if len(pinned) > 1 else 0
+        texts = [f"{t.ljust(pin_col)} {r.pin}" if r.pin else t for t, r in zip(texts, run)]
+        # End-of-line comments on consecutive lines start in one column (as gofmt does).
+        cols = [0] * len(run)
+        i = 0
+        while i < len(run):
+            j = i
+            while j < len(run) and run[j].trivia.after:
+                j += 1
+            if j > i:
+                cols[i:j] = [max(len(t) for t in texts[i:j]) + 2] * (j - i)
+            i = max(j, i + 1)
+        lines: list[str] = []
+        for text, r, col in zip(texts, run, cols):
+            lines.extend(self.leading(r.trivia, INDENT * depth, r.blank))
+            lines.append(f"{text.ljust(col)}{r.trivia.after}" if r.trivia.after else text)
         return lines
 
     # -- the program ----------------------------------------------------------------

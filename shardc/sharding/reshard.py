@@ -135,6 +135,7 @@ def apply_collective(layout: Layout, kind: OpKind, attrs: CollectiveAttrs, mesh:
                 fail(f"{''.join(mine)} must be the most-minor axes of dim {d}, which is split "
                      f"over {''.join(held)} (major first); only a suffix can be gathered")
     elif kind is A2A:
+        assert attrs.src is not None  # checked to be a dim of the value above
         held = layout.axes_of(attrs.src)
         if attrs.src == attrs.dst:
             fail("'from' and 'to' name the same dim")
@@ -287,6 +288,7 @@ class _Search:
         if kind in (AG, AR):
             return True
         dim = attrs.dst if kind is A2A else attrs.dim
+        assert dim is not None
         return self.sizes[dim] % self._group(after.axes_of(dim)) == 0
 
 
