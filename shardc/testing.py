@@ -39,17 +39,30 @@ from typing import Callable, Mapping, Sequence
 
 from hypothesis import strategies as st
 
-from shardc.ir.graph import DType, Graph
+from shardc.ir.graph import BINARY, DType, Graph, OpKind
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import DEFAULT_AXIS_NAMES, Mesh
+from shardc.ir.ops import (
+    OP_DEFS,
+    ArgKind,
+    OpDef,
+    ShapeRule,
+    Signature,
+    causal_dims,
+    einsum_dims,
+    norm_dims,
+    over_dims,
+    relabel_dims,
+    same_dims,
+    sum_dims,
+)
 from shardc.language.lower import RESERVED, parse
 
 __all__ = ["ProgramModel", "Stmt", "Tensor", "graphs", "layouts", "meshes", "program_models", "programs"]
 
-Draw = Callable[[st.SearchStrategy], object]
+Draw = st.DrawFn
 
 DTYPES = tuple(d.value for d in DType)
-ACTIVATIONS = ("gelu", "relu", "silu", "tanh", "exp")
 # Binding strength of an expression's text, as in the printer: higher binds tighter.
 ATOM, UNARY, MUL, ADD = 4, 3, 2, 1
 _COMMENT_CHARS = string.ascii_letters + string.digits + " .,:;-+*/=()[]{}@#'\"_"
@@ -99,7 +112,8 @@ class ProgramModel:
 
     def values(self) -> list[Tensor]:
         """Every value visible at the end of the program (repeat-local ones excluded)."""
-        out = {s.defines.name: s.defines for s in self.stmts if s.kind in ("decl", "assign")}
+        out = {s.defines.name: s.defines for s in self.stmts
+               if s.kind in ("decl", "assign") and s.defines is not None}
         return list(out.values())
 
     def text(self) -> str:
@@ -215,9 +229,10 @@ class _Builder:
             stmt.comment = self.draw(_COMMENTS) if self.draw(st.integers(0, 5)) == 0 else None
             stmt.trailing = self.draw(_COMMENTS) if self.draw(st.integers(0, 5)) == 0 else None
             stmt.style = self.draw(st.sampled_from(["normal", "normal", "compact", "wide"]))
-        if stmt.kind in ("decl", "assign"):  # a rebinding stays in the outer scope
-            scope = self.inner if self.inner is not None and stmt.defines.name not in self.outer else self.outer
-            scope[stmt.defines.name] = stmt.defines
+        defines = stmt.defines
+        if stmt.kind in ("decl", "assign") and defines is not None:  # a rebinding stays in the outer scope
+            scope = self.inner if self.inner is not None and defines.name not in self.outer else self.outer
+            scope[defines.name] = defines
         self.stmts.append(stmt)
 
     def declare(self, dims: tuple[str, ...]) -> str:
@@ -264,6 +279,33 @@ def _binary(left: tuple[str, int], op: str, right: tuple[str, int]) -> tuple[str
     return f"{lt} {op} {rt}", prec
 
 
+# --- which generator draws which op kind --------------------------------------------------
+def _form(opdef: OpDef) -> str | None:
+    """The generator that writes calls of ``opdef``: ops with one shape rule are written alike.
+
+    None for collectives (they appear only in sharded programs) and for an op
+    no generator knows how to write yet (tests/test_tables.py reports it).
+    """
+    if opdef.kind.is_collective:
+        return None
+    if opdef.kind in BINARY:
+        return "binary"
+    if opdef.shape_rule is same_dims and opdef.signature == Signature((ArgKind.TENSOR,)):
+        return "activation" if opdef.spelling.isidentifier() else "neg"
+    rules: dict[ShapeRule, str] = {einsum_dims: "einsum", norm_dims: "norm", over_dims: "softmax",
+                                   sum_dims: "sum", causal_dims: "causal", relabel_dims: "relabel"}
+    return rules.get(opdef.shape_rule)
+
+
+#: Op kind -> the generator that draws it (every non-collective kind the generators can write).
+FUZZED: dict[OpKind, str] = {k: form for k, d in OP_DEFS.items() if (form := _form(d)) is not None}
+#: Generator -> the spellings of its op kinds, in table order.
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    form: tuple(OP_DEFS[k].spelling for k in FUZZED if FUZZED[k] == form) for form in dict.fromkeys(FUZZED.values())
+}
+ACTIVATIONS = SPELLINGS["activation"]
+
+
 def _expr(draw: Draw, b: _Builder, dims: tuple[str, ...], depth: int, top: bool = False) -> tuple[str, int]:
     """Text and binding strength of an expression whose result has exactly ``dims``.
 
@@ -273,10 +315,9 @@ def _expr(draw: Draw, b: _Builder, dims: tuple[str, ...], depth: int, top: bool 
     if depth <= 0 and not top:
         return b.leaf(dims), ATOM
     extra = [d for d in b.sizes if d not in dims]
-    kinds = ["activation", "neg", "binary", "constant", "einsum1", "einsum2", "norm", "softmax"]
-    kinds += ["leaf"] * (not top) + ["sum"] * bool(extra) + ["causal"] * (len(dims) >= 2)
     relabels = [(i, e) for i, d in enumerate(dims) for e in extra if b.sizes[e] == b.sizes[d]]
-    kinds += ["relabel"] * bool(relabels)
+    usable = {"leaf": not top, "sum": bool(extra), "causal": len(dims) >= 2, "relabel": bool(relabels)}
+    kinds = [k for k in _KINDS if usable.get(k, True) and (k == "leaf" or _FORM_OF.get(k, k) in SPELLINGS)]
     kind = draw(st.sampled_from(kinds))
 
     def sub(sub_dims: tuple[str, ...]) -> tuple[str, int]:
@@ -284,43 +325,97 @@ def _expr(draw: Draw, b: _Builder, dims: tuple[str, ...], depth: int, top: bool 
 
     if kind == "leaf":
         return b.leaf(dims), ATOM
-    if kind == "activation":
-        return f"{draw(st.sampled_from(ACTIVATIONS))}({sub(dims)[0]})", ATOM
-    if kind == "neg":
-        text, prec = sub(dims)
-        return "-" + (f"({text})" if prec <= UNARY else text), UNARY
-    if kind == "binary":
-        op = draw(st.sampled_from("+-*/"))
-        part = _subset(draw, dims)
-        whole, other = sub(dims), sub(part)
-        # The result takes the dims of the operand with more dims, the left one on a tie.
-        if len(part) < len(dims) and draw(st.booleans()):
-            return _binary(other, op, whole)
-        return _binary(whole, op, other)
-    if kind == "constant":
-        op, const, operand = draw(st.sampled_from("+-*/")), _number(draw), sub(dims)
-        return _binary(const, op, operand) if draw(st.booleans()) else _binary(operand, op, const)
-    if kind == "einsum1":
-        letters = tuple(draw(st.permutations(dims + _subset(draw, extra, min_size=0, max_size=2))))
-        return f'einsum("{"".join(letters)}->{"".join(dims)}", {sub(letters)[0]})', ATOM
-    if kind == "einsum2":
-        return _einsum2(draw, b, dims, extra, sub), ATOM
-    if kind in ("norm", "softmax"):
-        over = draw(st.sampled_from(dims))
-        if kind == "softmax":
-            return f"softmax({sub(dims)[0]}, over={over})", ATOM
-        gain = f", {b.leaf((over,))}" if draw(st.booleans()) else ""
-        operand = sub(dims)[0]
-        return f"{draw(st.sampled_from(['layernorm', 'rmsnorm']))}({operand}{gain}, over={over})", ATOM
-    if kind == "sum":
-        over, at = draw(st.sampled_from(extra)), draw(st.integers(0, len(dims)))
-        return f"sum({sub(dims[:at] + (over,) + dims[at:])[0]}, over={over})", ATOM
-    if kind == "causal":
-        query, key = draw(st.lists(st.sampled_from(dims), min_size=2, max_size=2, unique=True))
-        return f"causal({sub(dims)[0]}, {query}, {key})", ATOM
-    assert kind == "relabel"
-    i, old = draw(st.sampled_from(relabels))
-    return f"relabel({sub(dims[:i] + (old,) + dims[i + 1:])[0]}, {old}={dims[i]})", ATOM
+    spellings = SPELLINGS[_FORM_OF.get(kind, kind)]
+    return _WRITERS[kind](_Call(draw, b, dims, extra, relabels, sub, spellings))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What a writer of one op form gets: the goal dims, the dims not in them, how to draw operands."""
+
+    draw: Draw
+    b: _Builder
+    dims: tuple[str, ...]
+    extra: list[str]
+    relabels: list[tuple[int, str]]
+    sub: Callable[[tuple[str, ...]], tuple[str, int]]
+    spellings: tuple[str, ...]  # the op kinds of this form
+
+    def spelling(self) -> str:
+        return self.draw(st.sampled_from(self.spellings))
+
+
+def _write_activation(c: _Call) -> tuple[str, int]:
+    return f"{c.spelling()}({c.sub(c.dims)[0]})", ATOM
+
+
+def _write_neg(c: _Call) -> tuple[str, int]:
+    spelling = c.spelling()
+    text, prec = c.sub(c.dims)
+    return spelling + (f"({text})" if prec <= UNARY else text), UNARY
+
+
+def _write_binary(c: _Call) -> tuple[str, int]:
+    op = c.spelling()
+    part = _subset(c.draw, c.dims)
+    whole, other = c.sub(c.dims), c.sub(part)
+    # The result takes the dims of the operand with more dims, the left one on a tie.
+    if len(part) < len(c.dims) and c.draw(st.booleans()):
+        return _binary(other, op, whole)
+    return _binary(whole, op, other)
+
+
+def _write_constant(c: _Call) -> tuple[str, int]:
+    op, const, operand = c.spelling(), _number(c.draw), c.sub(c.dims)
+    return _binary(const, op, operand) if c.draw(st.booleans()) else _binary(operand, op, const)
+
+
+def _write_einsum1(c: _Call) -> tuple[str, int]:
+    letters = tuple(c.draw(st.permutations(c.dims + _subset(c.draw, c.extra, min_size=0, max_size=2))))
+    return f'einsum("{"".join(letters)}->{"".join(c.dims)}", {c.sub(letters)[0]})', ATOM
+
+
+def _write_einsum2(c: _Call) -> tuple[str, int]:
+    return _einsum2(c.draw, c.b, c.dims, c.extra, c.sub), ATOM
+
+
+def _write_norm(c: _Call) -> tuple[str, int]:
+    over = c.draw(st.sampled_from(c.dims))
+    gain = f", {c.b.leaf((over,))}" if c.draw(st.booleans()) else ""
+    operand = c.sub(c.dims)[0]
+    return f"{c.spelling()}({operand}{gain}, over={over})", ATOM
+
+
+def _write_softmax(c: _Call) -> tuple[str, int]:
+    over = c.draw(st.sampled_from(c.dims))
+    return f"{c.spelling()}({c.sub(c.dims)[0]}, over={over})", ATOM
+
+
+def _write_sum(c: _Call) -> tuple[str, int]:
+    over, at = c.draw(st.sampled_from(c.extra)), c.draw(st.integers(0, len(c.dims)))
+    return f"{c.spelling()}({c.sub(c.dims[:at] + (over,) + c.dims[at:])[0]}, over={over})", ATOM
+
+
+def _write_causal(c: _Call) -> tuple[str, int]:
+    query, key = c.draw(st.lists(st.sampled_from(c.dims), min_size=2, max_size=2, unique=True))
+    return f"{c.spelling()}({c.sub(c.dims)[0]}, {query}, {key})", ATOM
+
+
+def _write_relabel(c: _Call) -> tuple[str, int]:
+    i, old = c.draw(st.sampled_from(c.relabels))
+    return f"{c.spelling()}({c.sub(c.dims[:i] + (old,) + c.dims[i + 1:])[0]}, {old}={c.dims[i]})", ATOM
+
+
+# The expression kinds _expr chooses among, in this order (the order fixes what Hypothesis draws),
+# and the form of op kinds each writes (when it is not the kind's own name).
+_KINDS = ("activation", "neg", "binary", "constant", "einsum1", "einsum2", "norm", "softmax",
+          "leaf", "sum", "causal", "relabel")
+_FORM_OF = {"constant": "binary", "einsum1": "einsum", "einsum2": "einsum"}
+_WRITERS: dict[str, Callable[[_Call], tuple[str, int]]] = {
+    "activation": _write_activation, "neg": _write_neg, "binary": _write_binary, "constant": _write_constant,
+    "einsum1": _write_einsum1, "einsum2": _write_einsum2, "norm": _write_norm, "softmax": _write_softmax,
+    "sum": _write_sum, "causal": _write_causal, "relabel": _write_relabel,
+}
 
 
 def _einsum2(draw: Draw, b: _Builder, dims: tuple[str, ...], extra: list[str],
@@ -341,8 +436,9 @@ def _einsum2(draw: Draw, b: _Builder, dims: tuple[str, ...], extra: list[str],
 def _target_dims(draw: Draw, b: _Builder) -> tuple[str, ...]:
     """Dims for a new assignment: those of a visible value, or a random few."""
     existing = [t.dims for t in b.visible()]
-    if existing and draw(st.booleans()):
-        return draw(st.sampled_from(existing))
+    if existing:
+        if draw(st.booleans()):
+            return draw(st.sampled_from(existing))
     return _subset(draw, list(b.sizes), max_size=3)
 
 
@@ -371,9 +467,10 @@ def _output(draw: Draw, b: _Builder, candidates: list[Tensor]) -> None:
 
 def _repeat(draw: Draw, b: _Builder, max_statements: int) -> None:
     """``repeat N { ... }``: params, caches, assignments, rebindings and per-layer outputs."""
-    block = Stmt("repeat", f"repeat {draw(st.integers(1, 4))} {{", body=[])
+    body: list[Stmt] = []
+    block = Stmt("repeat", f"repeat {draw(st.integers(1, 4))} {{", body=body)
     b.emit(block)
-    outer_stmts, b.stmts, b.inner = b.stmts, block.body, {}
+    outer_stmts, b.stmts, b.inner = b.stmts, body, {}
     for _ in range(draw(st.integers(1, max_statements))):
         what = draw(st.sampled_from(["assign", "assign", "rebind", "rebind", "declare", "output"]))
         if what == "rebind" and b.outer:
@@ -393,14 +490,16 @@ def _all_pinned(stmts: list[Stmt]) -> list[Stmt]:
     return flat if flat and all(s.pin is not None for s in flat) else []
 
 
+_ANY_MESH = st.none() | meshes()
+
+
 @st.composite
-def program_models(draw: Draw, *, mesh: Mesh | st.SearchStrategy | None = st.none() | meshes(),
+def program_models(draw: Draw, *, mesh: Mesh | st.SearchStrategy | None = _ANY_MESH,
                    min_dims: int = 2, max_dims: int = 6, min_size: int = 1, max_size: int = 8,
                    max_statements: int = 6, max_depth: int = 3, max_repeats: int = 1,
                    pins: bool = True, trivia: bool = True) -> ProgramModel:
     """A :class:`ProgramModel`; see :func:`programs` for the parameters."""
-    if isinstance(mesh, st.SearchStrategy):
-        mesh = draw(mesh)
+    chosen: Mesh | None = draw(mesh) if isinstance(mesh, st.SearchStrategy) else mesh
     letters = draw(st.lists(st.sampled_from(string.ascii_uppercase), min_size=min_dims,
                             max_size=max_dims, unique=True))
     sizes: dict[str, int] = {}
@@ -408,7 +507,7 @@ def program_models(draw: Draw, *, mesh: Mesh | st.SearchStrategy | None = st.non
         reuse = sizes and draw(st.integers(0, 2)) == 0
         sizes[d] = draw(st.sampled_from(sorted(set(sizes.values())))) if reuse else draw(
             st.integers(min_size, max_size))
-    b = _Builder(draw, sizes, mesh, pins, trivia, max_depth)
+    b = _Builder(draw, sizes, chosen, pins, trivia, max_depth)
     name = b.fresh_name()
     repeats = draw(st.integers(0, max_repeats))
     for i in range(repeats + 1):
@@ -422,7 +521,7 @@ def program_models(draw: Draw, *, mesh: Mesh | st.SearchStrategy | None = st.non
     pinned = _all_pinned(b.stmts)
     if pinned:
         draw(st.sampled_from(pinned)).pin = None
-    return ProgramModel(name, sizes, mesh, b.stmts, dims_lines=draw(st.integers(1, 2)),
+    return ProgramModel(name, sizes, chosen, b.stmts, dims_lines=draw(st.integers(1, 2)),
                         newline=draw(st.sampled_from(["\n"] * 5 + ["\r\n"])) if trivia else "\n")
 
 

@@ -13,8 +13,8 @@ with the caret under that operand.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from shardc.ir.graph import (
     BINARY,
@@ -24,6 +24,7 @@ from shardc.ir.graph import (
     Const,
     DType,
     EinsumAttrs,
+    NoAttrs,
     Operand,
     OpKind,
     OverAttrs,
@@ -196,24 +197,87 @@ def collective_dims(operands: tuple[Operand, ...], attrs: Attrs, sizes: Mapping[
     return dims
 
 
+# --- attributes: built from a call's arguments, spelled back as arguments -------------
+@dataclass(frozen=True)
+class CallArgs:
+    """The non-tensor arguments of a call, already checked by the frontend.
+
+    ``spec``: an einsum spec as (operand letters, result letters); ``dims``: the
+    positional dim arguments, in order; ``dim_keywords`` / ``axes_keywords``:
+    keywords whose value is a dim / mesh axes (``relabel``'s OLD=NEW pairs are
+    dim keywords).
+    """
+
+    spec: tuple[tuple[str, ...], str] | None = None
+    dims: tuple[str, ...] = ()
+    dim_keywords: Mapping[str, str] = field(default_factory=dict)
+    axes_keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+A = TypeVar("A", NoAttrs, EinsumAttrs, OverAttrs, CausalAttrs, RelabelAttrs, CollectiveAttrs)
+#: Argument texts an op's attributes print as: (before the operands, after them).
+ArgTexts = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class AttrsForm(Generic[A]):
+    """The attrs class of an op kind, how the frontend builds it and how it is spelled.
+
+    ``spell`` gets the op's signature too: a collective spells exactly the
+    keywords its signature has, in that order.
+    """
+
+    cls: type[A]
+    build: Callable[[CallArgs], A]
+    spell: Callable[[A, Signature], ArgTexts]
+
+
+def _spell_collective(a: CollectiveAttrs, sig: Signature) -> ArgTexts:
+    values = {"over": "".join(a.axes), "dim": a.dim, "from": a.src, "to": a.dst}
+    return (), tuple(f"{key}={values[key]}" for key, _ in sig.keywords)
+
+
+def _build_einsum(args: CallArgs) -> EinsumAttrs:
+    assert args.spec is not None
+    return EinsumAttrs(*args.spec)
+
+
+NO_ATTRS = AttrsForm(NoAttrs, lambda args: NoAttrs(), lambda a, sig: ((), ()))
+EINSUM_ATTRS = AttrsForm(EinsumAttrs, _build_einsum, lambda a, sig: ((f'"{a.spec}"',), ()))
+OVER_ATTRS = AttrsForm(OverAttrs, lambda args: OverAttrs(args.dim_keywords["over"]),
+                       lambda a, sig: ((), (f"over={a.dim}",)))
+CAUSAL_ATTRS = AttrsForm(CausalAttrs, lambda args: CausalAttrs(*args.dims),
+                         lambda a, sig: ((), (a.query, a.key)))
+RELABEL_ATTRS = AttrsForm(RelabelAttrs, lambda args: RelabelAttrs(tuple(args.dim_keywords.items())),
+                          lambda a, sig: ((), tuple(f"{old}={new}" for old, new in a.renames)))
+COLLECTIVE_ATTRS = AttrsForm(
+    CollectiveAttrs,
+    lambda args: CollectiveAttrs(args.axes_keywords["over"], args.dim_keywords.get("dim"),
+                                 args.dim_keywords.get("from"), args.dim_keywords.get("to")),
+    _spell_collective,
+)
+
+
 # --- the table ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpDef:
-    """Spelling, signature and shape rule of one op kind."""
+    """Spelling, signature, shape rule and attributes of one op kind."""
 
     kind: OpKind
     spelling: str  # the call name, or the infix symbol for + - * / and unary -
     signature: Signature
     shape_rule: ShapeRule
+    attrs: AttrsForm[Any] = NO_ATTRS
 
 
 _T, _G, _S, _D, _A = ArgKind.TENSOR, ArgKind.GAIN, ArgKind.SPEC, ArgKind.DIM, ArgKind.AXES
 _UNARY_SIG = Signature((_T,))
 _OVER_SIG = Signature((_T,), keywords=(("over", _D),))
+_NORM_SIG = Signature((_T, _G), optional=1, keywords=(("over", _D),))
 
 OP_DEFS: dict[OpKind, OpDef] = {
     OpKind.EINSUM: OpDef(OpKind.EINSUM, "einsum", Signature((_S, _T, _T), optional=1),
-                         einsum_dims),
+                         einsum_dims, EINSUM_ATTRS),
     OpKind.ADD: OpDef(OpKind.ADD, "+", Signature((_T, _T)), broadcast_dims),
     OpKind.SUB: OpDef(OpKind.SUB, "-", Signature((_T, _T)), broadcast_dims),
     OpKind.MUL: OpDef(OpKind.MUL, "*", Signature((_T, _T)), broadcast_dims),
@@ -224,30 +288,26 @@ OP_DEFS: dict[OpKind, OpDef] = {
     OpKind.SILU: OpDef(OpKind.SILU, "silu", _UNARY_SIG, same_dims),
     OpKind.TANH: OpDef(OpKind.TANH, "tanh", _UNARY_SIG, same_dims),
     OpKind.EXP: OpDef(OpKind.EXP, "exp", _UNARY_SIG, same_dims),
-    OpKind.LAYERNORM: OpDef(OpKind.LAYERNORM, "layernorm",
-                            Signature((_T, _G), optional=1, keywords=(("over", _D),)),
-                            norm_dims),
-    OpKind.RMSNORM: OpDef(OpKind.RMSNORM, "rmsnorm",
-                          Signature((_T, _G), optional=1, keywords=(("over", _D),)),
-                          norm_dims),
-    OpKind.SOFTMAX: OpDef(OpKind.SOFTMAX, "softmax", _OVER_SIG, over_dims),
-    OpKind.SUM: OpDef(OpKind.SUM, "sum", _OVER_SIG, sum_dims),
-    OpKind.CAUSAL: OpDef(OpKind.CAUSAL, "causal", Signature((_T, _D, _D)), causal_dims),
+    OpKind.LAYERNORM: OpDef(OpKind.LAYERNORM, "layernorm", _NORM_SIG, norm_dims, OVER_ATTRS),
+    OpKind.RMSNORM: OpDef(OpKind.RMSNORM, "rmsnorm", _NORM_SIG, norm_dims, OVER_ATTRS),
+    OpKind.SOFTMAX: OpDef(OpKind.SOFTMAX, "softmax", _OVER_SIG, over_dims, OVER_ATTRS),
+    OpKind.SUM: OpDef(OpKind.SUM, "sum", _OVER_SIG, sum_dims, OVER_ATTRS),
+    OpKind.CAUSAL: OpDef(OpKind.CAUSAL, "causal", Signature((_T, _D, _D)), causal_dims, CAUSAL_ATTRS),
     OpKind.RELABEL: OpDef(OpKind.RELABEL, "relabel", Signature((_T,), dim_keywords=True),
-                          relabel_dims),
+                          relabel_dims, RELABEL_ATTRS),
     OpKind.ALL_GATHER: OpDef(OpKind.ALL_GATHER, "all_gather",
-                             Signature((_T,), keywords=(("over", _A),)), collective_dims),
+                             Signature((_T,), keywords=(("over", _A),)), collective_dims, COLLECTIVE_ATTRS),
     OpKind.REDUCE_SCATTER: OpDef(OpKind.REDUCE_SCATTER, "reduce_scatter",
                                  Signature((_T,), keywords=(("over", _A), ("dim", _D))),
-                                 collective_dims),
+                                 collective_dims, COLLECTIVE_ATTRS),
     OpKind.ALL_REDUCE: OpDef(OpKind.ALL_REDUCE, "all_reduce",
-                             Signature((_T,), keywords=(("over", _A),)), collective_dims),
+                             Signature((_T,), keywords=(("over", _A),)), collective_dims, COLLECTIVE_ATTRS),
     OpKind.ALL_TO_ALL: OpDef(OpKind.ALL_TO_ALL, "all_to_all",
                              Signature((_T,), keywords=(("over", _A), ("from", _D), ("to", _D))),
-                             collective_dims),
+                             collective_dims, COLLECTIVE_ATTRS),
     OpKind.SLICE: OpDef(OpKind.SLICE, "slice",
                         Signature((_T,), keywords=(("over", _A), ("dim", _D))),
-                        collective_dims),
+                        collective_dims, COLLECTIVE_ATTRS),
 }
 
 #: Ops written as calls, by name.
@@ -277,3 +337,20 @@ def result_dims(kind: OpKind, operands: tuple[Operand, ...], attrs: Attrs,
     if kind in BINARY and all(isinstance(o, Const) for o in operands):
         raise OpTypeError("an arithmetic op needs at least one tensor operand")
     return OP_DEFS[kind].shape_rule(operands, attrs, sizes)
+
+
+def spell_call(kind: OpKind, attrs: Attrs, operands: Sequence[str]) -> str:
+    """A call as the language writes it, from its operands' texts: ``reduce_scatter(x, over=yz, dim=E)``.
+
+    With no operands, the collective alone as the resharding log names it:
+    ``reduce_scatter(over=yz, dim=E)``.
+    """
+    opdef = OP_DEFS[kind]
+    before, after = opdef.attrs.spell(attrs, opdef.signature)
+    return f"{opdef.spelling}({', '.join((*before, *operands, *after))})"
+
+
+def build_attrs(kind: OpKind, args: CallArgs) -> Attrs:
+    """The attributes of a ``kind`` call with these (checked) non-tensor arguments."""
+    attrs: Attrs = OP_DEFS[kind].attrs.build(args)
+    return attrs

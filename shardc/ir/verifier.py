@@ -3,7 +3,7 @@
 The frontend only builds valid graphs, but passes build graphs by hand, so
 this re-derives every fact from scratch: single assignment, every operand
 defined before use and visible in its block, every result type equal to its
-op's shape rule and dtype rule, loop carries consistent, layouts valid on the
+op's shape rule and dtype rule, attrs of the class its kind takes, loop carries consistent, layouts valid on the
 mesh.  Failures are :class:`~shardc.errors.ShardcError` located at the
 offending statement when it has a source location.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from shardc.errors import NOLOC, Loc, ShardcError
 from shardc.ir.graph import Block, Const, Decl, Graph, Op, Output, Repeat, Value
-from shardc.ir.ops import OpTypeError, result_dims, result_dtype
+from shardc.ir.ops import OP_DEFS, OpTypeError, result_dims, result_dtype
 
 
 class _Verifier:
@@ -47,50 +47,60 @@ class _Verifier:
         if v.id not in visible:
             raise self.fail(f"value {v.name or '%' + str(v.id)} is used where it is not defined", loc)
 
+    def check_op(self, stmt: Op, visible: set[int]) -> None:
+        for o in stmt.operands:
+            if isinstance(o, Value):
+                self.check_use(o, visible, stmt.loc)
+        if all(isinstance(o, Const) for o in stmt.operands) and stmt.operands:
+            raise self.fail("an op needs at least one tensor operand", stmt.loc)
+        want = OP_DEFS[stmt.kind].attrs.cls
+        if type(stmt.attrs) is not want:
+            raise self.fail(f"{stmt.kind} takes {want.__name__}, but its attrs are "
+                            f"{type(stmt.attrs).__name__}", stmt.loc)
+        try:
+            dims = result_dims(stmt.kind, stmt.operands, stmt.attrs, self.sizes)
+        except OpTypeError as err:
+            raise self.fail(err.message, stmt.loc) from None
+        if dims != stmt.result.dims:
+            raise self.fail(f"{stmt.kind} should give dims [{', '.join(dims)}], "
+                            f"result says {stmt.result.type}", stmt.loc)
+        if result_dtype(stmt.kind, stmt.operands) != stmt.result.dtype:
+            raise self.fail(f"{stmt.kind} result dtype should be {result_dtype(stmt.kind, stmt.operands)}",
+                            stmt.loc)
+        self.check_value(stmt.result, stmt.loc)
+        visible.add(stmt.result.id)
+
+    def check_repeat(self, stmt: Repeat, visible: set[int], in_repeat: bool) -> None:
+        if in_repeat:
+            raise self.fail("nested repeat", stmt.loc)
+        if stmt.count < 1:
+            raise self.fail("repeat count must be at least 1", stmt.loc)
+        inner = set(visible)
+        for c in stmt.carries:
+            self.check_use(c.init, visible, stmt.loc)
+            if not (c.init.dims == c.arg.dims == c.next.dims == c.result.dims):
+                raise self.fail(f"loop-carried '{c.arg.name}' changes dims", stmt.loc)
+            self.check_value(c.arg, stmt.loc)
+            inner.add(c.arg.id)
+            inner.discard(c.init.id)  # inside the body the name means the carried value
+        self.block(stmt.body, inner, True)
+        for c in stmt.carries:
+            self.check_use(c.next, inner, stmt.loc)
+            self.check_value(c.result, stmt.loc)
+            visible.add(c.result.id)
+
     def block(self, block: Block, visible: set[int], in_repeat: bool) -> None:
         for stmt in block:
             if isinstance(stmt, Decl):
                 self.check_value(stmt.value, stmt.loc)
                 visible.add(stmt.value.id)
             elif isinstance(stmt, Op):
-                for o in stmt.operands:
-                    if isinstance(o, Value):
-                        self.check_use(o, visible, stmt.loc)
-                if all(isinstance(o, Const) for o in stmt.operands) and stmt.operands:
-                    raise self.fail("an op needs at least one tensor operand", stmt.loc)
-                try:
-                    dims = result_dims(stmt.kind, stmt.operands, stmt.attrs, self.sizes)
-                except OpTypeError as err:
-                    raise self.fail(err.message, stmt.loc) from None
-                if dims != stmt.result.dims:
-                    raise self.fail(f"{stmt.kind} should give dims [{', '.join(dims)}], "
-                                    f"result says {stmt.result.type}", stmt.loc)
-                if result_dtype(stmt.kind, stmt.operands) != stmt.result.dtype:
-                    raise self.fail(f"{stmt.kind} result dtype should be {result_dtype(stmt.kind, stmt.operands)}",
-                                    stmt.loc)
-                self.check_value(stmt.result, stmt.loc)
-                visible.add(stmt.result.id)
+                self.check_op(stmt, visible)
             elif isinstance(stmt, Output):
                 for v in stmt.values:
                     self.check_use(v, visible, stmt.loc)
             elif isinstance(stmt, Repeat):
-                if in_repeat:
-                    raise self.fail("nested repeat", stmt.loc)
-                if stmt.count < 1:
-                    raise self.fail("repeat count must be at least 1", stmt.loc)
-                inner = set(visible)
-                for c in stmt.carries:
-                    self.check_use(c.init, visible, stmt.loc)
-                    if not (c.init.dims == c.arg.dims == c.next.dims == c.result.dims):
-                        raise self.fail(f"loop-carried '{c.arg.name}' changes dims", stmt.loc)
-                    self.check_value(c.arg, stmt.loc)
-                    inner.add(c.arg.id)
-                    inner.discard(c.init.id)  # inside the body the name means the carried value
-                self.block(stmt.body, inner, True)
-                for c in stmt.carries:
-                    self.check_use(c.next, inner, stmt.loc)
-                    self.check_value(c.result, stmt.loc)
-                    visible.add(c.result.id)
+                self.check_repeat(stmt, visible, in_repeat)
             else:
                 raise self.fail(f"unknown statement {type(stmt).__name__}")
 

@@ -2,9 +2,10 @@
 
 This is where names are resolved, dims and shapes are checked and every error
 of LANGUAGE.md gets its location.  This module lowers the program and its
-statements; expressions and calls are lowered by :mod:`shardc.lower_exprs`
-(a mixin of the lowerer).  Nested expressions become a flat list of ops whose
-temporaries are anonymous (``name=None``); the printer inlines them back.
+statements; expressions and calls are lowered by the
+:class:`~shardc.language.lower_exprs.ExprLowerer` it makes once the header is
+read.  Nested expressions become a flat list of ops whose temporaries are
+anonymous (``name=None``); the printer inlines them back.
 Value ids are given in one canonical order -- declarations and op results in
 program order, operands before results, a repeat's carried arguments before
 its body and its results after it -- so that parsing printed text gives back
@@ -39,7 +40,7 @@ from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.ops import CALLS
 from shardc.language import syntax_tree as ast
-from shardc.language.lower_exprs import _DIM_RE, ExprLowering
+from shardc.language.lower_exprs import _DIM_RE, ExprLowerer
 from shardc.language.parser import parse_module
 from shardc.language.trivia import attach_trivia
 
@@ -98,7 +99,7 @@ class _Scope:
         return self.values.get(name)
 
 
-class _Lowerer(ExprLowering):
+class _Lowerer:
     def __init__(self, module: ast.Module, overrides: dict[str, int], mesh: Mesh | None) -> None:
         self.module = module
         self.source: Source = module.source
@@ -115,6 +116,7 @@ class _Lowerer(ExprLowering):
         self.outputs: dict[str, int] = {}
         self.sharded = False
         self.trivia = attach_trivia(module)
+        self.exprs: ExprLowerer | None = None  # made when the header is lowered
 
     # -- helpers -------------------------------------------------------------------
     def error(self, message: str, loc: Loc, hint: str | None = None) -> ShardcError:
@@ -135,26 +137,9 @@ class _Lowerer(ExprLowering):
             raise self.error("a program starts with 'model NAME'", loc)
         model = stmts[0]
         self.check_name(model.name, "the model")
-        header_done = False
-        mesh_stmt: ast.MeshStmt | None = None
-        dims_stmts: list[ast.DimsStmt] = []
-        for stmt in stmts[1:]:
-            if isinstance(stmt, ast.ModelStmt):
-                raise self.error("a program has one 'model' statement, and it comes first", stmt.loc)
-            if isinstance(stmt, (ast.MeshStmt, ast.DimsStmt)):
-                if header_done:
-                    word = "mesh" if isinstance(stmt, ast.MeshStmt) else "dims"
-                    raise self.error(f"'{word}' must come before every declaration and statement", stmt.loc)
-                if isinstance(stmt, ast.MeshStmt):
-                    if mesh_stmt is not None:
-                        raise self.error(f"the mesh is already given on line {mesh_stmt.loc.line}", stmt.loc)
-                    mesh_stmt = stmt
-                else:
-                    dims_stmts.append(stmt)
-            else:
-                header_done = True
-        for stmt in dims_stmts:
-            self.declare_dims(stmt)
+        mesh_stmt, dims_stmts = self.header(stmts)
+        for dims_stmt in dims_stmts:
+            self.declare_dims(dims_stmt)
         self.apply_overrides()
         file_mesh = self.lower_mesh(mesh_stmt) if mesh_stmt is not None else None
         self.sharded = _all_pinned(stmts)
@@ -169,6 +154,8 @@ class _Lowerer(ExprLowering):
                     f"--mesh {self.mesh_override.spec()} cannot change the mesh of a sharded program "
                     f"(mesh {file_mesh}); compile the source program for that mesh instead", mesh_stmt.loc)
         self.mesh = self.mesh_override or file_mesh
+        self.exprs = ExprLowerer(self.source, self.dims, self.sharded, self.new_id, self.lookup, self.undefined,
+                                 self.check_number, self.dim, self.axes)
 
         body: list[Stmt] = []
         for stmt in stmts[1:]:
@@ -189,6 +176,28 @@ class _Lowerer(ExprLowering):
         )
 
     # -- header -------------------------------------------------------------------
+    def header(self, stmts: tuple[ast.Stmt, ...]) -> tuple[ast.MeshStmt | None, list[ast.DimsStmt]]:
+        """The mesh and dims statements after ``model``, checked to come before everything else."""
+        header_done = False
+        mesh_stmt: ast.MeshStmt | None = None
+        dims_stmts: list[ast.DimsStmt] = []
+        for stmt in stmts[1:]:
+            if isinstance(stmt, ast.ModelStmt):
+                raise self.error("a program has one 'model' statement, and it comes first", stmt.loc)
+            if isinstance(stmt, (ast.MeshStmt, ast.DimsStmt)):
+                if header_done:
+                    word = "mesh" if isinstance(stmt, ast.MeshStmt) else "dims"
+                    raise self.error(f"'{word}' must come before every declaration and statement", stmt.loc)
+                if isinstance(stmt, ast.MeshStmt):
+                    if mesh_stmt is not None:
+                        raise self.error(f"the mesh is already given on line {mesh_stmt.loc.line}", stmt.loc)
+                    mesh_stmt = stmt
+                else:
+                    dims_stmts.append(stmt)
+            else:
+                header_done = True
+        return mesh_stmt, dims_stmts
+
     def declare_dims(self, stmt: ast.DimsStmt) -> None:
         for dim, size in stmt.sizes:
             self.check_dim_name(dim)
@@ -346,7 +355,8 @@ class _Lowerer(ExprLowering):
                              "rename a value", expr.loc)
         if isinstance(expr, ast.Neg) and isinstance(expr.operand, ast.Num):
             raise self.error("a number alone is not a tensor: every value has at least one dim", expr.loc)
-        result = self.lower_expr(expr, ops, name=target.text)
+        assert self.exprs is not None
+        result = self.exprs.lower_expr(expr, ops, name=target.text)
         assert isinstance(result, Value) and ops and ops[-1].result is result
         layout = self.lower_pin(stmt.pin, result.dims, f"'{target.text}'")
         if rebinding:
@@ -379,20 +389,24 @@ class _Lowerer(ExprLowering):
         pin = self.lower_pin(stmt.pin, values[0].dims, f"'{stmt.names[0].text}'") if stmt.pin else None
         return Output(tuple(values), pin, stmt.loc, self.trivia_of(stmt))
 
-    def lower_repeat(self, stmt: ast.RepeatStmt) -> Repeat:
-        if self.inner is not None:
-            raise self.error("repeat blocks cannot be nested", stmt.loc)
-        count = self.positive_int(stmt.count, "the repeat count")
+    def carried_names(self, stmt: ast.RepeatStmt) -> list[str]:
+        """Outer names assigned in the body: loop-carried, in order of first rebinding."""
+        carried: list[str] = []
         for inner in stmt.body:
             if isinstance(inner, (ast.MeshStmt, ast.DimsStmt, ast.ModelStmt)):
                 word = {ast.MeshStmt: "mesh", ast.DimsStmt: "dims", ast.ModelStmt: "model"}[type(inner)]
                 raise self.error(f"'{word}' may not appear inside repeat", inner.loc)
-        # Outer names assigned in the body are loop-carried, in order of first rebinding.
-        carried_names: list[str] = []
         for inner in stmt.body:
             if isinstance(inner, ast.AssignStmt) and inner.target.text in self.outer.values \
-                    and inner.target.text not in carried_names:
-                carried_names.append(inner.target.text)
+                    and inner.target.text not in carried:
+                carried.append(inner.target.text)
+        return carried
+
+    def lower_repeat(self, stmt: ast.RepeatStmt) -> Repeat:
+        if self.inner is not None:
+            raise self.error("repeat blocks cannot be nested", stmt.loc)
+        count = self.positive_int(stmt.count, "the repeat count")
+        carried_names = self.carried_names(stmt)
         self.inner = _Scope()
         self.carried = {}
         inits: dict[str, Value] = {}

@@ -1,4 +1,4 @@
-"""Lowering expressions and calls: an AST expression -> flat IR ops (part of :mod:`shardc.frontend`).
+"""Lowering expressions and calls: an AST expression -> flat IR ops (a collaborator of :mod:`shardc.language.lower`).
 
 A nested expression becomes a list of ops, operands before results, whose
 temporaries are anonymous (``name=None``); only the top op gets the assigned
@@ -7,41 +7,61 @@ the number and kind of its positional arguments, its keywords, an einsum
 spec; the result's dims and dtype come from the op's shape rule
 (:func:`~shardc.ops.result_dims`).  Every error points at the argument that
 causes it, and a usage line (``layernorm(a, [g], over=DIM)``) says what was
-expected.
+expected.  The attributes of a call come from its op's attrs builder
+(:func:`~shardc.ir.ops.build_attrs`).
+
+:class:`ExprLowerer` is given what it needs by the program lowerer: the dim
+sizes, whether the program is sharded, and the lowerer's name resolution, id
+counter and token checks, as callables.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
-from shardc.errors import Loc, Source
-from shardc.ir.graph import (
-    CausalAttrs,
-    CollectiveAttrs,
-    Const,
-    EinsumAttrs,
-    NoAttrs,
-    Op,
-    Operand,
-    OpKind,
-    OverAttrs,
-    RelabelAttrs,
-    TensorType,
-    Value,
+from shardc.errors import Loc, ShardcError, Source
+from shardc.ir.graph import Attrs, Const, NoAttrs, Op, Operand, OpKind, TensorType, Value
+from shardc.ir.ops import (
+    CALLS,
+    INFIX,
+    OP_DEFS,
+    ArgKind,
+    CallArgs,
+    OpTypeError,
+    Signature,
+    build_attrs,
+    result_dims,
+    result_dtype,
 )
-from shardc.ir.ops import CALLS, INFIX, OP_DEFS, ArgKind, OpTypeError, Signature, result_dims, result_dtype
 from shardc.language import syntax_tree as ast
 
 _DIM_RE = re.compile(r"[A-Z]")
 _SPEC_RE = re.compile(r"[A-Za-z]+(?:,[A-Za-z]+)*->[A-Za-z]*")
 
 
-class ExprLowering:
-    """Mixin of the lowerer (:class:`shardc.frontend._Lowerer`): expressions and calls.
+@dataclass
+class ExprLowerer:
+    """Lowers expressions and calls to ops; one per program, made once its header is lowered.
 
-    The lowerer provides ``source``, ``dims``, ``sharded``, ``error()``,
-    ``new_id()``, ``lookup()``, ``undefined()``, ``check_number()``, ``dim()``
-    and ``axes()``.
+    ``new_id`` gives the next value id; ``lookup`` resolves a visible name
+    (None if there is none) and ``undefined`` makes the error for a name that
+    is not; ``check_number``, ``dim`` and ``axes`` check tokens (raising a
+    located error) and return what they spell.
     """
+
+    source: Source
+    dims: Mapping[str, int]
+    sharded: bool
+    new_id: Callable[[], int]
+    lookup: Callable[[str], tuple[Value, Loc] | None]
+    undefined: Callable[[str, Loc], ShardcError]
+    check_number: Callable[[ast.Num], None]
+    dim: Callable[[ast.Name], str]
+    axes: Callable[[ast.Name], tuple[str, ...]]
+
+    def error(self, message: str, loc: Loc, hint: str | None = None) -> ShardcError:
+        return ShardcError(message, self.source, loc, hint=hint)
 
     def lower_expr(self, expr: ast.Expr, ops: list[Op], name: str | None = None) -> Operand:
         """Lower ``expr``, appending its ops (operands first); ``name`` names the top op."""
@@ -72,17 +92,17 @@ class ExprLowering:
         assert isinstance(expr, ast.Call)
         return self.lower_call(expr, ops, name)
 
-    def make_op(self, kind: OpKind, operands: tuple[Operand, ...], attrs: object, ops: list[Op],
+    def make_op(self, kind: OpKind, operands: tuple[Operand, ...], attrs: Attrs, ops: list[Op],
                 name: str | None, loc: Loc, locs: dict[str, Loc]) -> Value:
         try:
-            dims = result_dims(kind, operands, attrs, self.dims)  # type: ignore[arg-type]
+            dims = result_dims(kind, operands, attrs, self.dims)
         except OpTypeError as err:
             where = locs.get(f"operand {err.operand}") if err.operand is not None else None
             if where is None and err.keyword is not None:
                 where = locs.get(err.keyword)
             raise self.error(err.message, where or loc) from None
         result = Value(self.new_id(), name, TensorType(result_dtype(kind, operands), dims))
-        ops.append(Op(kind, result, operands, attrs, loc))  # type: ignore[arg-type]
+        ops.append(Op(kind, result, operands, attrs, loc))
         return result
 
     def lower_call(self, call: ast.Call, ops: list[Op], name: str | None) -> Value:
@@ -91,30 +111,14 @@ class ExprLowering:
             known = ", ".join(sorted(k for k, v in CALLS.items() if not v.is_collective))
             raise self.error(f"unknown op '{func}'; the ops are {known}", call.func.loc)
         kind = CALLS[func]
-        opdef = OP_DEFS[kind]
-        sig = opdef.signature
+        sig = OP_DEFS[kind].signature
         usage = _usage(func, sig)
         if kind.is_collective and not self.sharded:
             raise self.error(f"'{func}' is a collective: collectives appear only in sharded programs, where "
                              "every declaration and statement carries @ LAYOUT", call.func.loc)
         positional = [a for a in call.args if not isinstance(a, ast.KwArg)]
         keywords = [a for a in call.args if isinstance(a, ast.KwArg)]
-        seen_kw = False
-        for a in call.args:
-            if isinstance(a, ast.KwArg):
-                seen_kw = True
-            elif seen_kw:
-                raise self.error(f"positional argument after a keyword argument; usage: {usage}", ast.start_of(a))
-        low, high = len(sig.positional) - sig.optional, len(sig.positional)
-        if not low <= len(positional) <= high:
-            count = f"{low}" if low == high else f"{low} to {high}"
-            plural = "s" if high > 1 else ""
-            message = f"{func} takes {count} positional argument{plural}, got {len(positional)}"
-            if kind is OpKind.EINSUM and positional and isinstance(positional[0], ast.StrArg):
-                # Users count einsum's operands, not the spec string with them.
-                message = f"einsum takes one or two operands after the spec, got {len(positional) - 1}"
-            raise self.error(f"{message}; usage: {usage}",
-                             ast.start_of(positional[high]) if len(positional) > high else call.func.loc)
+        self.check_arity(call, kind, sig, positional, usage)
         operands: list[Operand] = []
         locs: dict[str, Loc] = {}
         spec: ast.StrArg | None = None
@@ -131,39 +135,53 @@ class ExprLowering:
                 locs["query" if not dim_args else "key"] = arg.dim.loc
                 dim_args.append(self.dim(arg.dim))
             else:
-                if isinstance(arg, (ast.StrArg, ast.DimArg)):
-                    raise self.error(f"{func} expects a tensor here; usage: {usage}", ast.start_of(arg))
-                if isinstance(arg, ast.Num) or (isinstance(arg, ast.Neg) and isinstance(arg.operand, ast.Num)):
-                    raise self.error(f"{func} takes a tensor, not a number", ast.start_of(arg))
-                if want is ArgKind.GAIN and not isinstance(arg, ast.Ref):
-                    raise self.error(f"the gain of {func} must be a name with dims of the over dim",
-                                     ast.start_of(arg))
                 locs[f"operand {len(operands)}"] = ast.start_of(arg)
-                operands.append(self.lower_expr(arg, ops))
-        kw_values = self.lower_keywords(func, sig, keywords, usage, locs)
-        attrs = self.make_attrs(kind, spec, dim_args, kw_values, call)
+                operands.append(self.lower_expr(self.tensor_arg(func, arg, want, usage), ops))
+        dim_kw, axes_kw = self.lower_keywords(func, sig, keywords, usage, locs)
+        letters = self.einsum_spec(spec) if spec is not None else None
+        attrs = build_attrs(kind, CallArgs(letters, tuple(dim_args), dim_kw, axes_kw))
         return self.make_op(kind, tuple(operands), attrs, ops, name, call.func.loc, locs)
 
+    def check_arity(self, call: ast.Call, kind: OpKind, sig: Signature, positional: Sequence[ast.Arg],
+                    usage: str) -> None:
+        """Keywords after the positional arguments, and as many of those as ``sig`` allows."""
+        func = call.func.text
+        seen_kw = False
+        for a in call.args:
+            if isinstance(a, ast.KwArg):
+                seen_kw = True
+            elif seen_kw:
+                raise self.error(f"positional argument after a keyword argument; usage: {usage}", ast.start_of(a))
+        low, high = len(sig.positional) - sig.optional, len(sig.positional)
+        if low <= len(positional) <= high:
+            return
+        count = f"{low}" if low == high else f"{low} to {high}"
+        plural = "s" if high > 1 else ""
+        message = f"{func} takes {count} positional argument{plural}, got {len(positional)}"
+        if kind is OpKind.EINSUM and positional and isinstance(positional[0], ast.StrArg):
+            # Users count einsum's operands, not the spec string with them.
+            message = f"einsum takes one or two operands after the spec, got {len(positional) - 1}"
+        raise self.error(f"{message}; usage: {usage}",
+                         ast.start_of(positional[high]) if len(positional) > high else call.func.loc)
+
+    def tensor_arg(self, func: str, arg: ast.Arg, want: ArgKind, usage: str) -> ast.Expr:
+        """``arg`` if it may be a tensor operand (an expression, not a number; a name for a gain)."""
+        if isinstance(arg, (ast.StrArg, ast.DimArg)):
+            raise self.error(f"{func} expects a tensor here; usage: {usage}", ast.start_of(arg))
+        if isinstance(arg, ast.Num) or (isinstance(arg, ast.Neg) and isinstance(arg.operand, ast.Num)):
+            raise self.error(f"{func} takes a tensor, not a number", ast.start_of(arg))
+        if want is ArgKind.GAIN and not isinstance(arg, ast.Ref):
+            raise self.error(f"the gain of {func} must be a name with dims of the over dim", ast.start_of(arg))
+        assert not isinstance(arg, ast.KwArg)
+        return arg
+
     def lower_keywords(self, func: str, sig: Signature, keywords: list[ast.KwArg], usage: str,
-                       locs: dict[str, Loc]) -> dict[str, object]:
-        values: dict[str, object] = {}
+                       locs: dict[str, Loc]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+        """The keywords of a call: (dim-valued ones, axes-valued ones)."""
         if sig.dim_keywords:
-            for kw in keywords:
-                if not _DIM_RE.fullmatch(kw.key.text):  # e.g. relabel(a, over=E)
-                    raise self.error(f"{func} takes OLD=NEW dim pairs such as L=S, not '{kw.key.text}='; "
-                                     f"usage: {usage}", kw.key.loc)
-                old = self.dim(kw.key)
-                if not isinstance(kw.value, ast.Name) or not _DIM_RE.fullmatch(kw.value.text):
-                    raise self.error(f"{func} renames a dim to a dim: write {old}=S", kw.value.loc)
-                if old in values:
-                    raise self.error(f"dim {old} is relabelled twice", kw.key.loc)
-                values[old] = self.dim(kw.value)
-                locs[old] = kw.key.loc
-            if not values:
-                # Located like a missing keyword: at the ')' of the call (it had no location).
-                raise self.error(f"{func} needs at least one OLD=NEW dim pair; usage: {usage}",
-                                 Loc(*_end_of_call(self.source, locs)))
-            return values
+            return self.lower_renames(func, keywords, usage, locs), {}
+        dims: dict[str, str] = {}
+        axes: dict[str, tuple[str, ...]] = {}
         allowed = [k for k, _ in sig.keywords]
         kinds = dict(sig.keywords)
         for kw in keywords:
@@ -171,41 +189,46 @@ class ExprLowering:
             if key not in kinds:
                 expected = ", ".join(f"{k}=" for k in allowed) or "no keywords"
                 raise self.error(f"unknown keyword argument '{key}' for {func}; expected {expected}", kw.key.loc)
-            if key in values:
+            if key in dims or key in axes:
                 raise self.error(f"keyword '{key}' is given twice", kw.key.loc)
             if self.sharded and func in CALLS and CALLS[func].is_collective:
-                order = [k for k in allowed if k in values]
-                if any(allowed.index(k) > allowed.index(key) for k in order):
+                if any(allowed.index(k) > allowed.index(key) for k in (*dims, *axes)):
                     raise self.error(f"keyword arguments of {func} are written in the order "
                                      f"{', '.join(allowed)}", kw.key.loc)
             locs[key] = kw.value.loc
-            values[key] = self.dim(kw.value) if kinds[key] is ArgKind.DIM else self.axes(kw.value)
+            if kinds[key] is ArgKind.DIM:
+                dims[key] = self.dim(kw.value)
+            else:
+                axes[key] = self.axes(kw.value)
         for key in allowed:
-            if key not in values:
+            if key not in dims and key not in axes:
                 raise self.error(f"{func} needs {key}=; usage: {usage}", Loc(*_end_of_call(self.source, locs)))
-        return values
+        return dims, axes
 
-    def make_attrs(self, kind: OpKind, spec: ast.StrArg | None, dim_args: list[str],
-                   kw: dict[str, object], call: ast.Call) -> object:
-        if kind is OpKind.EINSUM:
-            assert spec is not None
-            return self.einsum_attrs(spec)
-        if kind in (OpKind.LAYERNORM, OpKind.RMSNORM, OpKind.SOFTMAX, OpKind.SUM):
-            return OverAttrs(kw["over"])  # type: ignore[arg-type]
-        if kind is OpKind.CAUSAL:
-            return CausalAttrs(dim_args[0], dim_args[1])
-        if kind is OpKind.RELABEL:
-            return RelabelAttrs(tuple(kw.items()))  # type: ignore[arg-type]
-        if kind.is_collective:
-            return CollectiveAttrs(kw["over"], kw.get("dim"), kw.get("from"), kw.get("to"))  # type: ignore[arg-type]
-        return NoAttrs()
+    def lower_renames(self, func: str, keywords: list[ast.KwArg], usage: str,
+                      locs: dict[str, Loc]) -> dict[str, str]:
+        """``relabel``'s OLD=NEW dim pairs, in order."""
+        renames: dict[str, str] = {}
+        for kw in keywords:
+            if not _DIM_RE.fullmatch(kw.key.text):  # e.g. relabel(a, over=E)
+                raise self.error(f"{func} takes OLD=NEW dim pairs such as L=S, not '{kw.key.text}='; "
+                                 f"usage: {usage}", kw.key.loc)
+            old = self.dim(kw.key)
+            if not isinstance(kw.value, ast.Name) or not _DIM_RE.fullmatch(kw.value.text):
+                raise self.error(f"{func} renames a dim to a dim: write {old}=S", kw.value.loc)
+            if old in renames:
+                raise self.error(f"dim {old} is relabelled twice", kw.key.loc)
+            renames[old] = self.dim(kw.value)
+            locs[old] = kw.key.loc
+        if not renames:
+            # Located like a missing keyword: at the ')' of the call (it had no location).
+            raise self.error(f"{func} needs at least one OLD=NEW dim pair; usage: {usage}",
+                             Loc(*_end_of_call(self.source, locs)))
+        return renames
 
-    def einsum_attrs(self, spec: ast.StrArg) -> EinsumAttrs:
+    def einsum_spec(self, spec: ast.StrArg) -> tuple[tuple[str, ...], str]:
+        """A checked einsum spec: (operand letters, result letters)."""
         text = spec.text
-
-        def at(offset: int) -> Loc:
-            return Loc(spec.loc.line, spec.loc.col + 1 + offset)
-
         if not _SPEC_RE.fullmatch(text):
             raise self.error(f'malformed einsum spec "{text}": expected operand dims and the result, '
                              'e.g. "BLE,EF->BLF", with no spaces', spec.loc)
@@ -213,24 +236,34 @@ class ExprLowering:
         inputs = lhs.split(",")
         if len(inputs) > 2:
             raise self.error(f'einsum takes one or two operands, but "{text}" has {len(inputs)}', spec.loc)
-        offset = 0
-        for part in inputs + [rhs]:
-            for i, letter in enumerate(part):
-                if not letter.isupper():
-                    raise self.error(f"einsum letters are dims (upper case), got '{letter}'", at(offset + i))
-                if letter not in self.dims:
-                    raise self.error(f"undeclared dim {letter} in einsum spec", at(offset + i),
-                                     hint=f"declare its size with 'dims {letter}=N'")
-                if letter in part[:i]:
-                    raise self.error(f'dim {letter} appears twice in "{part}"', at(offset + i))
-            offset += len(part) + 1
+        self.check_spec_letters(spec, inputs + [rhs])
         if not rhs:
             raise self.error("the einsum result has no dims; every value needs at least one dim",
-                             at(len(text)))
+                             _spec_loc(spec, len(text)))
         for i, letter in enumerate(rhs):
             if all(letter not in part for part in inputs):
-                raise self.error(f"einsum output dim {letter} appears in no operand", at(len(lhs) + 2 + i))
-        return EinsumAttrs(tuple(inputs), rhs)
+                raise self.error(f"einsum output dim {letter} appears in no operand",
+                                 _spec_loc(spec, len(lhs) + 2 + i))
+        return tuple(inputs), rhs
+
+    def check_spec_letters(self, spec: ast.StrArg, parts: list[str]) -> None:
+        offset = 0
+        for part in parts:
+            for i, letter in enumerate(part):
+                at = _spec_loc(spec, offset + i)
+                if not letter.isupper():
+                    raise self.error(f"einsum letters are dims (upper case), got '{letter}'", at)
+                if letter not in self.dims:
+                    raise self.error(f"undeclared dim {letter} in einsum spec", at,
+                                     hint=f"declare its size with 'dims {letter}=N'")
+                if letter in part[:i]:
+                    raise self.error(f'dim {letter} appears twice in "{part}"', at)
+            offset += len(part) + 1
+
+
+def _spec_loc(spec: ast.StrArg, offset: int) -> Loc:
+    """Where character ``offset`` of a spec string is (after its opening quote)."""
+    return Loc(spec.loc.line, spec.loc.col + 1 + offset)
 
 
 def _end_of_call(source: Source, locs: dict[str, Loc]) -> tuple[int, int]:

@@ -20,18 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shardc.ir.graph import (
-    CausalAttrs,
-    CollectiveAttrs,
     Const,
     Decl,
-    EinsumAttrs,
     Graph,
     Op,
     Operand,
     OpKind,
     Output,
-    OverAttrs,
-    RelabelAttrs,
     Repeat,
     Stmt,
     Trivia,
@@ -39,7 +34,7 @@ from shardc.ir.graph import (
 )
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
-from shardc.ir.ops import OP_DEFS
+from shardc.ir.ops import OP_DEFS, spell_call
 
 # Binding strength: higher binds tighter.
 _PREC_ATOM = 4
@@ -121,27 +116,7 @@ class _Printer:
         if op.kind is OpKind.NEG:
             text, p = self.operand(op.operands[0])
             return ("-" + (f"({text})" if p <= _PREC_UNARY else text)), _PREC_UNARY
-        return f"{OP_DEFS[op.kind].spelling}({', '.join(self.call_args(op))})", _PREC_ATOM
-
-    def call_args(self, op: Op) -> list[str]:
-        args = [self.operand(o)[0] for o in op.operands]
-        a = op.attrs
-        if isinstance(a, EinsumAttrs):
-            return [f'"{a.spec}"'] + args
-        if isinstance(a, OverAttrs):
-            return args + [f"over={a.dim}"]
-        if isinstance(a, CausalAttrs):
-            return args + [a.query, a.key]
-        if isinstance(a, RelabelAttrs):
-            return args + [f"{old}={new}" for old, new in a.renames]
-        if isinstance(a, CollectiveAttrs):
-            out = args + [f"over={''.join(a.axes)}"]
-            if op.kind is OpKind.ALL_TO_ALL:
-                out += [f"from={a.src}", f"to={a.dst}"]
-            elif a.dim is not None:
-                out.append(f"dim={a.dim}")
-            return out
-        return args
+        return spell_call(op.kind, op.attrs, [self.operand(o)[0] for o in op.operands]), _PREC_ATOM
 
     def layout(self, layout: Layout | None) -> str | None:
         return None if layout is None else "@ " + layout.format(self.mesh)
@@ -201,41 +176,43 @@ class _Printer:
         lines: list[str] = []
         run: list[_Row] = []
 
-        def flush() -> None:
-            if not run:
-                return
-            width = max(len(r.name) for r in run)
-            texts = []
-            for r in run:
-                head = f"{r.head} " if r.head else ""
-                name = r.name.ljust(width) if r.rest else r.name
-                texts.append(f"{INDENT * depth}{head}{name}{' ' + r.rest if r.rest else ''}")
-            pinned = [len(t) for t, r in zip(texts, run) if r.pin]
-            pin_col = max(pinned) if len(pinned) > 1 else 0
-            texts = [f"{t.ljust(pin_col)} {r.pin}" if r.pin else t for t, r in zip(texts, run)]
-            # End-of-line comments on consecutive lines start in one column (as gofmt does).
-            cols = [0] * len(run)
-            i = 0
-            while i < len(run):
-                j = i
-                while j < len(run) and run[j].trivia.after:
-                    j += 1
-                if j > i:
-                    cols[i:j] = [max(len(t) for t in texts[i:j]) + 2] * (j - i)
-                i = max(j, i + 1)
-            for text, r, col in zip(texts, run, cols):
-                lines.extend(self.leading(r.trivia, INDENT * depth, r.blank))
-                lines.append(f"{text.ljust(col)}{r.trivia.after}" if r.trivia.after else text)
-            run.clear()
-
         def kind(r: _Row) -> str:
             return "assign" if not r.head else ("output" if r.head == "output" else "decl")
 
         for r in rows:
             if run and (r.blank or r.trivia.before or kind(r) != kind(run[-1])):
-                flush()
+                lines += self.run(run, depth)
+                run = []
             run.append(r)
-        flush()
+        return lines + self.run(run, depth)
+
+    def run(self, run: list[_Row], depth: int) -> list[str]:
+        """One run of rows of a kind: names padded to one width, pins and end-of-line comments aligned."""
+        if not run:
+            return []
+        width = max(len(r.name) for r in run)
+        texts = []
+        for r in run:
+            head = f"{r.head} " if r.head else ""
+            name = r.name.ljust(width) if r.rest else r.name
+            texts.append(f"{INDENT * depth}{head}{name}{' ' + r.rest if r.rest else ''}")
+        pinned = [len(t) for t, r in zip(texts, run) if r.pin]
+        pin_col = max(pinned) if len(pinned) > 1 else 0
+        texts = [f"{t.ljust(pin_col)} {r.pin}" if r.pin else t for t, r in zip(texts, run)]
+        # End-of-line comments on consecutive lines start in one column (as gofmt does).
+        cols = [0] * len(run)
+        i = 0
+        while i < len(run):
+            j = i
+            while j < len(run) and run[j].trivia.after:
+                j += 1
+            if j > i:
+                cols[i:j] = [max(len(t) for t in texts[i:j]) + 2] * (j - i)
+            i = max(j, i + 1)
+        lines: list[str] = []
+        for text, r, col in zip(texts, run, cols):
+            lines.extend(self.leading(r.trivia, INDENT * depth, r.blank))
+            lines.append(f"{text.ljust(col)}{r.trivia.after}" if r.trivia.after else text)
         return lines
 
     # -- the program ----------------------------------------------------------------

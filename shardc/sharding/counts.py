@@ -10,7 +10,8 @@ All of them depend only on layouts and dim sizes (Python ints: no arrays).
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from shardc.ir.graph import CollectiveAttrs, Decl, Op, OpKind, Output, Repeat, Stmt, Value
 from shardc.ir.layout import Layout
@@ -29,17 +30,87 @@ def local_bytes(v: Value, sizes: Mapping[str, int], mesh: Mesh) -> int:
     return _layout(v).local_numel(sizes, mesh) * v.dtype.bytes
 
 
-def op_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[float, float]:
+class Flops(NamedTuple):
+    """FLOPs per chip of one execution of an op: einsum (matrix-unit) and elementwise (vector-unit)."""
+
+    einsum: float
+    elementwise: float
+
+
+#: A per-op rule: (op, global dim sizes, mesh) -> a count per chip.
+FlopsRule = Callable[[Op, Mapping[str, int], Mesh], Flops]
+HbmRule = Callable[[Op, Mapping[str, int], Mesh], int]
+
+
+def einsum_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> Flops:
+    """2 x the product of the local sizes of every dim the operands have (a multiply and an add)."""
+    local: dict[str, int] = {}
+    for v in op.inputs:
+        local.update(zip(v.dims, _layout(v).local_sizes(sizes, mesh)))
+    return Flops(2.0 * math.prod(local.values()), 0.0)
+
+
+def elementwise_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> Flops:
+    """One FLOP per element of the local result (norms, softmax and sum too)."""
+    return Flops(0.0, float(_layout(op.result).local_numel(sizes, mesh)))
+
+
+def no_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> Flops:
+    """Moves data (collectives) or only renames dims (relabel)."""
+    return Flops(0.0, 0.0)
+
+
+def operand_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """Every operand's local block is read once."""
+    return sum(local_bytes(v, sizes, mesh) for v in op.inputs)
+
+
+def no_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """A view: nothing is read (relabel)."""
+    return 0
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """How one op kind's FLOPs and HBM bytes read are counted."""
+
+    flops: FlopsRule
+    hbm_bytes: HbmRule
+
+
+ELEMENTWISE = OpCost(elementwise_flops, operand_bytes)
+COLLECTIVE = OpCost(no_flops, operand_bytes)
+
+#: Per op kind, its FLOPs and HBM-read rules.
+COSTS: dict[OpKind, OpCost] = {
+    OpKind.EINSUM: OpCost(einsum_flops, operand_bytes),
+    OpKind.ADD: ELEMENTWISE,
+    OpKind.SUB: ELEMENTWISE,
+    OpKind.MUL: ELEMENTWISE,
+    OpKind.DIV: ELEMENTWISE,
+    OpKind.NEG: ELEMENTWISE,
+    OpKind.GELU: ELEMENTWISE,
+    OpKind.RELU: ELEMENTWISE,
+    OpKind.SILU: ELEMENTWISE,
+    OpKind.TANH: ELEMENTWISE,
+    OpKind.EXP: ELEMENTWISE,
+    OpKind.LAYERNORM: ELEMENTWISE,
+    OpKind.RMSNORM: ELEMENTWISE,
+    OpKind.SOFTMAX: ELEMENTWISE,
+    OpKind.SUM: ELEMENTWISE,
+    OpKind.CAUSAL: ELEMENTWISE,
+    OpKind.RELABEL: OpCost(no_flops, no_bytes),
+    OpKind.ALL_GATHER: COLLECTIVE,
+    OpKind.REDUCE_SCATTER: COLLECTIVE,
+    OpKind.ALL_REDUCE: COLLECTIVE,
+    OpKind.ALL_TO_ALL: COLLECTIVE,
+    OpKind.SLICE: COLLECTIVE,
+}
+
+
+def op_flops(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> Flops:
     """(einsum FLOPs, elementwise FLOPs) per chip for one execution of ``op``."""
-    if op.kind.is_collective or op.kind is OpKind.RELABEL:
-        return 0.0, 0.0
-    if op.kind is OpKind.EINSUM:
-        local: dict[str, int] = {}
-        for v in op.inputs:
-            local.update(zip(v.dims, _layout(v).local_sizes(sizes, mesh)))
-        return 2.0 * math.prod(local.values()), 0.0
-    assert op.result.layout is not None
-    return 0.0, float(op.result.layout.local_numel(sizes, mesh))
+    return COSTS[op.kind].flops(op, sizes, mesh)
 
 
 def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
@@ -55,9 +126,7 @@ def op_comm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
 
 def op_hbm_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
     """Bytes of its operands one execution of ``op`` reads, per chip (weights, caches, activations)."""
-    if op.kind is OpKind.RELABEL:
-        return 0
-    return sum(local_bytes(v, sizes, mesh) for v in op.inputs)
+    return COSTS[op.kind].hbm_bytes(op, sizes, mesh)
 
 
 def last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict[int, list[int]]:

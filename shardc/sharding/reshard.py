@@ -61,6 +61,7 @@ from shardc.errors import ShardcError
 from shardc.ir.graph import CollectiveAttrs, OpKind
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
+from shardc.ir.ops import spell_call
 
 AG, RS, AR, A2A, SLICE = (
     OpKind.ALL_GATHER, OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE, OpKind.ALL_TO_ALL, OpKind.SLICE,
@@ -86,12 +87,7 @@ class Step:
 
 def describe(kind: OpKind, attrs: CollectiveAttrs) -> str:
     """A collective as the language writes it, without its operand: ``reduce_scatter(over=yz, dim=E)``."""
-    args = [f"over={''.join(attrs.axes)}"]
-    if kind in (RS, SLICE):
-        args.append(f"dim={attrs.dim}")
-    if kind is A2A:
-        args += [f"from={attrs.src}", f"to={attrs.dst}"]
-    return f"{kind.value}({', '.join(args)})"
+    return spell_call(kind, attrs, ())
 
 
 # --- one collective --------------------------------------------------------------------
@@ -139,6 +135,7 @@ def apply_collective(layout: Layout, kind: OpKind, attrs: CollectiveAttrs, mesh:
                 fail(f"{''.join(mine)} must be the most-minor axes of dim {d}, which is split "
                      f"over {''.join(held)} (major first); only a suffix can be gathered")
     elif kind is A2A:
+        assert attrs.src is not None  # checked to be a dim of the value above
         held = layout.axes_of(attrs.src)
         if attrs.src == attrs.dst:
             fail("'from' and 'to' name the same dim")
@@ -291,6 +288,7 @@ class _Search:
         if kind in (AG, AR):
             return True
         dim = attrs.dst if kind is A2A else attrs.dim
+        assert dim is not None
         return self.sizes[dim] % self._group(after.axes_of(dim)) == 0
 
 
