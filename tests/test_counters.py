@@ -211,7 +211,8 @@ def test_comm_bytes_equal_the_collective_records(path: Path, ffn: str, attention
     # The records of the real-size compile name the same collectives.
     full = shard_program(g, "2x2x2", ffn, attention).collectives
     def key(r):
-        return (r.value, r.kind.value, r.axes, r.dim, r.src_dim, r.dst_dim, r.before.format(), r.after.format(), r.implicit)
+        return (r.value, r.kind.value, r.axes, r.dim, r.src_dim, r.dst_dim, r.before.format(), r.after.format(),
+                r.implicit)
     assert sorted(map(key, full)) == sorted(map(key, records))
 
 

@@ -146,7 +146,7 @@ class _Ctx(LocalCtx):
 
 def _replica_axes(ctx: _Ctx, op: Op) -> list[int]:
     """Mesh positions along which every operand (hence the result) is replicated."""
-    used = set()
+    used: set[str] = set()
     for v in op.inputs:
         used |= _layout(v).used_axes
     return [p for p, (a, size) in enumerate(ctx.mesh.axes) if a not in used and size > 1]
@@ -249,7 +249,7 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     ctx = _Ctx(mesh, sg.sizes, np_dtype, Counters(), check_replicas, on_value)
     env: dict[int, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
-    _run_block(ctx, sg.body.stmts, env, data, None, layers, outputs)
+    _run_block(ctx, sg.body.stmts, env, data, None, layers, outputs.__setitem__)
     return Emulation(outputs, ctx.counters, mesh)
 
 
@@ -260,8 +260,9 @@ def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer:
 
 
 def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], data: SeededData,
-               repeat: int | None, layers: int | None, outputs: dict[str, np.ndarray],
+               repeat: int | None, layers: int | None, emit: Callable[[str, np.ndarray], None],
                keep: frozenset[int] = frozenset()) -> None:
+    """Run ``stmts``; ``emit(name, array)`` receives each output (a repeat body's: once per layer)."""
     frees = last_uses(stmts, keep)
     repeat_index = 0
     for i, stmt in enumerate(stmts):
@@ -273,13 +274,9 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
             ctx.hold(stmt.result)
         elif isinstance(stmt, Output):
             for v in stmt.values:
-                array = chips.assemble(env[v.id], _layout(v), ctx.mesh)
-                if repeat is None:
-                    outputs[v.name or ""] = array
-                else:
-                    outputs.setdefault(v.name or "", []).append(array)  # type: ignore[attr-defined]
+                emit(v.name or "", chips.assemble(env[v.id], _layout(v), ctx.mesh))
         elif isinstance(stmt, Repeat):
-            _run_repeat(ctx, stmt, repeat_index, env, data, layers, outputs)
+            _run_repeat(ctx, stmt, repeat_index, env, data, layers, emit)
             repeat_index += 1
         for vid in frees.get(i, []):  # a value nothing reads any more leaves memory
             env.pop(vid, None)
@@ -287,7 +284,7 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
 
 
 def _run_repeat(ctx: _Ctx, rep: Repeat, index: int, env: dict[int, np.ndarray], data: SeededData,
-                layers: int | None, outputs: dict[str, np.ndarray]) -> None:
+                layers: int | None, emit: Callable[[str, np.ndarray], None]) -> None:
     n = rep.count if layers is None else min(layers, rep.count)
     per_layer: dict[str, list[np.ndarray]] = {}
     for s in rep.body:
@@ -301,14 +298,14 @@ def _run_repeat(ctx: _Ctx, rep: Repeat, index: int, env: dict[int, np.ndarray], 
         scope.update(carried)
         for c in rep.carries:
             ctx.hold(c.arg)
-        _run_block(ctx, rep.body.stmts, scope, data, index, None, per_layer,  # type: ignore[arg-type]
+        _run_block(ctx, rep.body.stmts, scope, data, index, None, lambda name, a: per_layer[name].append(a),
                    frozenset(c.next.id for c in rep.carries))
         carried = {c.arg.id: scope[c.next.id] for c in rep.carries}
         ctx.release([v for v in scope if v not in env])  # the next layer holds the carries as args
     ctx.layer = 0
     for name, arrays in per_layer.items():
         shape = (n,) + tuple(ctx.sizes[d] for d in _output_dims(rep, name))
-        outputs[name] = np.stack(arrays) if arrays else np.empty(shape, ctx.dtype)
+        emit(name, np.stack(arrays) if arrays else np.empty(shape, ctx.dtype))
     for c in rep.carries:
         env[c.result.id] = carried[c.arg.id]
         ctx.hold(c.result)

@@ -32,7 +32,22 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 
 from shardc.errors import ShardcError
-from shardc.ir.graph import COLLECTIVES, Const, Decl, DeclKind, DType, Graph, Op, OpKind, Output, Repeat, Value
+from shardc.ir.graph import (
+    COLLECTIVES,
+    CausalAttrs,
+    Const,
+    Decl,
+    DeclKind,
+    DType,
+    EinsumAttrs,
+    Graph,
+    Op,
+    OpKind,
+    Output,
+    OverAttrs,
+    Repeat,
+    Value,
+)
 from shardc.units import human_bytes
 
 EPS = 1e-6
@@ -83,10 +98,11 @@ def fan_ins(g: Graph) -> dict[int, int]:
             if source in origin:
                 origin[stmt.result.id] = origin[source]
         elif isinstance(stmt, Op) and stmt.kind is OpKind.EINSUM:
-            for letters, operand in zip(stmt.attrs.inputs, stmt.operands):
+            spec = stmt.attrs_as(EinsumAttrs)
+            for letters, operand in zip(spec.inputs, stmt.operands):
                 decl_id = origin.get(operand.id) if isinstance(operand, Value) else None
                 if decl_id is not None and decl_id not in result:
-                    contracted = [d for d in letters if d not in stmt.attrs.output]
+                    contracted = [d for d in letters if d not in spec.output]
                     result[decl_id] = math.prod(sizes[d] for d in contracted)
     return result
 
@@ -112,6 +128,7 @@ def draw(decl: Decl, *, seed: int, repeat_index: int | None, layer: int,
     """
     np_dtype = _np_dtype(dtype)
     shape = tuple(sizes[d] for d in decl.value.dims)
+    assert decl.value.name is not None  # every declaration is named
     key = seed_key(seed, repeat_index, layer, decl.value.name)
     rng = np.random.default_rng(np.random.SeedSequence(key))
     values = rng.standard_normal(shape)
@@ -147,6 +164,12 @@ class SeededData:
 
 # --- op implementations ----------------------------------------------------------------
 Impl = Callable[[Op, Sequence[Arg]], np.ndarray]
+
+
+def _tensor(arg: Arg) -> np.ndarray:
+    """A tensor argument (only ``+ - * /`` take a number, and never as their only operand)."""
+    assert isinstance(arg, np.ndarray), f"expected an array, got {type(arg).__name__}"
+    return arg
 
 
 def _axis(op: Op, dim: str) -> int:
@@ -189,12 +212,12 @@ def _elementwise(ufunc: np.ufunc) -> Impl:
 
 
 def _einsum(op: Op, args: Sequence[Arg]) -> np.ndarray:
-    return np.einsum(op.attrs.spec, *args, optimize=True)
+    return np.einsum(op.attrs_as(EinsumAttrs).spec, *args, optimize=True)
 
 
 def _gelu(op: Op, args: Sequence[Arg]) -> np.ndarray:
     """The tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    x = args[0]
+    x = _tensor(args[0])
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
@@ -204,7 +227,7 @@ def _relu(op: Op, args: Sequence[Arg]) -> np.ndarray:
 
 def _silu(op: Op, args: Sequence[Arg]) -> np.ndarray:
     """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2 (no overflow)."""
-    x = args[0]
+    x = _tensor(args[0])
     return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
@@ -213,12 +236,12 @@ def _apply_gain(op: Op, args: Sequence[Arg], normed: np.ndarray, axis: int) -> n
         return normed
     shape = [1] * normed.ndim
     shape[axis] = -1
-    return normed * args[1].reshape(shape)
+    return normed * _tensor(args[1]).reshape(shape)
 
 
 def _layernorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
     """(a - mean) / sqrt(var + 1e-6) * g over the ``over`` dim; no bias."""
-    a, axis = args[0], _axis(op, op.attrs.dim)
+    a, axis = _tensor(args[0]), _axis(op, op.attrs_as(OverAttrs).dim)
     centered = a - a.mean(axis=axis, keepdims=True)
     var = (centered * centered).mean(axis=axis, keepdims=True)
     return _apply_gain(op, args, centered / np.sqrt(var + EPS), axis)
@@ -226,25 +249,26 @@ def _layernorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
 
 def _rmsnorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
     """a / sqrt(mean(a^2) + 1e-6) * g over the ``over`` dim."""
-    a, axis = args[0], _axis(op, op.attrs.dim)
+    a, axis = _tensor(args[0]), _axis(op, op.attrs_as(OverAttrs).dim)
     mean_square = (a * a).mean(axis=axis, keepdims=True)
     return _apply_gain(op, args, a / np.sqrt(mean_square + EPS), axis)
 
 
 def _softmax(op: Op, args: Sequence[Arg]) -> np.ndarray:
-    a, axis = args[0], _axis(op, op.attrs.dim)
+    a, axis = _tensor(args[0]), _axis(op, op.attrs_as(OverAttrs).dim)
     e = np.exp(a - a.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
 def _sum(op: Op, args: Sequence[Arg]) -> np.ndarray:
-    return args[0].sum(axis=_axis(op, op.attrs.dim))
+    return _tensor(args[0]).sum(axis=_axis(op, op.attrs_as(OverAttrs).dim))
 
 
 def _causal(op: Op, args: Sequence[Arg]) -> np.ndarray:
     """Query i (along L) sees key j (along S) iff j <= i + size(S) - size(L); else -inf."""
-    a = args[0]
-    q_axis, k_axis = _axis(op, op.attrs.query), _axis(op, op.attrs.key)
+    a = _tensor(args[0])
+    causal = op.attrs_as(CausalAttrs)
+    q_axis, k_axis = _axis(op, causal.query), _axis(op, causal.key)
     n_query, n_key = a.shape[q_axis], a.shape[k_axis]
     q_shape, k_shape = [1] * a.ndim, [1] * a.ndim
     q_shape[q_axis], k_shape[k_axis] = n_query, n_key
@@ -255,7 +279,7 @@ def _causal(op: Op, args: Sequence[Arg]) -> np.ndarray:
 
 def _identity(op: Op, args: Sequence[Arg]) -> np.ndarray:
     """relabel (same data, dims renamed) and every collective (same global value)."""
-    return args[0]
+    return _tensor(args[0])
 
 
 #: The NumPy implementation of every op kind: ``impl(op, args) -> array`` where
@@ -368,19 +392,25 @@ def _run_repeat(rep: Repeat, index: int, env: dict[int, np.ndarray], data: Seede
     for layer in range(n):
         scope = dict(env)  # this layer's values; dropped at the end of the layer
         scope.update(carried)
-        for stmt in rep.body:
-            if isinstance(stmt, Decl):
-                scope[stmt.value.id] = data(stmt, index, layer)
-            elif isinstance(stmt, Op):
-                scope[stmt.result.id] = _run_op(stmt, scope)
-                if trace is not None:
-                    trace(stmt, layer, scope[stmt.result.id])
-            elif isinstance(stmt, Output):
-                for value in stmt.values:
-                    stacked[value.id][layer] = scope[value.id]
+        _run_layer(rep, index, layer, scope, data, stacked, trace)
         carried = {c.arg.id: scope[c.next.id] for c in rep.carries}
     for c in rep.carries:
         env[c.result.id] = carried[c.arg.id]
+
+
+def _run_layer(rep: Repeat, index: int, layer: int, scope: dict[int, np.ndarray], data: SeededData,
+               stacked: dict[int, np.ndarray], trace: Trace | None) -> None:
+    """One layer of ``rep`` in ``scope``; per-layer outputs go to row ``layer`` of ``stacked``."""
+    for stmt in rep.body:
+        if isinstance(stmt, Decl):
+            scope[stmt.value.id] = data(stmt, index, layer)
+        elif isinstance(stmt, Op):
+            scope[stmt.result.id] = _run_op(stmt, scope)
+            if trace is not None:
+                trace(stmt, layer, scope[stmt.result.id])
+        elif isinstance(stmt, Output):
+            for value in stmt.values:
+                stacked[value.id][layer] = scope[value.id]
 
 
 def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,

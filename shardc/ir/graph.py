@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Iterator, TypeVar, Union
 
 from shardc.errors import NOLOC, Loc, Source
 from shardc.ir.layout import Layout
@@ -182,6 +182,7 @@ class CollectiveAttrs:
 
 
 Attrs = Union[NoAttrs, EinsumAttrs, OverAttrs, CausalAttrs, RelabelAttrs, CollectiveAttrs]
+AttrsT = TypeVar("AttrsT", NoAttrs, EinsumAttrs, OverAttrs, CausalAttrs, RelabelAttrs, CollectiveAttrs)
 
 
 # --- statements ------------------------------------------------------------------
@@ -235,6 +236,12 @@ class Op:
     def inputs(self) -> tuple[Value, ...]:
         """The tensor operands (constants left out)."""
         return tuple(o for o in self.operands if isinstance(o, Value))
+
+    def attrs_as(self, cls: type[AttrsT]) -> AttrsT:
+        """``attrs`` as the class its kind takes (the IR verifier checks it), for rules typed by kind."""
+        if not isinstance(self.attrs, cls):
+            raise TypeError(f"{self.kind} has {type(self.attrs).__name__}, not {cls.__name__}")
+        return self.attrs
 
 
 @dataclass(frozen=True)

@@ -230,8 +230,8 @@ def summarize(g: Graph) -> Summary:
         elif isinstance(stmt, Output):
             outputs += [TensorInfo(v.name or "", v.type, rep is not None) for v in stmt.values]
     total = top
-    for rep in repeats:
-        total = total + rep.total
+    for layers in repeats:
+        total = total + layers.total
     return Summary(
         model=g.name,
         mesh=g.mesh,

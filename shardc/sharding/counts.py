@@ -143,21 +143,23 @@ def last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict
         if isinstance(s, Decl):
             defined.add(s.value.id)
         elif isinstance(s, Op):
-            for v in s.inputs:
-                last[v.id] = i
             defined.add(s.result.id)
-        elif isinstance(s, Output):
-            for v in s.values:
-                last[v.id] = i
-        elif isinstance(s, Repeat):
-            for c in s.carries:
-                last[c.init.id] = i
-            for inner in s.body:  # outer values a body reads live until the repeat ends
-                read = inner.inputs if isinstance(inner, Op) else inner.values if isinstance(inner, Output) else ()
-                for v in read:
-                    last[v.id] = i
+        for v in _reads(s):
+            last[v.id] = i
     out: dict[int, list[int]] = {}
-    for v, i in last.items():
-        if v in defined and v not in keep:
-            out.setdefault(i, []).append(v)
+    for vid, i in last.items():
+        if vid in defined and vid not in keep:
+            out.setdefault(i, []).append(vid)
     return out
+
+
+def _reads(s: Stmt) -> tuple[Value, ...]:
+    """The values a statement reads; a repeat reads its inits and every outer value its body reads
+    (they live until the repeat ends)."""
+    if isinstance(s, Op):
+        return s.inputs
+    if isinstance(s, Output):
+        return s.values
+    if isinstance(s, Repeat):
+        return tuple(c.init for c in s.carries) + tuple(v for inner in s.body for v in _reads(inner))
+    return ()

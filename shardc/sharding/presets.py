@@ -47,7 +47,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence, TypeVar, Union
 
 from shardc.errors import ShardcError
 from shardc.ir.graph import DeclKind, Graph
@@ -439,7 +439,10 @@ def default_attention(g: Graph, mesh: Mesh) -> Attention:
     return Attention.HEADS
 
 
-def _parse_choice(enum_type: type, value: str, flag: str, choices: tuple[str, ...]):  # type: ignore[no-untyped-def]
+E = TypeVar("E", FFN, Attention)
+
+
+def _parse_choice(enum_type: type[E], value: str, flag: str, choices: tuple[str, ...]) -> E:
     try:
         return enum_type(value)
     except ValueError:
