@@ -1,4 +1,4 @@
-"""Fit tpu-v4's ``[calibration]`` terms once to PAPER.md Table 2, and print the fit.
+"""Fit tpu-v4's ``[calibration]`` terms once to the paper's Table 2, and print the fit.
 
 Usage::
 
@@ -25,7 +25,7 @@ How each column is built and read:
   (L = 1, against a 2048-position KV cache); the paper times 64 generated tokens,
   so the column's latency is 64 x ``latency_s``.
 * Heads are padded from 48 to 64 (``H=64``) in every column, as the paper does
-  for 64-way head sharding (PAPER.md §4 and §6); prefill and decode share one
+  for 64-way head sharding (the paper's §3.3 and Table 2); prefill and decode share one
   copy of the weights, so the padded heads are there in every phase.  MFU is the
   paper's: ``2 * N * tokens / (chips * peak * latency)`` with N the real
   540,358,834,176 parameters of the unpadded model -- padded heads are work, not
@@ -34,7 +34,7 @@ How each column is built and read:
   read and moved at one byte; matmuls stay bf16.
 * Communication is costed with ``--comm torus`` (a collective over some torus
   axes gets only those axes' links: 90 GB/s per axis).  ``--comm paper`` (270
-  GB/s for every collective, PAPER.md §2) is the paper's analytic model and
+  GB/s for every collective, the paper's §3.1) is the paper's analytic model and
   overstates the bandwidth of the 2D layouts' one- and two-axis collectives:
   fitted in paper mode, the best terms leave the low-latency prefill (whose
   collectives over x carry a third of its time) 15% short.  The mode is
@@ -87,7 +87,7 @@ PADDED_HEADS = 64
 
 @dataclass(frozen=True)
 class Column:
-    """One column of PAPER.md Table 2."""
+    """One column of the paper's Table 2."""
 
     name: str
     file: str
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{CHIP} calibration, {how}; --comm {FIT_COMM}; decode latency = {DECODE_STEPS} x one step")
     print(terms_text(cal))
     print()
-    print("PAPER.md Table 2 (PaLM 540B, 64 TPU v4 chips, 4x4x4, context 2048)")
+    print("The paper's Table 2 (PaLM 540B, 64 TPU v4 chips, 4x4x4, context 2048)")
     print(table(rows(chip.with_calibration(cal), FIT_COMM, graphs)))
     if args.write:
         path = PROFILE_DIR / f"{CHIP}.toml"

@@ -1,6 +1,6 @@
 """shardc: a sharding compiler for transformer inference.
 
-The public API (stable; see DESIGN.md)::
+The public API (stable; see docs/api.md)::
 
     import shardc
     g = shardc.load("examples/palm_540b_decode.model")   # or shardc.parse(text)

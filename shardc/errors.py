@@ -8,7 +8,7 @@ and a 1-based line/column when there is a location, and renders as::
       f  = einsum("BLF,FE->BLE", u, win)
                                     ^
 
-(exactly as in LANGUAGE.md: the source line as written, indentation included).
+(exactly as in docs/language.md: the source line as written, indentation included).
 
 The command line prints :meth:`ShardcError.render` (or :meth:`to_json` under
 ``--json``) and exits with status 2; no traceback is ever shown for these.

@@ -544,5 +544,5 @@ def programs(**kwargs: object) -> st.SearchStrategy[str]:
 
 
 def graphs(**kwargs: object) -> st.SearchStrategy[Graph]:
-    """Random programs parsed into :class:`~shardc.ir.Graph` (same arguments as :func:`programs`)."""
+    """Random programs parsed into :class:`~shardc.ir.graph.Graph` (same arguments as :func:`programs`)."""
     return programs(**kwargs).map(parse)

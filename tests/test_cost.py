@@ -1,8 +1,8 @@
-"""The cost model (shardc.cost, shardc.comm) and ``shardc cost``.
+"""The cost model (shardc.cost, shardc.hardware.comm) and ``shardc cost``.
 
 1. Its counters equal the emulator's, for every example under every preset.
-2. PAPER.md Table 1 (maximum context per KV-cache layout) within 2%.
-3. PAPER.md Table 2 (latency and MFU of four PaLM 540B configurations) within 10%
+2. the paper's Table 1 (maximum context per KV-cache layout) within 2%.
+3. the paper's Table 2 (latency and MFU of four PaLM 540B configurations) within 10%
    with the calibrated tpu-v4 profile (``pytest -s`` prints the table).
 4. The paper's analytic claims: the 2D weight-stationary communication formula, 2D
    beating 1D above 16 chips, the weight-gathered optimum N*, the parallel block.
@@ -150,7 +150,7 @@ def test_table1_max_context(variant: str, batch: int) -> None:
 
 def test_table1_side_by_side() -> None:
     """``pytest -s -k table1`` prints Table 1 as the README shows it."""
-    lines = ["\nPAPER.md Table 1: longest context in 30% of 32 GiB per chip (paper / shardc)",
+    lines = ["\nthe paper's Table 1: longest context in 30% of 32 GiB per chip (paper / shardc)",
              f"{'variant':<22}{'B = 128':>18}{'B = 512':>18}"]
     for variant, spec in TABLE1.items():
         cells = [f"{spec[5][b]:,} / {max_context(table1_program(variant, b), 0.30, 'tpu-v4'):,}" for b in (128, 512)]
@@ -172,7 +172,7 @@ def test_table2_within_ten_percent() -> None:
     chip = load_profile("tpu-v4")
     assert chip.calibration.comm == calibrate.FIT_COMM  # the terms were fitted in the mode used here
     rows = calibrate.rows(chip, calibrate.FIT_COMM)
-    print("\nPAPER.md Table 2 with the calibrated tpu-v4 profile (--comm torus)\n" + calibrate.table(rows))
+    print("\nthe paper's Table 2 with the calibrated tpu-v4 profile (--comm torus)\n" + calibrate.table(rows))
     for r in rows:
         assert abs(r.latency_ratio - 1) <= 0.10, f"{r.col.name}: latency {r.calibrated_s:.3g} s"
         assert abs(r.mfu_ratio - 1) <= 0.10, f"{r.col.name}: MFU {r.calibrated_mfu:.3g}"
@@ -182,7 +182,7 @@ def test_table2_within_ten_percent() -> None:
 
 
 def test_int8_weights_shorten_the_low_latency_decode_step() -> None:
-    """PAPER.md §6-7: int8 halves weight loading, 7.0 of the 28.4 ms step (14.1 ms in bf16)."""
+    """the paper's §3.6 and Table 2: int8 halves weight loading, 7.0 of the 28.4 ms step (14.1 ms in bf16)."""
     calibrate = load_calibrate()
     steps = {}
     for weights in ("int8", "bf16"):
@@ -227,7 +227,7 @@ repeat 1 {{
 }}
 output x
 """
-BW = 270e9  # bytes/s of a chip on all six links: PAPER.md §2
+BW = 270e9  # bytes/s of a chip on all six links: the paper's §3.1
 
 
 def ffn_comm_seconds(mesh: str, ffn: str, B: int = 8, L: int = 128, E: int = 1024, F: int = 4096) -> float:
@@ -238,7 +238,7 @@ def ffn_comm_seconds(mesh: str, ffn: str, B: int = 8, L: int = 128, E: int = 102
 
 
 def test_2d_weight_stationary_comm_formula() -> None:
-    """PAPER.md §3: at X = sqrt(n)/2 and F = 4E, comm = 8 BLE / (sqrt(n) bw) (bytes, bf16)."""
+    """the paper's §3.2: at X = sqrt(n)/2 and F = 4E, comm = 8 BLE / (sqrt(n) bw) (bytes, bf16)."""
     B, L, E = 8, 128, 1024
     n = 64  # 4x4x4: X = 4 = sqrt(64)/2, YZ = 16
     got = ffn_comm_seconds("4x4x4", "2d-ws", B, L, E, 4 * E)
@@ -261,7 +261,7 @@ def test_2d_beats_1d_above_16_chips() -> None:
 
 @pytest.mark.parametrize("L, best", [(4, "wg-x"), (64, "wg-xy"), (1024, "wg-xyz")])
 def test_weight_gathered_optimum(L: int, best: str) -> None:
-    """PAPER.md §3: comm 2EF N/n + 2BLE/N is least at N* = sqrt(BL n / F): X, XY, XYZ = 4, 16, 64."""
+    """the paper's §3.2: comm 2EF N/n + 2BLE/N is least at N* = sqrt(BL n / F): X, XY, XYZ = 4, 16, 64."""
     B, E, F, n = 64, 256, 1024, 64
     n_star = math.sqrt(B * L * n / F)
     assert n_star == {"wg-x": 4, "wg-xy": 16, "wg-xyz": 64}[best]
@@ -315,7 +315,7 @@ def test_bound_is_the_roofline() -> None:
     assert report.bound_latency_s <= report.latency_s
     assert report.bound == "weight loading"
     assert report.calibration["matmul_half_size"] == 0.0
-    # int8 weights, read once per step: 7.0 ms for PaLM 540B on 64 chips (PAPER.md §5)
+    # int8 weights, read once per step: 7.0 ms for PaLM 540B on 64 chips (the paper's hardware description)
     int8 = shardc.shard(with_weight_dtype(shardc.load(PALM_DECODE), shardc.DType.INT8))
     loading = estimate(int8, "tpu-v4").bound_buckets["weight loading"]
     assert loading == pytest.approx(7.0e-3, rel=0.08)

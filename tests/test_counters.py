@@ -1,4 +1,4 @@
-"""The emulator's counters equal the paper's closed forms (PAPER.md §2-3).
+"""The emulator's counters equal the paper's closed forms (the paper's §3.1-3.2).
 
 One PaLM-like feed-forward stack (layernorm, ``gelu(h @ win) @ wout``, residual; bf16
 storage, so 2 bytes an element) with B, L, E, F chosen so every split divides, sharded
@@ -173,7 +173,7 @@ def check_compute_and_memory(c, n: int, hbm_per_layer: float) -> None:
 
 
 def test_2d_beats_1d_above_16_chips_as_the_paper_says() -> None:
-    """PAPER.md §3: 2D-WS communication beats 1D-WS when n > 4F/E (here F = 4E: 16 chips)."""
+    """the paper's §3.2: 2D-WS communication beats 1D-WS when n > 4F/E (here F = 4E: 16 chips)."""
     small = {"2x2x2": None, "4x4x4": None}
     for spec in small:
         one = emulate(sharded_ffn("1d-ws", spec)).counters.comm_bytes

@@ -1,13 +1,13 @@
-"""The emulator, the project's correctness oracle (shardc.chips, shardc.local_ops, shardc.emulate,
-shardc.verification).
+"""The emulator, the project's correctness oracle (shardc.execute.chips, shardc.execute.local_ops, shardc.emulate,
+shardc.execute.verification).
 
 Four groups of tests:
 
-* :mod:`shardc.chips` on its own: ``scatter``/``assemble`` round trips for random
+* :mod:`shardc.execute.chips` on its own: ``scatter``/``assemble`` round trips for random
   layouts (partial sums included) on meshes 2x3, 2x2x2 and 4x1x2, each chip's block
   checked against a per-chip loop; every legal collective equals "the scatter of the
   target layout"; ``replica_mismatch`` names the two chips of an altered copy; the
-  block order of LANGUAGE.md on a tiny array.
+  block order of docs/language.md on a tiny array.
 * every example x every applicable preset x meshes 2x2x2 and 4x4x4, shrunk, 2 layers,
   f64: ``verify(..., source=...)`` passes.
 * the tiny examples at their real sizes: the emulator's outputs equal the reference's;
@@ -78,7 +78,7 @@ def global_array(dims: tuple[str, ...], sizes: dict[str, int], seed: int) -> np.
 
 
 def block_index(layout: Layout, dim: str, chip: tuple[int, ...], mesh: Mesh) -> int:
-    """LANGUAGE.md: on a dim split over (a1, ..., am), chip coordinates give block
+    """docs/language.md: on a dim split over (a1, ..., am), chip coordinates give block
     i_a1 * K_a2 * ... * K_am + ... + i_am."""
     index = 0
     for a in layout.axes_of(dim):
@@ -236,7 +236,7 @@ def test_replica_mismatch_ignores_split_and_partial_axes() -> None:
     assert chips.replica_mismatch(stacked, layout, mesh) == ((1, 1, 0), (1, 1, 1))
 
 
-# --- chips: the block order of LANGUAGE.md -------------------------------------------------------
+# --- chips: the block order of docs/language.md -------------------------------------------------------
 def test_block_order_on_a_tiny_array() -> None:
     """Chip (i, j, k) of E_xyz holds block i*Y*Z + j*Z + k; with E_zyx, block k*Y*X + j*X + i."""
     mesh = Mesh.parse("2x2x2")

@@ -1,4 +1,4 @@
-"""One test per error a user can make in a ``.model`` file (LANGUAGE.md, "Errors").
+"""One test per error a user can make in a ``.model`` file (docs/language.md, "Errors").
 
 Each test states the line, the column and the message (exactly, or a stable
 prefix ending in "..."), and :func:`expect_error` checks that ``render()`` shows
@@ -48,7 +48,7 @@ def at_line_5(stmt: str, col: int, message: str, **kwargs: object) -> ShardcErro
     return expect_error(HEADER + stmt + "\n", 5, col, message, **kwargs)
 
 
-# --- the example of LANGUAGE.md, "Errors" -------------------------------------------------
+# --- the example of docs/language.md, "Errors" -------------------------------------------------
 PALM = """\
 model palm
 dims B=2, L=1, E=8, F=32
@@ -70,9 +70,9 @@ repeat 2 {
 
 
 def test_einsum_operand_dims_differ_from_the_spec_as_in_language_md() -> None:
-    """LANGUAGE.md's example: palm.model:14:33, and the message word for word.
+    """docs/language.md's example: palm.model:14:33, and the message word for word.
 
-    The rendering is LANGUAGE.md's, byte for byte: the line as written (its
+    The rendering is docs/language.md's, byte for byte: the line as written (its
     two-space indentation included) and the caret under column 33.
     """
     with pytest.raises(ShardcError) as info:

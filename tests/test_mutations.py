@@ -16,8 +16,8 @@ An oracle that always says PASSED is worthless, so these tests break things on p
   the reference) or exits 2 with a located error (``file:line:col: error:``) from the
   sharded-IR verifier.
 
-* **Implementation mutations.**  One collective of :mod:`shardc.chips` (or one op of
-  :mod:`shardc.local_ops`) is monkeypatched to be wrong; ``verify`` must fail and its
+* **Implementation mutations.**  One collective of :mod:`shardc.execute.chips` (or one op of
+  :mod:`shardc.execute.local_ops`) is monkeypatched to be wrong; ``verify`` must fail and its
   ``first_mismatch`` must name the first op that uses the broken code.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of shardc.reference: the plain NumPy executor and its seeded data."""
+"""Tests of shardc.execute.reference: the plain NumPy executor and its seeded data."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Tests of shardc.reshard: each collective's rules and cost, the paper's sequences,
+"""Tests of shardc.sharding.reshard: each collective's rules and cost, the paper's sequences,
 and reshard against an independent brute-force search over every pair of layouts."""
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_slice():
 
 # --- bytes -----------------------------------------------------------------------------
 def test_one_d_weight_stationary_bytes():
-    """PAPER.md 1D-WS: all_gather(xyz) of BLE_xyz in bf16 sends (n-1)/n * 2*B*L*E bytes."""
+    """The paper's 1D-WS: all_gather(xyz) of BLE_xyz in bf16 sends (n-1)/n * 2*B*L*E bytes."""
     B, L, E, n = SIZES["B"], SIZES["L"], SIZES["E"], 64
     expected = (n - 1) / n * 2 * B * L * E
     ag = collective_bytes(AG, ca("xyz"), lay("BLE_xyz"), lay("BLE"), SIZES, M444, 2)
@@ -169,7 +169,7 @@ def test_byte_formulas():
 
 
 def test_two_d_weight_stationary_layer():
-    """PAPER.md 2D-WS: four collectives, comm 2*BLE/X + 2*BLF/(YZ) elements times (K-1)/K."""
+    """The paper's 2D-WS: four collectives, comm 2*BLE/X + 2*BLF/(YZ) elements times (K-1)/K."""
     B, L, E, F = (SIZES[d] for d in "BLEF")
     X, YZ = 4, 16
     chain = [
@@ -266,7 +266,7 @@ CONFIGS = {
 class BruteForce:
     """Every layout of [A, B, C] and every single collective between two of them, found by
     trying every kind x ordered tuple of axes x dim(s) against the rules, written out here
-    independently of shardc.reshard.  Costs are exact fractions."""
+    independently of shardc.sharding.reshard.  Costs are exact fractions."""
 
     def __init__(self, mesh: Mesh, sizes: dict[str, int], itemsize: int = 2):
         self.mesh, self.sizes, self.itemsize = mesh, sizes, itemsize

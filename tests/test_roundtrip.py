@@ -4,7 +4,7 @@
   pins, repeat blocks, comments and odd spacing;
 * golden ``fmt`` output of every example (tests/golden/<example>.model.fmt;
   regenerate with ``pytest tests/test_roundtrip.py --update-golden``);
-* the complete example of LANGUAGE.md (tests/data/language_example.model).
+* the complete example of docs/language.md (tests/data/language_example.model).
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_every_example_has_a_golden_file() -> None:
     assert not stale, f"golden files without an example: {sorted(stale)}"
 
 
-# --- the complete example of LANGUAGE.md ------------------------------------------------
+# --- the complete example of docs/language.md ------------------------------------------------
 def test_language_example_round_trips() -> None:
     text = LANGUAGE_EXAMPLE.read_text()
     once = fmt(text)

@@ -2,8 +2,8 @@
 result) against the paper and the language.
 
 1. Golden collective sequences of one PaLM 540B feed-forward on 4x4x4, per preset, in
-   the paper's notation (PAPER.md §3), for decode and prefill; the decode attention
-   all-to-all of PAPER.md §4; weights keep their stored ``E_xF_yz`` layout.
+   the paper's notation (the paper's §3.2), for decode and prefill; the decode attention
+   all-to-all of the paper's §3.3; weights keep their stored ``E_xF_yz`` layout.
 2. The parallel block: one reduce into E per PaLM layer, two per serial GPT layer.
 3. Round trips of every example x preset x mesh through print/parse/verify/shard.
 4. The sharded verifier catches tampered annotations, axis orders and deleted
@@ -117,8 +117,8 @@ def body_collectives(g: Graph) -> list[str]:
     return [show(op, g.mesh) for op in body_ops(g) if op.kind.is_collective]
 
 
-# --- 1. golden sequences (PAPER.md §3) -------------------------------------------------------
-# The paper's sequences on 4x4x4, written in shardc's axis order (PAPER.md §1: the paper's
+# --- 1. golden sequences (the paper's §3.2) -------------------------------------------------------
+# The paper's sequences on 4x4x4, written in shardc's axis order (the paper's notation: the paper's
 # BLF_xyz after reduce-scatter(x) of BLF_yz is BLF_yzx).  Weight-gathered presets store
 # weights E_xF_yz / F_yzE_x and gather them right before each matmul.
 GOLDEN_FFN = {
@@ -226,7 +226,7 @@ def test_1d_weights_are_split_over_every_axis() -> None:
         "win1": "EF_xyz", "win2": "EF_xyz", "wout": "F_xyzE"}
 
 
-# --- attention (PAPER.md §4) ---------------------------------------------------------------
+# --- attention (the paper's §3.3) ---------------------------------------------------------------
 def test_decode_batch_attention_does_the_all_to_all() -> None:
     """Multiquery sharded by batch: q moves heads -> batch before attention and back after it."""
     g = sharded("palm_540b_decode.model", "2d-ws", "batch", (("H", 64),)).graph
@@ -272,7 +272,7 @@ def test_heads_attention_replicates_the_kv_cache(preset: str) -> None:
 
 def test_heads_attention_reduces_q_not_the_scores() -> None:
     """q's pending partial sum is reduce-scattered into H right after its projection (H plays F,
-    PAPER.md §4), not carried into the 8x larger scores (regression)."""
+    the paper's §3.3), not carried into the 8x larger scores (regression)."""
     g = sharded("palm_540b_prefill.model", "2d-ws", "heads", (("H", 64),)).graph
     seq = body_collectives(g)
     assert "reduce_scatter(x, H) BLH_yzD (partialsum-x) -> BLH_yzxD" in seq
@@ -302,7 +302,7 @@ def test_weight_gathered_cache_minimal() -> None:
     assert einsum.result.layout.format() == "B_xLS"
 
 
-# --- 2. the parallel block (PAPER.md §4) ---------------------------------------------------
+# --- 2. the parallel block (the paper's §3.3) ---------------------------------------------------
 def residual_reductions(g: Graph) -> list[Op]:
     """Collectives of a layer that complete a partial sum of a value with dim E."""
     return [op for op in body_ops(g) if op.kind in (RS, AR) and "E" in op.result.dims]

@@ -152,7 +152,7 @@ def check_sharded(g: Graph, r: ShardResult, mesh: Mesh) -> None:
 
 def check_stationary(r: ShardResult) -> None:
     """In a transformer layer KV caches never move, and weights move only by the all-gather of
-    a weight-gathered preset (PAPER.md §3: weights are stored E_x F_yz and gathered before
+    a weight-gathered preset (the paper's §3.2: weights are stored E_x F_yz and gathered before
     each matmul; §4: the cache is orders of magnitude larger than q)."""
     decls = {d.value.id: d for d, _ in r.graph.decls()}
     for op in r.graph.ops():

@@ -1,7 +1,7 @@
 """Helpers shared by the ``shardc`` subcommands: reading FILE, common flags, output.
 
-Each subcommand module (:mod:`shardc.cli`, :mod:`shardc.cli_compile`,
-:mod:`shardc.cli_verify`, :mod:`shardc.cli_cost`) defines ``_NAME_args(parser)`` and ``cmd_NAME(args)``;
+Each subcommand module (:mod:`shardc.cli.main`, :mod:`shardc.cli.compile`,
+:mod:`shardc.cli.verify`, :mod:`shardc.cli.cost`) defines ``_NAME_args(parser)`` and ``cmd_NAME(args)``;
 :mod:`shardc.cli` registers them in one table.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ from shardc.ir.transforms import with_weight_dtype
 from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import ShardResult
 
-DEFAULT_KV_BUDGET = 30.0  # percent of HBM (PAPER.md Table 1)
+DEFAULT_KV_BUDGET = 30.0  # percent of HBM (the paper's Table 1)
 _WEIGHTS = {"bf16": DType.BF16, "int8": DType.INT8}
 
 

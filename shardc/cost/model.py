@@ -1,7 +1,7 @@
 """The analytical cost model: time, memory and MFU of a sharded program on a chip profile.
 
 Nothing runs and nothing is allocated: every number comes from layouts and dim
-sizes, through the same per-op counts the emulator measures (:mod:`shardc.counts`).
+sizes, through the same per-op counts the emulator measures (:mod:`shardc.sharding.counts`).
 A repeat body is costed once and multiplied by its trip count.
 
 Per op (per chip), two models side by side:
@@ -9,7 +9,7 @@ Per op (per chip), two models side by side:
 * **bound** (``bound_latency_s``, ``bound_mfu``): the roofline.  An einsum
   takes ``max(FLOPs / peak, HBM bytes / HBM bandwidth)``, every other compute
   op (norms, activations...) its memory time, a collective its bandwidth time
-  (:func:`shardc.comm.collective_time`; norms and softmax over a split dim add
+  (:func:`shardc.hardware.comm.collective_time`; norms and softmax over a split dim add
   the all-reduce of their statistics).  No fitted term is used.
 * **estimate** (``latency_s``, ``mfu``): the same counts with the chip's
   fitted ``[calibration]`` terms and without the roofline's perfect overlap:
@@ -22,7 +22,7 @@ HBM bytes are an op's traffic: the operands it reads *and* the result it
 writes (collectives stream over the links and are charged to them instead).
 
 Why the estimate does not overlap an op's HBM traffic with its compute: with
-that overlap, the best fit of the three terms to PAPER.md Table 2
+that overlap, the best fit of the three terms to the paper's Table 2
 (benchmarks/calibrate.py) puts the small-batch decode step entirely on the
 matmul-efficiency term and hides the weight reads behind it, so int8 weights
 would not change the 28.4 ms low-latency decode step at all -- whereas the
@@ -32,7 +32,7 @@ MFU).  Counting every op's reads and writes in full, as an un-pipelined
 kernel would, fits all four columns within 6%.
 
 Collectives add to the matmuls (default) or, with ``overlap``, run under the
-einsum they feed or follow (the looped CollectiveEinsum of PAPER.md §7): the
+einsum they feed or follow (the looped CollectiveEinsum of the paper's §3.5): the
 pair costs ``max(einsum, collectives)``.
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _matmul_sides(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, in
 
 
 def _larger_side_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
-    """D of :mod:`shardc.comm`: all-gather output bytes, else input bytes, per chip."""
+    """D of :mod:`shardc.hardware.comm`: all-gather output bytes, else input bytes, per chip."""
     operand = op.inputs[0]
     if op.kind is OpKind.ALL_GATHER:
         return float(local_bytes(op.result, sizes, mesh))
@@ -146,7 +146,7 @@ def _traffic_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
     """HBM bytes one execution of ``op`` moves per chip: operands read plus the result written.
 
     Collectives (charged to the links) and relabels (a view) move nothing
-    through HBM here; :func:`shardc.counts.op_hbm_bytes` is the read side only.
+    through HBM here; :func:`shardc.sharding.counts.op_hbm_bytes` is the read side only.
     """
     if op.kind.is_collective or op.kind is OpKind.RELABEL:
         return 0.0
@@ -262,7 +262,7 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
     """Cost one run of the sharded program ``sg`` (a decode step, or a whole prefill).
 
     ``chip``: a built-in profile name, a profile TOML path or a :class:`ChipProfile`
-    (default tpu-v4); ``comm``: ``paper`` or ``torus`` (:mod:`shardc.comm`);
+    (default tpu-v4); ``comm``: ``paper`` or ``torus`` (:mod:`shardc.hardware.comm`);
     ``overlap``: collectives run under the einsums they feed or follow.
     """
     verify_sharded(sg)

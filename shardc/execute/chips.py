@@ -5,7 +5,7 @@ array of shape ``[X, Y, Z, *local_shape]``: index ``[i, j, k]`` is chip
 ``(i, j, k)``'s own memory.  Replicas are real copies, so a bug that lets them
 diverge is visible (:func:`replica_mismatch`).
 
-Block order (LANGUAGE.md): on a dim split over axes ``(a1, ..., am)`` (major
+Block order (docs/language.md): on a dim split over axes ``(a1, ..., am)`` (major
 first), chip coordinates ``(i_a1, ..., i_am)`` hold block
 ``i_a1 * K_a2 * ... * K_am + ... + i_am`` -- i.e. the global dim reshaped to
 ``[K_a1, ..., K_am, local]`` in row-major order.  Every function here is a

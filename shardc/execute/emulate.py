@@ -1,19 +1,19 @@
 """The SPMD emulator: run a sharded program on emulated chips in NumPy, and count its cost.
 
 Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
-(:mod:`shardc.chips`); each op runs on all chips at once through its per-chip
-implementation in :mod:`shardc.local_ops` (vectorised NumPy over the stacked
+(:mod:`shardc.execute.chips`); each op runs on all chips at once through its per-chip
+implementation in :mod:`shardc.execute.local_ops` (vectorised NumPy over the stacked
 arrays; a collective is a reshape/transpose/sum over mesh dims).  This module
 walks the program, frees values after their last use, checks replicas and
 counts.  Inputs, params and caches are the reference executor's seeded arrays
-(:class:`~shardc.reference.SeededData`), scattered into their layouts, so
-:func:`emulate` and :func:`~shardc.reference.reference` see the same numbers.
+(:class:`~shardc.execute.reference.SeededData`), scattered into their layouts, so
+:func:`emulate` and :func:`~shardc.execute.reference.reference` see the same numbers.
 
 Counters (per chip; every chip does the same work under these layouts):
 
 * ``flops``: einsums, 2 per multiply-add over the op's local dims;
 * ``elementwise_flops``: one per local result element of every other compute op;
-* ``comm_bytes``: bytes each chip sends, ring formulas of :mod:`shardc.reshard`
+* ``comm_bytes``: bytes each chip sends, ring formulas of :mod:`shardc.sharding.reshard`
   (and :mod:`shardc.sharding.stats` for statistics all-reduces), at the
   declared dtype of the value (bf16: 2 bytes), not the emulator's f32;
 * ``hbm_bytes``: bytes of operands read by every op (weights, caches and
@@ -108,7 +108,7 @@ class Counters:
 
 @dataclass(frozen=True)
 class Emulation:
-    """Outputs (global arrays, as :func:`~shardc.reference.reference` returns them) and counters."""
+    """Outputs (global arrays, as :func:`~shardc.execute.reference.reference` returns them) and counters."""
 
     outputs: dict[str, np.ndarray]
     counters: Counters

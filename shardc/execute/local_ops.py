@@ -1,19 +1,19 @@
 """Per-chip op implementations: what every chip computes for one op of a sharded program.
 
 Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
-(:mod:`shardc.chips`), and each entry of :data:`LOCAL_IMPLS` runs its op on all
+(:mod:`shardc.execute.chips`), and each entry of :data:`LOCAL_IMPLS` runs its op on all
 chips at once with vectorised NumPy calls -- a local einsum is
 ``np.einsum("...BLE,...EF->...BLF")`` with the mesh dims riding along in the
 ellipsis (two operands: :func:`batched_einsum`, one batched matmul) -- and each
-collective is a reshape/transpose/sum over mesh dims (:mod:`shardc.chips`).
+collective is a reshape/transpose/sum over mesh dims (:mod:`shardc.execute.chips`).
 
 A norm or softmax over a split dim sums (or maxes) its per-row statistics
 across the chips of that dim's axes inside the op, as the sharding rules say.
 Activations are elementwise and use the reference's whole-array NumPy
-(:data:`shardc.reference.IMPLS`).
+(:data:`shardc.execute.reference.IMPLS`).
 
 An implementation uses only what a :class:`LocalCtx` holds (the mesh and the
-dim sizes); the emulator (:mod:`shardc.emulate`) calls it with its own run
+dim sizes); the emulator (:mod:`shardc.execute.emulate`) calls it with its own run
 context, a subclass, and counts the cost.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference executor: run a :class:`~shardc.ir.Graph` in plain NumPy.
+"""The reference executor: run a :class:`~shardc.ir.graph.Graph` in plain NumPy.
 
 :func:`reference` evaluates every op on whole (global) arrays, one Python loop
 iteration per layer of each ``repeat``.  It also runs *sharded* graphs: a
@@ -6,8 +6,8 @@ collective only changes a value's layout, never its global content, so every
 collective (all_gather, reduce_scatter, all_reduce, all_to_all, slice) is the
 identity here.
 
-Ops are defined by dim *names* (LANGUAGE.md); :data:`IMPLS` holds one NumPy
-function per :class:`~shardc.ir.OpKind`.  Numerics: layernorm is
+Ops are defined by dim *names* (docs/language.md); :data:`IMPLS` holds one NumPy
+function per :class:`~shardc.ir.graph.OpKind`.  Numerics: layernorm is
 ``(a - mean) / sqrt(var + 1e-6) * g`` (no bias), rmsnorm is
 ``a / sqrt(mean(a^2) + 1e-6) * g``, softmax subtracts the max, and gelu is the
 tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
@@ -380,7 +380,7 @@ Trace = Callable[[Op, int, np.ndarray], None]  # (op, layer, its global result)
 
 def _run_repeat(rep: Repeat, index: int, env: dict[int, np.ndarray], data: SeededData,
                 layers: int | None, outputs: dict[str, np.ndarray], trace: Trace | None = None) -> None:
-    """Run ``min(layers, count)`` layers; carried values rebind as in :class:`~shardc.ir.Carry`."""
+    """Run ``min(layers, count)`` layers; carried values rebind as in :class:`~shardc.ir.graph.Carry`."""
     n = _layers_run(rep, layers)
     carried = {c.arg.id: env[c.init.id] for c in rep.carries}
     stacked: dict[int, np.ndarray] = {}

@@ -5,7 +5,7 @@ per chip of the larger side (all-gather: its output, reduce-scatter,
 all-reduce and all-to-all: their input); ``B`` the chip's interconnect
 bandwidth for the group.
 
-``paper`` mode (PAPER.md §2, the default, for reproducing the paper)::
+``paper`` mode (the paper's §3.1, the default, for reproducing the paper)::
 
     all-gather = reduce-scatter = D / B      B = links x link bandwidth (TPU v4: 270 GB/s)
     all-reduce = 2 D / B                     (the paper drops the (K-1)/K factor)

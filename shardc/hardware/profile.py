@@ -5,7 +5,7 @@ Profiles are data, kept as TOML files: the built-in ones live in
 pass their own with ``--chip-file profile.toml`` (read with the standard
 library's :mod:`tomllib`).  A profile has the raw hardware numbers and, in a
 ``[calibration]`` table, the overhead terms fitted to measurements
-(``benchmarks/calibrate.py`` fits tpu-v4's to PAPER.md Table 2); the cost
+(``benchmarks/calibrate.py`` fits tpu-v4's to the paper's Table 2); the cost
 model's *bound* never uses the calibration.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The typed IR: a flat single-assignment program over tensors with named dims.
 
-A :class:`Graph` is a model name, an optional default :class:`~shardc.mesh.Mesh`,
+A :class:`Graph` is a model name, an optional default :class:`~shardc.ir.mesh.Mesh`,
 the dim sizes, and a :class:`Block` of statements.  Statements are
 :class:`Decl` (input / param / cache), :class:`Op` (one op producing one
 :class:`Value`), :class:`Output`, and :class:`Repeat` -- a stack of identical
@@ -17,7 +17,7 @@ MLIR's ``scf.for``: ``init`` (outside, before the loop) flows into ``arg``
 (inside, at the start of a layer); ``next`` (the last rebinding inside) flows
 into the next layer's ``arg`` and, after the last layer, into ``result``.
 
-Every value may carry a :class:`~shardc.layout.Layout`: in a source program a
+Every value may carry a :class:`~shardc.ir.layout.Layout`: in a source program a
 pin (``@ BLE_xyz``), in a sharded program a fact for every value.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The op table: for every :class:`~shardc.ir.OpKind`, how it is spelled and typed.
+"""The op table: for every :class:`~shardc.ir.graph.OpKind`, how it is spelled and typed.
 
 Per-op behaviour lives in tables keyed by op kind (as in JAX's jaxpr
 interpreters): this module holds the *signature* (how a call is written) and

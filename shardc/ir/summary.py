@@ -1,6 +1,6 @@
 """What a program holds, computed symbolically: layers, ops, parameters, weight and cache bytes.
 
-:func:`summarize` reads a :class:`~shardc.ir.Graph` once, statement by
+:func:`summarize` reads a :class:`~shardc.ir.graph.Graph` once, statement by
 statement.  It never unrolls a ``repeat`` (a layer's numbers are multiplied by
 its trip count) and never allocates anything proportional to a dim's size: the
 element count of a tensor is the product of its dim sizes as a Python ``int``.
@@ -33,7 +33,7 @@ _CONTEXT_DIM = "S"
 class Counts:
     """Ops, parameters (elements), weight bytes by dtype and KV-cache bytes of a stretch of program.
 
-    ``weight_bytes`` holds ``(dtype, bytes)`` pairs in :class:`~shardc.ir.DType`
+    ``weight_bytes`` holds ``(dtype, bytes)`` pairs in :class:`~shardc.ir.graph.DType`
     order, leaving out dtypes with no weights.
     """
 

@@ -1,7 +1,7 @@
-"""Lowering: the AST of a ``.model`` file -> the typed IR (:class:`~shardc.ir.Graph`).
+"""Lowering: the AST of a ``.model`` file -> the typed IR (:class:`~shardc.ir.graph.Graph`).
 
 This is where names are resolved, dims and shapes are checked and every error
-of LANGUAGE.md gets its location.  This module lowers the program and its
+of docs/language.md gets its location.  This module lowers the program and its
 statements; expressions and calls are lowered by the
 :class:`~shardc.language.lower_exprs.ExprLowerer` it makes once the header is
 read.  Nested expressions become a flat list of ops whose temporaries are

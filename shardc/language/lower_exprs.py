@@ -2,10 +2,10 @@
 
 A nested expression becomes a list of ops, operands before results, whose
 temporaries are anonymous (``name=None``); only the top op gets the assigned
-name.  A call is checked against its op's signature (:data:`~shardc.ops.OP_DEFS`):
+name.  A call is checked against its op's signature (:data:`~shardc.ir.ops.OP_DEFS`):
 the number and kind of its positional arguments, its keywords, an einsum
 spec; the result's dims and dtype come from the op's shape rule
-(:func:`~shardc.ops.result_dims`).  Every error points at the argument that
+(:func:`~shardc.ir.ops.result_dims`).  Every error points at the argument that
 causes it, and a usage line (``layernorm(a, [g], over=DIM)``) says what was
 expected.  The attributes of a call come from its op's attrs builder
 (:func:`~shardc.ir.ops.build_attrs`).

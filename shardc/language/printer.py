@@ -4,7 +4,7 @@
 printed IR is the test and debugging interface.  The canonical form:
 
 * header ``model``, ``mesh``, one ``dims`` line; comments and (single) blank
-  lines of the source are kept (:mod:`shardc.trivia`);
+  lines of the source are kept (:mod:`shardc.language.trivia`);
 * anonymous single-use temporaries without a layout are inlined back into
   the expression that uses them, with the fewest parentheses that keep the
   tree (``a - (b - c)``);

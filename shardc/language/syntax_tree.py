@@ -1,9 +1,9 @@
-"""The AST of a ``.model`` file: what the parser (:mod:`shardc.syntax`) produces.
+"""The AST of a ``.model`` file: what the parser (:mod:`shardc.language.parser`) produces.
 
 Small frozen dataclasses, one per statement, expression and argument form of
-LANGUAGE.md, each with the position (:class:`~shardc.errors.Loc`) that error
+docs/language.md, each with the position (:class:`~shardc.errors.Loc`) that error
 messages point at.  They hold text as written: nothing here knows about
-types, dims or scopes -- lowering (:mod:`shardc.frontend`) checks those.
+types, dims or scopes -- lowering (:mod:`shardc.language.lower`) checks those.
 Comments are kept apart (:class:`Comment`) for the formatter.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Candidate operand layouts for each op kind: the choices the sharding pass weighs.
 
 For every op the pass asks this table (keyed by op kind) for a short list of
-ways to lay out its operands so that the op's rule (:mod:`shardc.rules`) holds
+ways to lay out its operands so that the op's rule (:mod:`shardc.sharding.rules`) holds
 -- e.g. for an einsum, "keep the weight where it is and move the activation to
 agree with it".  The pass keeps the legal candidate whose reshards move the
 fewest bytes; ties go to the first candidate, so the order below *is* the

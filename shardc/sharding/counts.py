@@ -1,7 +1,7 @@
 """What one op costs each chip: FLOPs, bytes sent, HBM bytes read; and value liveness.
 
 FLOPs and bytes sent are the quantities the emulator counts while it runs
-(:mod:`shardc.emulate`) and the cost model predicts without running anything
+(:mod:`shardc.execute.emulate`) and the cost model predicts without running anything
 (:mod:`shardc.cost`); both call these functions, so the two agree by
 construction and a test checks the emulator's arrays really did that work.
 (The cost model's HBM traffic adds the bytes each op writes to what it reads.)

@@ -84,7 +84,7 @@ class Role(enum.Enum):
 FFN_CHOICES = tuple(f.value for f in FFN if f is not FFN.NONE)
 ATTENTION_CHOICES = tuple(a.value for a in Attention)
 
-# Dims a preset recognises (PAPER.md §1): model, hidden, heads, KV heads, query heads per KV head, vocab.
+# Dims a preset recognises (the paper's notation): model, hidden, heads, KV heads, query heads per KV head, vocab.
 HEAD_DIMS = ("H", "K", "G")
 WIDE_DIMS = ("F",) + HEAD_DIMS + ("V",)  # split like F in the weights
 REDUCE_INTO = ("F", "K", "G", "H", "V", "E")  # hidden dims first, the model dim last
@@ -163,7 +163,7 @@ PRESETS: Mapping[FFN, Preset] = MappingProxyType({
     # activations rest batch-split over the gathered roles (B_N E_rest), and so do caches.
     FFN.WG_X: Preset(FFN.WG_X, weights=_STORED_2D, gathered=(X,),
                      activations=(("B", (X,)), ("E", YZ)), cache_batch=XYZ),
-    # An all-gather removes a *suffix* of a dim's axes (the block order, LANGUAGE.md), so the
+    # An all-gather removes a *suffix* of a dim's axes (the block order, docs/language.md), so the
     # gatherable roles are x (from E) then z, y (from F, minor first): XY gathers x and z, the
     # same N = X·Z chips as the paper's X·Y on its cubic meshes, reached by plain all-gathers.
     FFN.WG_XY: Preset(FFN.WG_XY, weights=_STORED_2D, gathered=(X, Z),
@@ -404,7 +404,7 @@ None for the default (2d-ws)."""
 
 def make_strategy(g: Graph, mesh: Mesh, ffn: PresetChoice = None, attention: Attention | str | None = None,
                   roles: RoleAssignment | None = None) -> Strategy:
-    """The strategy for ``g`` on ``mesh`` (defaults follow the paper's phase rule, PAPER.md §3).
+    """The strategy for ``g`` on ``mesh`` (defaults follow the paper's phase rule, §3.2).
 
     ``ffn`` names a row of :data:`PRESETS` (default 2d-ws) or is a :class:`Preset`
     of one's own; ``attention`` defaults to :func:`default_attention`; ``roles``

@@ -4,7 +4,7 @@ This is the only place in shardc where collectives are invented: the sharding
 pass asks :func:`reshard` whenever a value's layout differs from the layout an
 op needs, and prints, emulates and costs the :class:`Step` s it returns.
 
-The collectives (LANGUAGE.md, "Sharded programs").  ``over=`` lists the axes in
+The collectives (docs/language.md, "Sharded programs").  ``over=`` lists the axes in
 the order the layout holds them; the block-order invariant of layout.py is why
 axes are only ever appended to, or removed from, the minor end of a dim::
 

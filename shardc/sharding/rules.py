@@ -1,6 +1,6 @@
 """Sharding rules: what layout each op kind produces from its operands' layouts.
 
-One rule per op kind (a table keyed by :class:`~shardc.ir.OpKind`), each a
+One rule per op kind (a table keyed by :class:`~shardc.ir.graph.OpKind`), each a
 small function ``(ctx) -> Inferred`` that either derives the result layout or
 raises :class:`ShardcError` saying why the operands' layouts cannot be
 computed locally.  The sharding pass uses these rules to check candidate

@@ -3,10 +3,10 @@
 Every value gets a layout and every collective becomes an op.  The pass walks
 the program once (a repeat body once, not once per layer) and for each op:
 
-1. asks :data:`~shardc.candidates.CANDIDATES` for ways to lay out the operands,
-2. keeps the legal one (checked by the op's rule in :mod:`shardc.rules`) whose
+1. asks :data:`~shardc.sharding.candidates.CANDIDATES` for ways to lay out the operands,
+2. keeps the legal one (checked by the op's rule in :mod:`shardc.sharding.rules`) whose
    reshards move the fewest bytes,
-3. inserts those reshards -- collectives chosen by :func:`~shardc.reshard.reshard`,
+3. inserts those reshards -- collectives chosen by :func:`~shardc.sharding.reshard.reshard`,
    the only place collectives are invented -- and annotates the result with
    the layout its rule derives.
 
@@ -15,12 +15,12 @@ strategy does not place floats until its first use.  Pins on statements and
 outputs are honoured by resharding the result; loop carries keep one layout
 (the layout of the value entering the loop) and the end of the body is
 resharded back to it.  A chain of ``+`` is sharded as a whole, terms holding
-the same partial sums added first (:mod:`shardc.sums`).  The pass notes why
+the same partial sums added first (:mod:`shardc.sharding.sums`).  The pass notes why
 each collective it inserts is there (and why each norm or softmax over a split
 dim all-reduces statistics); the records
-(:class:`~shardc.sharded.CollectiveRecord`) are derived from the sharded graph
-by :func:`~shardc.sharded.collectives_of` with those reasons.  The result is
-renumbered canonically and passes :func:`~shardc.sharded.verify_sharded`, which
+(:class:`~shardc.sharding.sharded.CollectiveRecord`) are derived from the sharded graph
+by :func:`~shardc.sharding.sharded.collectives_of` with those reasons.  The result is
+renumbered canonically and passes :func:`~shardc.sharding.sharded.verify_sharded`, which
 recomputes every annotation from the rules.
 
 What a sharded program is, and its records, live in :mod:`shardc.sharding.sharded`.

@@ -1,8 +1,8 @@
 """Sharded programs: what one is checked against, and how its collectives are recorded.
 
-A sharded program is a :class:`~shardc.ir.Graph` in which every value has a
+A sharded program is a :class:`~shardc.ir.graph.Graph` in which every value has a
 layout and every collective is an op.  :func:`verify_sharded` checks one: the
-IR is valid, every annotation is what its op's rule (:mod:`shardc.rules`)
+IR is valid, every annotation is what its op's rule (:mod:`shardc.sharding.rules`)
 derives from its operands' layouts, outputs hold complete values and a
 loop-carried value keeps one layout.  Each collective is described by a
 :class:`CollectiveRecord` -- what it moves, how many bytes each chip sends, how
@@ -10,7 +10,7 @@ often it runs and why it is there -- including the small statistics all-reduce
 inside a norm or softmax over a split dim (:mod:`shardc.sharding.stats`).
 
 The sharded graph is the one source of the records: :func:`collectives_of`
-derives them from it.  The sharding pass (:mod:`shardc.shard`) adds only the
+derives them from it.  The sharding pass (:mod:`shardc.sharding.shard`) adds only the
 reason of each collective it inserted and returns a :class:`ShardResult`; a
 program that arrives sharded already (printed sharded text, parsed back) gets
 the same records with reasons saying they were written in it.

@@ -3,7 +3,7 @@
 A layernorm, rmsnorm or softmax over a dim that the layout splits over some
 mesh axes is still computed locally: each chip computes partial statistics of
 every row it holds (sums of ``x`` and ``x**2``, or the max and the sum of
-exponentials) and a small all-reduce over those axes completes them (PAPER.md
+exponentials) and a small all-reduce over those axes completes them (the paper
 §3.4: layernorm over ``BLE_x``).  That all-reduce is not an op of the sharded
 program; it is part of the op.  What it moves is defined here and nowhere else:
 

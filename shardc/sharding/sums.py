@@ -4,8 +4,8 @@ A chain ``t1 + t2 + ... + tn`` lowers to nested binary adds whose inner links
 are anonymous and used once.  Sharded link by link, ``x + o + f`` with ``o``
 and ``f`` both pending partial sums over the same axes would complete each of
 them with its own reduce-scatter; grouped as ``x + (o + f)`` it needs one (the
-parallel block of PAPER.md §3.4).  :class:`SumChains` is the collaborator of
-the pass (:class:`shardc.shard._Sharder`) that finds such chains and
+parallel block of the paper's §3.4).  :class:`SumChains` is the collaborator of
+the pass (:class:`shardc.sharding.shard._Sharder`) that finds such chains and
 reassociates them, only when that groups partial sums; the pass shards the
 resulting adds one by one.
 """
@@ -65,7 +65,7 @@ class SumChains:
 
         ``x + o + f`` with ``o`` and ``f`` both ``BLE_x (partialsum-yz)`` becomes
         ``x + (o + f)``: one reduce-scatter instead of two (the parallel block of
-        PAPER.md §3.4).  Addition is reassociated only when that groups partial
+        the paper's §3.4).  Addition is reassociated only when that groups partial
         sums; otherwise the chain is sharded as written.
         """
         leaves = self.leaves(root)
