@@ -18,7 +18,8 @@ needs
 5. its sharding rule in ``RULES`` (``shardc/sharding/rules.py``) and its operand
    layouts in ``CANDIDATES`` (``shardc/sharding/candidates.py``);
 6. its cost row in ``COSTS`` (``shardc/sharding/counts.py``): ``ELEMENTWISE``;
-7. a word in the list of ops of ``README.md``;
+7. a word in the list of ops of ``README.md`` and a row in ``docs/language.md``
+   ("Operations");
 8. grammar only if it is new syntax (a new infix symbol or precedence in
    ``grammars/model.lark``, the printer's precedence table and
    ``shardc.testing._binary``); a call such as ``sigmoid(a)`` needs none.
