@@ -358,21 +358,41 @@ def _moves(layout: Layout, frozen: frozenset[str], sliceable: frozenset[str],
     dims = layout.dims
     reducible = [a for a in names if a in layout.partial and a not in frozen]  # mesh order
     unused = [a for a in names if a not in layout.used_axes and a in sliceable]
+    yield from _reductions(reducible, dims)
+    yield from _slices(unused, dims)
+    yield from _gathers(layout)
+    yield from _all_to_alls(layout)
+
+
+def _reductions(reducible: list[str], dims: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """all_reduce and reduce_scatter over every group of ``reducible`` axes, smaller groups first."""
     for r in range(1, len(reducible) + 1):
         for group in itertools.combinations(reducible, r):
             yield AR, CollectiveAttrs(group)
         for group in itertools.permutations(reducible, r):  # the order lands in the dim
             for d in dims:
                 yield RS, CollectiveAttrs(group, dim=d)
+
+
+def _slices(unused: list[str], dims: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """slice of every ordered group of ``unused`` axes onto every dim."""
     for r in range(1, len(unused) + 1):
         for group in itertools.permutations(unused, r):
             for d in dims:
                 yield SLICE, CollectiveAttrs(group, dim=d)
-    # all_gather: any suffix of each dim at once (not all empty), axes in layout order.
+
+
+def _gathers(layout: Layout) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """all_gather of any suffix of each dim at once (not all empty), axes in layout order."""
     for cut in itertools.product(*(range(len(held) + 1) for _, held in layout.split)):
         group = tuple(a for n, (_, held) in zip(cut, layout.split) for a in held[len(held) - n:])
         if group:
             yield AG, CollectiveAttrs(group)
+
+
+def _all_to_alls(layout: Layout) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """all_to_all of every non-empty suffix of each dim's axes to every other dim."""
+    dims = layout.dims
     for s, held in layout.split:
         for n in range(1, len(held) + 1):
             for d in dims:
