@@ -153,8 +153,7 @@ class _ToAst(Transformer):
 
     def call(self, items: list) -> Call:
         func, *args = items
-        args = tuple(a for a in args if a is not None)
-        return Call(_name(func), args, _loc(func))
+        return Call(_name(func), tuple(a for a in args if a is not None), _loc(func))
 
     def string_arg(self, items: list) -> StrArg:
         (tok,) = items
