@@ -153,8 +153,7 @@ class _ToAst(Transformer):
 
     def call(self, items: list) -> Call:
         func, *args = items
-        args = tuple(a for a in args if a is not None)
-        return Call(_name(func), args, _loc(func))
+        return Call(_name(func), tuple(a for a in args if a is not None), _loc(func))
 
     def string_arg(self, items: list) -> StrArg:
         (tok,) = items
@@ -304,54 +303,87 @@ def _accepted(err: UnexpectedToken) -> set[str]:
 def _syntax_error(err: UnexpectedInput, source: Source, prev: Token | None) -> ShardcError:
     """Turn a lark error into a located ShardcError that says what was expected."""
     if isinstance(err, UnexpectedCharacters):
-        ch = source.text[err.pos_in_stream] if err.pos_in_stream < len(source.text) else ""
-        loc = Loc(err.line, err.column)
-        if ch == "\t" or ch == " ":
-            return ShardcError("unexpected white space", source, loc)
-        if ch == '"':
-            return ShardcError("unterminated string: a string ends with '\"' on the same line", source, loc)
-        if ch == "(" and prev is not None and prev.type == "UPPER":
-            return ShardcError(
-                "malformed partial sum: write (partialsum-AXES) with no spaces, e.g. (partialsum-yz)",
-                source, loc)
-        return ShardcError(f"unexpected character {_char(ch)}", source, loc)
+        return _character_error(err, source, prev)
     if isinstance(err, UnexpectedToken):
-        tok = err.token
-        expected = _accepted(err)
-        loc = Loc(tok.line or 0, tok.column or 0) if tok.type != "$END" else _end_loc(source)
-        if tok.type == "$END" and not re.sub(r"#[^\n]*", "", source.text).strip():
-            return ShardcError("the program is empty: it starts with 'model NAME'", source, loc)
-        if tok.type in _KEYWORD_TYPES and "NAME" in expected:
-            return ShardcError(f"'{tok}' is a reserved word and cannot be used as a name", source, loc)
-        if prev is not None and prev.type in _KEYWORD_TYPES and tok.type in ("EQUAL", "COLON"):
-            return ShardcError(f"'{prev}' is a reserved word and cannot be used as a name", source,
-                               Loc(prev.line or 0, prev.column or 0))
-        if prev is not None and prev.type == "UPPER" and tok.type == "UPPER" and "RSQB" in expected:
-            return ShardcError("expected ',' or ']' after a dim", source, loc)
-        # Only a repeat body needs more than the end of the file after a statement.
-        if tok.type == "$END" and ("CLOSE_BRACE" in expected or expected == {"_NL"}):
-            return ShardcError("the repeat block is not closed: expected '}' on a line of its own", source, loc)
-        if tok.type == "CLOSE_BRACE" and "CLOSE_BRACE" not in expected:
-            at_start = prev is None or prev.type == "_NL"
-            where = "has no open repeat block" if at_start else "must stand alone on its line"
-            return ShardcError(f"'}}' {where}", source, loc)
-        if "PARTIAL" in expected and tok.type == "LPAR":
-            return ShardcError(
-                "malformed partial sum: write (partialsum-AXES) with no spaces, e.g. (partialsum-yz)",
-                source, loc)
-        if "PARTIAL" in expected and tok.type == "NAME" and str(tok).startswith("_"):
-            return ShardcError(f"a layout is one token: write {prev}{tok} with no space", source, loc)
-        found = _describe(tok)
-        after = f" after {_describe(prev)}" if prev is not None and prev.type != "_NL" else ""
-        if tok.type == "_NL" and "CLOSE_BRACE" in expected and "NAME" not in expected:
-            return ShardcError("'{' must end its line", source, loc)
-        message = f"expected {_expected_words(expected)}{after}, found {found}"
-        if tok.type == "_NL" and ({"RPAR", "RSQB"} & expected):
-            message += " (parentheses and brackets close on the line that opens them)"
-        return ShardcError(message, source, loc)
+        return _token_error(err, source, prev)
     if isinstance(err, UnexpectedEOF):
         return ShardcError("unexpected end of file", source, _end_loc(source))
     return ShardcError(str(err), source)
+
+
+_MALFORMED_PARTIAL = "malformed partial sum: write (partialsum-AXES) with no spaces, e.g. (partialsum-yz)"
+
+
+def _character_error(err: UnexpectedCharacters, source: Source, prev: Token | None) -> ShardcError:
+    """The lexer met a character no token starts with."""
+    # lark declares pos_in_stream only by a None default on UnexpectedInput; the lexer
+    # sets it to the offset of the character, so it is read with the type it has.
+    pos: int | None = getattr(err, "pos_in_stream", None)
+    ch = source.text[pos] if pos is not None and pos < len(source.text) else ""
+    loc = Loc(err.line, err.column)
+    if ch == "\t" or ch == " ":
+        return ShardcError("unexpected white space", source, loc)
+    if ch == '"':
+        return ShardcError("unterminated string: a string ends with '\"' on the same line", source, loc)
+    if ch == "(" and prev is not None and prev.type == "UPPER":
+        return ShardcError(_MALFORMED_PARTIAL, source, loc)
+    return ShardcError(f"unexpected character {_char(ch)}", source, loc)
+
+
+def _token_error(err: UnexpectedToken, source: Source, prev: Token | None) -> ShardcError:
+    """The parser met a token it cannot take there: the first rule that explains it, in order."""
+    tok = err.token
+    expected = _accepted(err)
+    loc = Loc(tok.line or 0, tok.column or 0) if tok.type != "$END" else _end_loc(source)
+    for rule in (_misused_word_error, _block_or_layout_error):
+        error = rule(tok, prev, expected, source, loc)
+        if error is not None:
+            return error
+    return _expected_error(tok, prev, expected, source, loc)
+
+
+def _misused_word_error(tok: Token, prev: Token | None, expected: set[str], source: Source,
+                        loc: Loc) -> ShardcError | None:
+    """An empty program, a reserved word used as a name, dims without a comma between them."""
+    if tok.type == "$END" and not re.sub(r"#[^\n]*", "", source.text).strip():
+        return ShardcError("the program is empty: it starts with 'model NAME'", source, loc)
+    if tok.type in _KEYWORD_TYPES and "NAME" in expected:
+        return ShardcError(f"'{tok}' is a reserved word and cannot be used as a name", source, loc)
+    if prev is not None and prev.type in _KEYWORD_TYPES and tok.type in ("EQUAL", "COLON"):
+        return ShardcError(f"'{prev}' is a reserved word and cannot be used as a name", source,
+                           Loc(prev.line or 0, prev.column or 0))
+    if prev is not None and prev.type == "UPPER" and tok.type == "UPPER" and "RSQB" in expected:
+        return ShardcError("expected ',' or ']' after a dim", source, loc)
+    return None
+
+
+def _block_or_layout_error(tok: Token, prev: Token | None, expected: set[str], source: Source,
+                           loc: Loc) -> ShardcError | None:
+    """A repeat block left open, a stray '}', a layout or partial sum written with spaces."""
+    # Only a repeat body needs more than the end of the file after a statement.
+    if tok.type == "$END" and ("CLOSE_BRACE" in expected or expected == {"_NL"}):
+        return ShardcError("the repeat block is not closed: expected '}' on a line of its own", source, loc)
+    if tok.type == "CLOSE_BRACE" and "CLOSE_BRACE" not in expected:
+        at_start = prev is None or prev.type == "_NL"
+        where = "has no open repeat block" if at_start else "must stand alone on its line"
+        return ShardcError(f"'}}' {where}", source, loc)
+    if "PARTIAL" in expected and tok.type == "LPAR":
+        return ShardcError(_MALFORMED_PARTIAL, source, loc)
+    if "PARTIAL" in expected and tok.type == "NAME" and str(tok).startswith("_"):
+        return ShardcError(f"a layout is one token: write {prev}{tok} with no space", source, loc)
+    return None
+
+
+def _expected_error(tok: Token, prev: Token | None, expected: set[str], source: Source, loc: Loc) -> ShardcError:
+    """The general message: what the parser expected, after what, and what it found."""
+    found = _describe(tok)
+    after = f" after {_describe(prev)}" if prev is not None and prev.type != "_NL" else ""
+    if tok.type == "_NL" and "CLOSE_BRACE" in expected and "NAME" not in expected:
+        return ShardcError("'{' must end its line", source, loc)
+    message = f"expected {_expected_words(expected)}{after}, found {found}"
+    if tok.type == "_NL" and ({"RPAR", "RSQB"} & expected):
+        message += " (parentheses and brackets close on the line that opens them)"
+    return ShardcError(message, source, loc)
 
 
 def _end_loc(source: Source) -> Loc:

@@ -5,8 +5,9 @@ statement stays at the end of that line; comment lines above a statement stay
 above it; comments before a ``}`` or at the end of the file stay there.  A
 blank line before a statement (or before its comment lines) is kept as one
 blank line, and so is a blank line between comment lines or between them and
-their statement (written as an empty string in ``Trivia.before``).  Anchors are keyed by ``id()`` of the AST statement, ``("close",
-id(repeat))`` for a repeat's ``}`` and ``0`` for the end of the file.
+their statement (written as an empty string in ``Trivia.before``).  Anchors
+are keyed by ``id()`` of the AST statement, ``("close", id(repeat))`` for a
+repeat's ``}`` and ``0`` for the end of the file.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, NoReturn
 
 from shardc.errors import ShardcError
 from shardc.ir.graph import CollectiveAttrs, OpKind
@@ -99,53 +99,9 @@ def apply_collective(layout: Layout, kind: OpKind, attrs: CollectiveAttrs, mesh:
     With ``sizes`` (global dim sizes) the result's divisibility is checked too.
     """
     where = f"{describe(kind, attrs) if kind in _RANK else kind} on {layout.format(mesh)}"
-
-    def fail(message: str, hint: str | None = None) -> None:
-        raise ShardcError(f"{where}: {message}", hint=hint)
-
-    axes = tuple(attrs.axes)
-    if kind not in _RANK:
-        fail(f"'{kind}' is not a collective")
-    if not axes:
-        fail("'over' names no mesh axes")
-    if len(set(axes)) != len(axes):
-        fail("an axis appears twice in 'over'")
-    for a in axes:
-        if not mesh.has(a):
-            fail(f"the mesh ({mesh}) has no axis '{a}'")
-    for name in ((attrs.dim,) if kind in (RS, SLICE) else (attrs.src, attrs.dst) if kind is A2A else ()):
-        if name not in layout.dims:
-            fail(f"the value has no dim {name}; its dims are {', '.join(layout.dims)}")
-    if kind in (AR, RS):
-        for a in axes:
-            if a not in layout.partial:
-                fail(f"axis '{a}' holds no pending partial sum")
-    else:
-        for a in axes:
-            if a in layout.partial:
-                fail(f"axis '{a}' holds a pending partial sum",
-                     hint="sum it first with all_reduce or reduce_scatter")
-    if kind is AG:
-        for a in axes:
-            if layout.dim_of(a) is None:
-                fail(f"axis '{a}' splits no dim, so there is nothing to gather")
-        for d, held in layout.split:
-            mine = tuple(a for a in axes if a in held)
-            if mine and held[len(held) - len(mine):] != mine:
-                fail(f"{''.join(mine)} must be the most-minor axes of dim {d}, which is split "
-                     f"over {''.join(held)} (major first); only a suffix can be gathered")
-    elif kind is A2A:
-        assert attrs.src is not None  # checked to be a dim of the value above
-        held = layout.axes_of(attrs.src)
-        if attrs.src == attrs.dst:
-            fail("'from' and 'to' name the same dim")
-        if held[len(held) - len(axes):] != axes:
-            fail(f"{''.join(axes)} must be the most-minor axes of dim {attrs.src}, which is "
-                 f"split over {''.join(held) or 'no axes'} (major first)")
-    elif kind is SLICE:
-        for a in axes:
-            if layout.dim_of(a) is not None:
-                fail(f"axis '{a}' already splits dim {layout.dim_of(a)}")
+    check = _Check(where, layout, attrs, tuple(attrs.axes))
+    _check_common(check, kind, mesh)
+    _LEGALITY[kind](check)
     after = _apply(layout, kind, attrs)
     if sizes is not None:
         try:
@@ -153,6 +109,106 @@ def apply_collective(layout: Layout, kind: OpKind, attrs: CollectiveAttrs, mesh:
         except ShardcError as err:
             raise ShardcError(f"{where}: {err.message}", hint=err.hint) from None
     return after
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One collective being checked on a value: what a legality rule may look at, and how it fails."""
+
+    where: str  # the collective and the layout, as every message starts
+    layout: Layout
+    attrs: CollectiveAttrs
+    axes: tuple[str, ...]  # attrs.axes as a tuple
+
+    def fail(self, message: str, hint: str | None = None) -> NoReturn:
+        raise ShardcError(f"{self.where}: {message}", hint=hint)
+
+    def need_dims(self, *names: str | None) -> None:
+        """Each of ``names`` (the dims the collective's attributes name) is a dim of the value."""
+        for name in names:
+            if name not in self.layout.dims:
+                self.fail(f"the value has no dim {name}; its dims are {', '.join(self.layout.dims)}")
+
+    def need_partial(self) -> None:
+        """all_reduce and reduce_scatter sum pending partial sums: every axis must hold one."""
+        for a in self.axes:
+            if a not in self.layout.partial:
+                self.fail(f"axis '{a}' holds no pending partial sum")
+
+    def refuse_partial(self) -> None:
+        """The other collectives move data of complete values: no axis may hold a partial sum."""
+        for a in self.axes:
+            if a in self.layout.partial:
+                self.fail(f"axis '{a}' holds a pending partial sum",
+                          hint="sum it first with all_reduce or reduce_scatter")
+
+
+def _check_common(check: _Check, kind: OpKind, mesh: Mesh) -> None:
+    """The rules every collective obeys: it is one, and ``over`` names distinct axes of the mesh."""
+    if kind not in _RANK:
+        check.fail(f"'{kind}' is not a collective")
+    if not check.axes:
+        check.fail("'over' names no mesh axes")
+    if len(set(check.axes)) != len(check.axes):
+        check.fail("an axis appears twice in 'over'")
+    for a in check.axes:
+        if not mesh.has(a):
+            check.fail(f"the mesh ({mesh}) has no axis '{a}'")
+
+
+# The rules of each collective, checked after the common ones: the dims its attributes
+# name exist, then its partial-sum rule, then its own rules (module docstring).
+def _all_gather_legality(check: _Check) -> None:
+    check.refuse_partial()
+    layout = check.layout
+    for a in check.axes:
+        if layout.dim_of(a) is None:
+            check.fail(f"axis '{a}' splits no dim, so there is nothing to gather")
+    for d, held in layout.split:
+        mine = tuple(a for a in check.axes if a in held)
+        if mine and held[len(held) - len(mine):] != mine:
+            check.fail(f"{''.join(mine)} must be the most-minor axes of dim {d}, which is split "
+                       f"over {''.join(held)} (major first); only a suffix can be gathered")
+
+
+def _reduce_scatter_legality(check: _Check) -> None:
+    check.need_dims(check.attrs.dim)
+    check.need_partial()
+
+
+def _all_reduce_legality(check: _Check) -> None:
+    check.need_partial()
+
+
+def _all_to_all_legality(check: _Check) -> None:
+    src, dst = check.attrs.src, check.attrs.dst
+    check.need_dims(src, dst)
+    check.refuse_partial()
+    assert src is not None  # checked to be a dim of the value above
+    held = check.layout.axes_of(src)
+    if src == dst:
+        check.fail("'from' and 'to' name the same dim")
+    if held[len(held) - len(check.axes):] != check.axes:
+        check.fail(f"{''.join(check.axes)} must be the most-minor axes of dim {src}, which is "
+                   f"split over {''.join(held) or 'no axes'} (major first)")
+
+
+def _slice_legality(check: _Check) -> None:
+    check.need_dims(check.attrs.dim)
+    check.refuse_partial()
+    for a in check.axes:
+        if check.layout.dim_of(a) is not None:
+            check.fail(f"axis '{a}' already splits dim {check.layout.dim_of(a)}")
+
+
+#: The legality rules of each collective (the same kinds as ``_RANK``).
+_LEGALITY: dict[OpKind, Callable[[_Check], None]] = {
+    AG: _all_gather_legality,
+    RS: _reduce_scatter_legality,
+    AR: _all_reduce_legality,
+    A2A: _all_to_all_legality,
+    SLICE: _slice_legality,
+}
 
 
 def _apply(layout: Layout, kind: OpKind, attrs: CollectiveAttrs) -> Layout:
@@ -302,21 +358,41 @@ def _moves(layout: Layout, frozen: frozenset[str], sliceable: frozenset[str],
     dims = layout.dims
     reducible = [a for a in names if a in layout.partial and a not in frozen]  # mesh order
     unused = [a for a in names if a not in layout.used_axes and a in sliceable]
+    yield from _reductions(reducible, dims)
+    yield from _slices(unused, dims)
+    yield from _gathers(layout)
+    yield from _all_to_alls(layout)
+
+
+def _reductions(reducible: list[str], dims: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """all_reduce and reduce_scatter over every group of ``reducible`` axes, smaller groups first."""
     for r in range(1, len(reducible) + 1):
         for group in itertools.combinations(reducible, r):
             yield AR, CollectiveAttrs(group)
         for group in itertools.permutations(reducible, r):  # the order lands in the dim
             for d in dims:
                 yield RS, CollectiveAttrs(group, dim=d)
+
+
+def _slices(unused: list[str], dims: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """slice of every ordered group of ``unused`` axes onto every dim."""
     for r in range(1, len(unused) + 1):
         for group in itertools.permutations(unused, r):
             for d in dims:
                 yield SLICE, CollectiveAttrs(group, dim=d)
-    # all_gather: any suffix of each dim at once (not all empty), axes in layout order.
+
+
+def _gathers(layout: Layout) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """all_gather of any suffix of each dim at once (not all empty), axes in layout order."""
     for cut in itertools.product(*(range(len(held) + 1) for _, held in layout.split)):
         group = tuple(a for n, (_, held) in zip(cut, layout.split) for a in held[len(held) - n:])
         if group:
             yield AG, CollectiveAttrs(group)
+
+
+def _all_to_alls(layout: Layout) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
+    """all_to_all of every non-empty suffix of each dim's axes to every other dim."""
+    dims = layout.dims
     for s, held in layout.split:
         for n in range(1, len(held) + 1):
             for d in dims:
