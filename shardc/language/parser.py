@@ -3,9 +3,9 @@
 The grammar lives in ``grammars/model.lark`` (installed with the package as the data of
 ``shardc.grammars``); lark parses it with LALR(1) and a
 contextual lexer.  A :class:`lark.Transformer` turns the parse tree into the
-small frozen dataclasses of :mod:`shardc.syntax_tree` (re-exported here), one
+small frozen dataclasses of :mod:`shardc.language.syntax_tree`, one
 method per grammar rule/alias.  Nothing here knows about types or scopes:
-that is :mod:`shardc.frontend`'s job.
+that is :mod:`shardc.language.lower`'s job.
 
 Parse errors never leak lark's token names; :func:`_syntax_error` says what
 was expected in words ("expected ',' or ']' after a dim").
