@@ -26,7 +26,8 @@ import pytest
 
 import shardc
 from shardc.cli.main import main
-from shardc.cost.model import estimate, max_context
+from shardc.cost.memory import max_context
+from shardc.cost.model import estimate
 from shardc.execute.emulate import emulate
 from shardc.execute.verification import shrink
 from shardc.hardware.comm import ring_steps

@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 
 from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags
-from shardc.cost.model import CostReport, estimate, max_context
+from shardc.cost.memory import max_context
+from shardc.cost.model import CostReport, estimate
 from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
 from shardc.ir.graph import DType, Graph
