@@ -475,3 +475,43 @@ def test_cli_weights(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert obj["ffn"] is None and obj["latency_s"] > 0
     code, _, err = run(capsys, sharded, "--weights", "int8")
     assert code == 2 and "already sharded" in err
+
+
+# --- switched nodes: traffic between nodes goes over the inter-node link ---------------------------
+def test_h100_collectives_beyond_a_node_use_the_internode_link() -> None:
+    """An all-gather over 16 GPUs (two nodes of 8) is slower per byte than over the 8 of one node."""
+    from shardc.hardware.comm import CommMode, collective_time, spans_nodes
+    from shardc.ir.mesh import Mesh
+
+    h100 = load_profile("h100-nvlink")
+    assert h100.node_size == 8 and h100.internode_bandwidth < h100.ici_bandwidth
+    one_node, two_nodes = Mesh.parse("8"), Mesh.parse("16")
+    assert not spans_nodes(("x",), one_node, h100) and spans_nodes(("x",), two_nodes, h100)
+    nbytes = 1e9
+    t8 = sum(collective_time(OpKind.ALL_GATHER, ("x",), nbytes, one_node, h100, CommMode.TORUS))
+    t16 = sum(collective_time(OpKind.ALL_GATHER, ("x",), nbytes, two_nodes, h100, CommMode.TORUS))
+    print(f"\nall-gather of 1 GB: 8 GPUs {t8 * 1e3:.2f} ms, 16 GPUs {t16 * 1e3:.2f} ms")
+    assert t16 > 5 * t8  # 450 GB/s inside a node, 50 GB/s across
+    # On a 2x8 mesh the minor axis stays inside a node; the major axis crosses nodes.
+    mesh = Mesh.parse("2x8")
+    assert not spans_nodes(("y",), mesh, h100) and spans_nodes(("x",), mesh, h100)
+    assert spans_nodes(("x", "y"), mesh, h100)
+    assert not spans_nodes(("x", "y", "z"), Mesh.parse("2x2x2"), h100)  # 8 GPUs: one node
+
+
+def test_node_fields_are_checked(tmp_path: Path) -> None:
+    from shardc.errors import ShardcError
+    from shardc.hardware.profile import profile_from_dict
+
+    base = {"peak_flops": 1e15, "hbm_bytes": 8e10, "hbm_bandwidth": 3e12, "link_bandwidth": 4.5e11, "links": 1,
+            "topology": "switched"}
+    assert profile_from_dict({**base, "node_size": 4, "internode_bandwidth": 2.5e10}).node_size == 4
+    for bad, message in [({"node_size": 4}, "needs 'internode_bandwidth'"),
+                         ({"node_size": 0, "internode_bandwidth": 1e9}, "at least 1"),
+                         ({"node_size": 2.5, "internode_bandwidth": 1e9}, "whole number"),
+                         ({"node_size": 4, "internode_bandwidth": float("nan")}, "positive number"),
+                         ({"node_size": 4, "internode_bandwidth": 1e9, "internode_latency": -1}, ">= 0")]:
+        with pytest.raises(ShardcError, match=message):
+            profile_from_dict({**base, **bad})
+    with pytest.raises(ShardcError, match="not a torus"):
+        profile_from_dict({**base, "topology": "torus", "node_size": 4, "internode_bandwidth": 1e9})

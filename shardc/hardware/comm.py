@@ -29,6 +29,8 @@ takes ``sum(k_a - 1)`` steps over the axes it spans (a 4x4x4 group: 9, not
 from __future__ import annotations
 
 import enum
+import functools
+import itertools
 
 from shardc.hardware.profile import ChipProfile, Topology
 from shardc.ir.graph import OpKind
@@ -48,11 +50,41 @@ _FACTOR = {OpKind.ALL_GATHER: 1.0, OpKind.REDUCE_SCATTER: 1.0, OpKind.ALL_REDUCE
 
 
 def group_bandwidth(axes: tuple[str, ...], mesh: Mesh, chip: ChipProfile, mode: CommMode) -> float:
-    """Bytes/s a chip has for a collective over ``axes``."""
+    """Bytes/s a chip has for a collective over ``axes``.
+
+    On a switched profile with nodes, a group whose chips sit in more than one node is limited by
+    the inter-node link (in either mode: the paper's formulas describe one torus, not a cluster).
+    """
+    if spans_nodes(axes, mesh, chip):
+        return chip.internode_bandwidth
     if mode is CommMode.PAPER or chip.topology is Topology.SWITCHED:
         return chip.ici_bandwidth
     spanned = sum(1 for a in axes if mesh.size(a) > 1)
     return max(spanned, 1) * chip.axis_bandwidth
+
+
+def spans_nodes(axes: tuple[str, ...], mesh: Mesh, chip: ChipProfile) -> bool:
+    """Whether some group of a collective over ``axes`` has chips in two nodes of a switched profile.
+
+    Chips are numbered row-major over the mesh axes (the first axis major), and node ``n`` holds
+    chips ``n * node_size`` to ``(n + 1) * node_size - 1``, as a launcher places ranks on hosts.
+    """
+    if chip.topology is not Topology.SWITCHED or not chip.node_size or mesh.num_chips <= chip.node_size:
+        return False
+    return _spans_nodes(tuple(mesh.axes), tuple(axes), chip.node_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spans_nodes(mesh_axes: tuple[tuple[str, int], ...], axes: tuple[str, ...], node_size: int) -> bool:
+    names = [a for a, _ in mesh_axes]
+    nodes_of_group: dict[tuple[int, ...], set[int]] = {}
+    for index, coords in enumerate(itertools.product(*(range(size) for _, size in mesh_axes))):
+        outside = tuple(c for a, c in zip(names, coords) if a not in axes)  # which group the chip is in
+        nodes = nodes_of_group.setdefault(outside, set())
+        nodes.add(index // node_size)
+        if len(nodes) > 1:
+            return True
+    return False
 
 
 def collective_time(kind: OpKind, axes: tuple[str, ...], larger_side_bytes: float, mesh: Mesh,
@@ -64,7 +96,10 @@ def collective_time(kind: OpKind, axes: tuple[str, ...], larger_side_bytes: floa
     seconds = _FACTOR[kind] * larger_side_bytes / group_bandwidth(axes, mesh, chip, mode)
     if mode is CommMode.TORUS:
         seconds *= (k - 1) / k
-    return seconds, ring_steps(kind, axes, mesh, chip) * chip.calibration.collective_latency
+    step = chip.calibration.collective_latency
+    if spans_nodes(axes, mesh, chip):
+        step += chip.internode_latency
+    return seconds, ring_steps(kind, axes, mesh, chip) * step
 
 
 def ring_steps(kind: OpKind, axes: tuple[str, ...], mesh: Mesh, chip: ChipProfile) -> int:

@@ -11,6 +11,7 @@ model's *bound* never uses the calibration.
 from __future__ import annotations
 
 import enum
+import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -60,6 +61,11 @@ class ChipProfile:
     links: int
     topology: Topology
     calibration: Calibration = Calibration()
+    # A switched profile describes one node of ``node_size`` chips on one switch; a collective whose
+    # group spans nodes runs over the slower inter-node network instead (0: one switch joins all).
+    node_size: int = 0
+    internode_bandwidth: float = 0.0  # bytes/s per chip per direction between nodes
+    internode_latency: float = 0.0  # seconds per step of a ring that crosses nodes
 
     @property
     def ici_bandwidth(self) -> float:
@@ -105,6 +111,35 @@ def load_profile(chip: str | Path | ChipProfile | None = None) -> ChipProfile:
     return profile_from_dict(data, str(path))
 
 
+def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float, float]:
+    """``node_size``, ``internode_bandwidth`` and ``internode_latency`` of a switched profile, checked.
+
+    They come together: a node size without an inter-node link would leave traffic between nodes
+    unpriced.
+    """
+    keys = ("node_size", "internode_bandwidth", "internode_latency")
+    given = [k for k in keys if k in data]
+    if not given:
+        return 0, 0.0, 0.0
+    if topology is not Topology.SWITCHED:
+        raise ShardcError(f"{where}: '{given[0]}' describes nodes of a switched topology, not a torus")
+    for key in ("node_size", "internode_bandwidth"):
+        if key not in data:
+            raise ShardcError(f"{where}: '{given[0]}' needs '{key}' too")
+    size, bandwidth, latency = data["node_size"], data["internode_bandwidth"], data.get("internode_latency", 0.0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, at least 1, got {size!r}")
+    if not _is_number(bandwidth) or not math.isfinite(bandwidth) or bandwidth <= 0:
+        raise ShardcError(f"{where}: 'internode_bandwidth' must be a positive number, got {bandwidth!r}")
+    if not _is_number(latency) or not math.isfinite(latency) or latency < 0:
+        raise ShardcError(f"{where}: 'internode_latency' must be a number >= 0, got {latency!r}")
+    return size, float(bandwidth), float(latency)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
     """Build a profile from parsed TOML, with clear errors for missing or bad fields."""
     numbers = ("peak_flops", "hbm_bytes", "hbm_bandwidth", "link_bandwidth", "links")
@@ -117,6 +152,7 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         topology = Topology(data.get("topology", "torus"))
     except ValueError:
         raise ShardcError(f"{where}: topology must be 'torus' or 'switched', got {data.get('topology')!r}") from None
+    node_size, internode_bandwidth, internode_latency = _node_fields(data, topology, where)
     known = {f.name for f in fields(Calibration)}
     table = data.get("calibration", {})
     unknown = set(table) - known
@@ -138,5 +174,8 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         link_bandwidth=float(data["link_bandwidth"]),
         links=int(data["links"]),
         topology=topology,
+        node_size=node_size,
+        internode_bandwidth=internode_bandwidth,
+        internode_latency=internode_latency,
         calibration=Calibration(**{k: float(v) for k, v in table.items() if k != "comm"}, comm=comm),
     )
