@@ -155,7 +155,7 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ffn", metavar="PRESET",
                         help=f"feed-forward layout: {', '.join(FFN_CHOICES)}, or none (layouts from the "
                              "program's pins alone; default: chosen by the compiler, currently 2d-ws; "
-                             "--explain shows it)")
+                             "shardc compile --explain shows it)")
     parser.add_argument("--attention", metavar="PRESET",
                         help=f"attention layout: {' or '.join(ATTENTION_CHOICES)} (default: batch when "
                              "the program reads a KV cache and B divides over the chips, else heads)")

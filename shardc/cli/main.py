@@ -114,7 +114,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("verify", "emulate the sharded program on chips and check it computes what the unsharded "
                       "program computes (exit 1 on a mismatch)",
             "shardc verify examples/palm_540b_decode.model --shrink\n"
-            "  shardc verify examples/tiny_layer.model --mesh 2x2x2 --ffn 1d-ws --dtype f64 --json\n"
+            "  shardc verify examples/tiny_layer.model --mesh 2x2 --ffn 1d-ws --dtype f64 --json\n"
             "  shardc compile examples/tiny_ffn.model -o t.model && shardc verify t.model",
             _verify_args, cmd_verify),
     Command("cost", "estimate what one run of the sharded program costs: latency (calibrated and roofline "
