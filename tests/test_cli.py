@@ -330,3 +330,19 @@ def test_console_script() -> None:
     assert proc.stdout.startswith("model")
     proc = subprocess.run(["shardc", "check", str(TINY_FFN), "--set", "B"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("argv", [["cost", str(TINY_FFN), "--bogus", "--json"], ["nope", "--json"],
+                                  ["check", "--json"], ["verify", str(TINY_FFN), "--layers", "x", "--json"]])
+def test_usage_errors_are_json_under_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and err == ""
+    data = json.loads(out)
+    assert set(data) == {"error"} and data["error"]["message"] and data["error"]["line"] is None
+
+
+def test_usage_errors_without_json_show_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("usage: shardc check") and "error: the following arguments" in err

@@ -18,7 +18,7 @@ import importlib.metadata
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from shardc.cli.common import STDIN, Command, emit_json, load_graph, write_atomically
 from shardc.cli.compile import _compile_args, cmd_compile
@@ -130,7 +130,7 @@ COMMANDS: tuple[Command, ...] = (
 
 def common_flags() -> argparse.ArgumentParser:
     """The flags every subcommand takes (an argparse parent parser)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("file", metavar="FILE", help="a .model program; - reads standard input")
     common.add_argument("--set", metavar="DIM=N", action="append", default=[],
                         help="override the size of a dim, e.g. --set B=64 (repeatable)")
@@ -140,15 +140,30 @@ def common_flags() -> argparse.ArgumentParser:
     return common
 
 
+class UsageError(Exception):
+    """A command line argparse cannot read; ``usage`` is the usage line of the (sub)command."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message, self.usage = message, usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are raised, so ``--json`` can report them as JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.format_usage())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``shardc`` parser with one subparser per row of :data:`COMMANDS`."""
     examples = "\n".join(f"  {c.example.splitlines()[0]}" for c in COMMANDS)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shardc", description="shardc: a sharding compiler for transformer inference.",
         epilog=f"examples:\n{examples}\n\nRun 'shardc COMMAND --help' for a command's flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"shardc {importlib.metadata.version('shardc')}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_flags()
     for c in COMMANDS:
         p = sub.add_parser(c.name, help=c.help, description=c.help[0].upper() + c.help[1:] + ".",
@@ -162,9 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``shardc`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version and usage errors (status 2)
+    except UsageError as err:  # one message; JSON when --json was asked for, whatever else is wrong
+        if "--json" in argv:
+            emit_json({"error": {"file": None, "line": None, "col": None, "message": err.message}})
+        else:
+            print(f"{err.usage}shardc: error: {err.message}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
