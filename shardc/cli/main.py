@@ -128,18 +128,6 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-def common_flags() -> argparse.ArgumentParser:
-    """The flags every subcommand takes (an argparse parent parser)."""
-    common = _Parser(add_help=False)
-    common.add_argument("file", metavar="FILE", help="a .model program; - reads standard input")
-    common.add_argument("--set", metavar="DIM=N", action="append", default=[],
-                        help="override the size of a dim, e.g. --set B=64 (repeatable)")
-    common.add_argument("--mesh", metavar="SPEC",
-                        help="device mesh, overriding the file's: 4x4x4, 2x2, 8 or x=4,y=4")
-    common.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
-    return common
-
-
 class UsageError(Exception):
     """A command line argparse cannot read; ``usage`` is the usage line of the (sub)command."""
 
@@ -153,6 +141,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.format_usage())
+
+
+def common_flags() -> "_Parser":
+    """The flags every subcommand takes (an argparse parent parser)."""
+    common = _Parser(add_help=False)
+    common.add_argument("file", metavar="FILE", help="a .model program; - reads standard input")
+    common.add_argument("--set", metavar="DIM=N", action="append", default=[],
+                        help="override the size of a dim, e.g. --set B=64 (repeatable)")
+    common.add_argument("--mesh", metavar="SPEC",
+                        help="device mesh, overriding the file's: 4x4x4, 2x2, 8 or x=4,y=4")
+    common.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
