@@ -346,3 +346,14 @@ def test_usage_errors_without_json_show_usage(capsys: pytest.CaptureFixture[str]
     assert main(["check"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("usage: shardc check") and "error: the following arguments" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "-inf"])
+def test_verify_tolerance_must_be_finite_and_not_negative(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    assert main(["verify", str(TINY_FFN), f"--tolerance={value}"]) == 2
+    assert "--tolerance" in capsys.readouterr().err
+
+
+def test_verify_max_memory_too_large_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(TINY_FFN), "--max-memory", "1e999"]) == 2
+    assert "too large" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags
@@ -23,7 +24,10 @@ def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     if m is None or m.group(2).lower() not in _UNITS:
         raise ShardcError(f"--max-memory {text}: expected a size such as 4GiB, 512MiB or 1000000000")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(size) or size > 2**63:
+        raise ShardcError(f"--max-memory {text}: too large; give a size such as 64GiB")
+    return int(size)
 
 
 def _verify_args(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +56,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ShardcError(f"--layers {args.layers}: expected a number of layers, 0 or more")
     if args.seed < 0:
         raise ShardcError(f"--seed {args.seed}: expected a non-negative integer")
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        # nan would compare false against every error and pass any program
+        raise ShardcError(f"--tolerance {args.tolerance}: expected a finite relative error, 0 or more "
+                          "(such as 1e-4)")
     max_bytes = parse_bytes(args.max_memory) if args.max_memory else DEFAULT_MAX_BYTES
     result = shard_program(g, None, args.ffn, args.attention)
     sg = result.graph
