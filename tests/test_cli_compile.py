@@ -310,3 +310,12 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert "compile" in out
 
+
+
+def test_mesh_override_drops_the_mesh_lines_comment(capsys: pytest.CaptureFixture[str]) -> None:
+    """``# 64 TPU v4 chips`` described the file's mesh, not the one --mesh asks for."""
+    code, out, _ = run(capsys, "compile", PALM_DECODE, "--mesh", "2x2x2")
+    assert code == 0
+    assert re.search(r"^mesh x=2, y=2, z=2$", out, re.M)
+    code, out, _ = run(capsys, "compile", PALM_DECODE)
+    assert re.search(r"^mesh x=4, y=4, z=4  # 64 TPU v4 chips$", out, re.M)  # kept when the mesh is the file's

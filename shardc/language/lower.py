@@ -163,6 +163,9 @@ class _Lowerer:
                 continue
             body.extend(self.lower_stmt(stmt))
         dims_trivia = _merge_trivia([self.trivia_of(s) for s in dims_stmts])
+        mesh_trivia = self.trivia_of(mesh_stmt) if mesh_stmt is not None else Trivia()
+        if self.mesh != file_mesh:  # the mesh line's own comment described the file's mesh
+            mesh_trivia = replace(mesh_trivia, after=None)
         return Graph(
             name=model.name.text,
             mesh=self.mesh,
@@ -170,7 +173,7 @@ class _Lowerer:
             body=Block(tuple(body)),
             source=self.source,
             trivia=self.trivia_of(model),
-            mesh_trivia=self.trivia_of(mesh_stmt) if mesh_stmt is not None else Trivia(),
+            mesh_trivia=mesh_trivia,
             dims_trivia=dims_trivia,
             end_trivia=self.trivia.get(0, Trivia()),
         )
