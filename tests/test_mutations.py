@@ -224,8 +224,7 @@ def test_program_mutations_summary(tmp_dir: Path, capsys: pytest.CaptureFixture[
         by[f"{m.id.split('-')[0]}:{how}"] += 1
         if how == "missed":
             missed.append(m)
-    with capsys.disabled():
-        print(f"\nprogram mutations: {len(MUTATIONS)}; " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    print(f"\nprogram mutations: {len(MUTATIONS)}; " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
     # Every miss is one the known bug explains (an xfail above); nothing else slips through.
     assert all(m.known_bug for m in missed), [m.id for m in missed]
     assert by["verifier"] + by["emulator"] == len(MUTATIONS) - len(missed)
