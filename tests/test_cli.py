@@ -357,3 +357,14 @@ def test_verify_tolerance_must_be_finite_and_not_negative(capsys: pytest.Capture
 def test_verify_max_memory_too_large_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", str(TINY_FFN), "--max-memory", "1e999"]) == 2
     assert "too large" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--set", "B=128"], ["--mesh", "2x2x2"]])
+def test_fmt_refuses_size_and_mesh_overrides(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                             flag: list[str]) -> None:
+    path = tmp_path / "t.model"
+    path.write_text(TINY_FFN.read_text())
+    before = path.read_text()
+    assert main(["fmt", "-i", str(path), *flag]) == 2
+    assert "does not apply" in capsys.readouterr().err
+    assert path.read_text() == before

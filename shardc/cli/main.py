@@ -71,6 +71,11 @@ def _fmt_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     """Print FILE in canonical form, check that it is canonical, or rewrite it."""
+    if args.set or args.mesh:
+        # fmt prints the program as written; -i with --set would silently rewrite the file's dims.
+        flag = "--set" if args.set else "--mesh"
+        raise ShardcError(f"fmt prints a program as written: {flag} does not apply to it",
+                          hint="fmt the file as it is; --set and --mesh belong to check, compile, verify and cost")
     if args.in_place and args.file == STDIN:
         raise ShardcError("-i/--in-place needs a file; standard input cannot be rewritten")
     g, text = load_graph(args)
