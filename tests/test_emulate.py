@@ -417,3 +417,12 @@ output y
         tracemalloc.stop()
     bound = emulation_footprint(sg, "f32")
     assert peak <= bound, f"peak {peak / 2**20:.1f} MiB > estimate {bound / 2**20:.1f} MiB"
+
+
+def test_an_unsharded_graph_is_refused_with_a_hint() -> None:
+    """From Python, handing the source graph to the oracle or the cost model says to shard it first."""
+    g = shardc.load(ROOT / "examples" / "tiny_ffn.model")
+    for run in (shardc.verify, shardc.emulate, shardc.estimate):
+        with pytest.raises(shardc.ShardcError, match="not sharded") as info:
+            run(g)
+        assert info.value.hint and "shardc.shard" in info.value.hint

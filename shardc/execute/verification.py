@@ -32,6 +32,7 @@ from shardc.execute.emulate import Counters, ReplicaError, emulate, emulation_fo
 from shardc.execute.reference import DEFAULT_MAX_BYTES, _np_dtype, reference, reference_footprint
 from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs, Value
 from shardc.ir.transforms import with_sizes
+from shardc.sharding.sharded import verify_sharded
 from shardc.units import human_bytes
 
 DEFAULT_TOLERANCE = {"f32": 1e-4, "f64": 1e-9}
@@ -100,8 +101,7 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = No
            max_bytes: int = DEFAULT_MAX_BYTES) -> VerifyReport:
     """Emulate ``sg`` and compare every value and output with the reference run."""
     tol = DEFAULT_TOLERANCE.get(dtype, 1e-4) if tolerance is None else tolerance
-    if sg.mesh is None:
-        raise ShardcError("verify needs a sharded program (with a mesh)")
+    verify_sharded(sg)
     want: dict[tuple[int, int], np.ndarray] = {}
 
     def record(op: Op, layer: int, array: np.ndarray) -> None:

@@ -82,8 +82,11 @@ def verify_sharded(g: Graph) -> Graph:
     Declarations and outputs hold complete values, and a loop-carried value keeps one layout.
     """
     verify_graph(g)
-    if g.mesh is None:
-        raise ShardcError("a sharded program needs a mesh", g.source)
+    if not g.is_sharded:
+        # The usual mistake from Python: an unsharded graph handed to emulate, verify or estimate.
+        raise ShardcError("the program is not sharded (not every value has a layout, or it has no mesh)",
+                          g.source, hint="shard it first: shardc.shard(g, mesh), or shardc compile FILE -o OUT")
+    assert g.mesh is not None
     for stmt, _ in g.walk():
         if isinstance(stmt, Decl):
             _check_decl(stmt, g, g.mesh)
