@@ -349,7 +349,7 @@ def reference_footprint(g: Graph, dtype: str = "f32", layers: int | None = None)
         for carry in stmt.carries if isinstance(stmt, Repeat) else ():
             count(carry.arg, False)
             count(carry.result, False)
-    return total * item + biggest_decl * 16, f"{name} ({human_bytes(biggest * item)})"
+    return total * item + biggest_decl * 16, f"{name} ({human_bytes(biggest * item)} in {dtype}, the compute dtype)"
 
 
 def _check_memory(g: Graph, dtype: str, layers: int | None, max_bytes: int) -> None:
