@@ -319,3 +319,15 @@ def test_mesh_override_drops_the_mesh_lines_comment(capsys: pytest.CaptureFixtur
     assert re.search(r"^mesh x=2, y=2, z=2$", out, re.M)
     code, out, _ = run(capsys, "compile", PALM_DECODE)
     assert re.search(r"^mesh x=4, y=4, z=4  # 64 TPU v4 chips$", out, re.M)  # kept when the mesh is the file's
+
+
+def test_compiling_compiled_output_prints_one_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The notes of an earlier compile are not kept as comments of the program and printed twice."""
+    first = tmp_path / "once.model"
+    code, out, _ = run(capsys, "compile", TINY_FFN, "--explain")
+    first.write_text(out)
+    code, again, _ = run(capsys, "compile", first, "--explain")
+    assert code == 0
+    assert again.count("# collectives on mesh") == 1 and again.count("# preset on mesh") == 1
+    assert again.count("# total:") == out.count("# total:")
+    assert shardc.parse(again).is_sharded

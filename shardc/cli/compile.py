@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, write_atomically
-from shardc.ir.graph import DeclKind, OpKind
+from shardc.ir.graph import DeclKind, Graph, OpKind
 from shardc.ir.mesh import Mesh
 from shardc.language.printer import format_graph
 from shardc.sharding.shard import shard_program
@@ -26,6 +27,7 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     """Shard FILE; print the sharded program and its collectives (or write the program to OUT)."""
     g, _ = load_graph(args)  # --mesh is applied here (and refused for an already-sharded FILE)
+    g = without_notes(g)
     if g.is_sharded and (args.ffn or args.attention) and not args.json:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
     result = shard_program(g, None, args.ffn, args.attention)
@@ -48,6 +50,33 @@ def cmd_compile(args: argparse.Namespace) -> int:
     parts.append(_commented(collectives_text(result), prefix))
     sys.stdout.write("".join(parts))
     return 0
+
+
+_TABLE_HEAD = "# collectives on mesh "
+_EXPLAIN_HEAD = "# preset on mesh "
+
+
+def without_notes(g: Graph) -> Graph:
+    """``g`` without the notes an earlier ``shardc compile`` printed around the program.
+
+    Compiling the output of ``shardc compile`` again prints fresh notes; the old collectives table
+    (comments at the end of the file) and ``--explain`` block (comments before ``model``, up to the
+    first blank line) would otherwise be kept as the file's own comments and printed twice.
+    """
+    end = g.end_trivia.before
+    cut = next((i for i, line in enumerate(end) if line.startswith(_TABLE_HEAD)), len(end))
+    while cut and end[cut - 1] == "":
+        cut -= 1
+    head = g.trivia.before
+    skip = 0
+    if head and head[0].startswith(_EXPLAIN_HEAD):
+        skip = next((i for i, line in enumerate(head) if line == ""), len(head))
+        while skip < len(head) and head[skip] == "":
+            skip += 1
+    if cut == len(end) and not skip:
+        return g
+    return replace(g, end_trivia=replace(g.end_trivia, before=end[:cut]),
+                   trivia=replace(g.trivia, before=head[skip:], blank=False if skip else g.trivia.blank))
 
 
 def _commented(text: str, prefix: str) -> str:
