@@ -114,6 +114,7 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = No
     first: list[Mismatch] = []
     worst = [0.0, 0.0]
     mesh = sg.mesh
+    assert mesh is not None  # verify_sharded checked it
 
     def check(op: Op, layer: int, stacked: np.ndarray) -> None:
         assert op.result.layout is not None
