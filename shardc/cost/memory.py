@@ -184,7 +184,8 @@ class _Walk:
         outs = [v for inner in s.body.stmts if isinstance(inner, Output) for v in inner.values]
         per_layer = sum(self.nbytes(v) for v in outs)
         names = ", ".join(v.name or "" for v in outs)
-        before = [LiveValue(f"{names} of layers 1-{s.count - 1}", per_layer * (s.count - 1),
+        earlier = "layer 1" if s.count == 2 else f"layers 1-{s.count - 1}"
+        before = [LiveValue(f"{names} of {earlier}", per_layer * (s.count - 1),
                             "per-layer outputs accumulate")] if per_layer and s.count > 1 else []
         kept = self.block(s.body.stmts, around + list(live.values()) + before + carried,
                           f"layer {s.count} of {s.count} (repeat on line {s.loc.line})")
