@@ -50,6 +50,7 @@ from shardc.ir.ops import (
     Signature,
     causal_dims,
     einsum_dims,
+    last_dims,
     norm_dims,
     over_dims,
     relabel_dims,
@@ -293,7 +294,8 @@ def _form(opdef: OpDef) -> str | None:
     if opdef.shape_rule is same_dims and opdef.signature == Signature((ArgKind.TENSOR,)):
         return "activation" if opdef.spelling.isidentifier() else "neg"
     rules: dict[ShapeRule, str] = {einsum_dims: "einsum", norm_dims: "norm", over_dims: "softmax",
-                                   sum_dims: "sum", causal_dims: "causal", relabel_dims: "relabel"}
+                                   sum_dims: "sum", causal_dims: "causal", relabel_dims: "relabel",
+                                   last_dims: "last"}
     return rules.get(opdef.shape_rule)
 
 
@@ -316,7 +318,8 @@ def _expr(draw: Draw, b: _Builder, dims: tuple[str, ...], depth: int, top: bool 
         return b.leaf(dims), ATOM
     extra = [d for d in b.sizes if d not in dims]
     relabels = [(i, e) for i, d in enumerate(dims) for e in extra if b.sizes[e] == b.sizes[d]]
-    usable = {"leaf": not top, "sum": bool(extra), "causal": len(dims) >= 2, "relabel": bool(relabels)}
+    usable = {"leaf": not top, "sum": bool(extra), "causal": len(dims) >= 2, "relabel": bool(relabels),
+              "last": bool(_lasts(b, dims, extra))}
     kinds = [k for k in _KINDS if usable.get(k, True) and (k == "leaf" or _FORM_OF.get(k, k) in SPELLINGS)]
     kind = draw(st.sampled_from(kinds))
 
@@ -406,15 +409,26 @@ def _write_relabel(c: _Call) -> tuple[str, int]:
     return f"{c.spelling()}({c.sub(c.dims[:i] + (old,) + c.dims[i + 1:])[0]}, {old}={c.dims[i]})", ATOM
 
 
+def _lasts(b: _Builder, dims: tuple[str, ...], extra: list[str]) -> list[tuple[int, str]]:
+    """(position, dim) pairs for last(a, OLD=dims[position]): OLD not in dims and at least as large."""
+    return [(i, e) for i, d in enumerate(dims) for e in extra if b.sizes[e] >= b.sizes[d]]
+
+
+def _write_last(c: _Call) -> tuple[str, int]:
+    i, old = c.draw(st.sampled_from(_lasts(c.b, c.dims, c.extra)))
+    return f"{c.spelling()}({c.sub(c.dims[:i] + (old,) + c.dims[i + 1:])[0]}, {old}={c.dims[i]})", ATOM
+
+
 # The expression kinds _expr chooses among, in this order (the order fixes what Hypothesis draws),
 # and the form of op kinds each writes (when it is not the kind's own name).
 _KINDS = ("activation", "neg", "binary", "constant", "einsum1", "einsum2", "norm", "softmax",
-          "leaf", "sum", "causal", "relabel")
+          "leaf", "sum", "causal", "relabel", "last")
 _FORM_OF = {"constant": "binary", "einsum1": "einsum", "einsum2": "einsum"}
 _WRITERS: dict[str, Callable[[_Call], tuple[str, int]]] = {
     "activation": _write_activation, "neg": _write_neg, "binary": _write_binary, "constant": _write_constant,
     "einsum1": _write_einsum1, "einsum2": _write_einsum2, "norm": _write_norm, "softmax": _write_softmax,
     "sum": _write_sum, "causal": _write_causal, "relabel": _write_relabel,
+    "last": _write_last,
 }
 
 

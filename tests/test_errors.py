@@ -130,7 +130,7 @@ def test_broadcast_needs_a_subset_of_the_larger_operands_dims() -> None:
 
 
 def test_unknown_op() -> None:
-    at_line_5("y = swish(a)", 5, "unknown op 'swish'; the ops are causal, einsum, exp, gelu, layernorm, "
+    at_line_5("y = swish(a)", 5, "unknown op 'swish'; the ops are causal, einsum, exp, gelu, last, layernorm, "
                                   "relabel, relu, rmsnorm, silu, softmax, sum, tanh")
 
 

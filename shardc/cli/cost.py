@@ -36,6 +36,9 @@ def _cost_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", action="store_true",
                         help="run each collective under the matmul it feeds or follows (looped "
                              "CollectiveEinsum): the pair costs the longer of the two")
+    parser.add_argument("--gather-chunks", type=int, metavar="N",
+                        help="peak memory: a weight-gathered matmul streams its gathered operand in N chunks, "
+                             "two held at a time (default: one chunk per chip of the gather; 1: held whole)")
     parser.add_argument("--max-context", action="store_true",
                         help="also print the longest context whose KV cache fits in --kv-budget of HBM, "
                              "at the program's batch")
@@ -84,7 +87,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
     g = _weights(g, args)
     result = shard_program(g, None, args.ffn, args.attention)
-    report = estimate(result.graph, profile, args.comm, args.overlap)
+    report = estimate(result.graph, profile, args.comm, args.overlap, args.gather_chunks)
     context = None
     if args.max_context:
         context = max_context(result.graph, args.kv_budget / 100, profile)
@@ -103,6 +106,21 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def _preset(result: ShardResult) -> dict[str, object]:
     s = result.strategy
     return {"ffn": s.ffn.value if s else None, "attention": s.attention.value if s else None}
+
+
+def _peak_lines(r: CostReport) -> list[str]:
+    """Where the activation peak is and what is live there (the largest buffers, the rest summed)."""
+    p = r.memory_peak
+    if not p.bytes:
+        return []
+    line = f" (line {p.line})" if p.line else ""
+    out = [f"  activation peak  {human_bytes(p.bytes)} at {p.op} = {p.kind}{line}, {p.layer}; live there:"]
+    shown = p.live[:8]
+    rows = [[v.name, human_bytes(v.bytes), v.note] for v in shown]
+    rest = p.live[len(shown):]
+    if rest:
+        rows.append([f"{len(rest)} more", human_bytes(sum(v.bytes for v in rest)), ""])
+    return out + _table(rows, {1}, "    ")
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -168,6 +186,7 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
               f"{human_bytes(r.cache_bytes_per_chip)} + peak activations {human_bytes(r.activation_bytes_per_chip)}"
               f" = {human_bytes(r.memory_bytes_per_chip)} of {human_bytes(r.hbm_capacity)} HBM: fits "
               f"{'yes' if r.fits_hbm else 'NO'}"]
+    lines += _peak_lines(r)
     if context is not None:
         lines.append(f"  max context      {context:,} positions: the KV cache at B={sg.sizes.get('B', 1):,} fits in "
                      f"{args.kv_budget:g}% of HBM ({human_bytes(args.kv_budget / 100 * r.hbm_capacity)})")

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from shardc.cost.memory import peak_activation_bytes, resident_bytes
+from shardc.cost.memory import MemoryPeak, memory_peak, resident_bytes
 from shardc.errors import ShardcError
 from shardc.hardware.comm import COMM_CHOICES, CommMode, collective_time
 from shardc.hardware.profile import ChipProfile, load_profile
@@ -104,9 +104,11 @@ class CostReport:
     bound_buckets: dict[str, float] = field(default_factory=dict)  # the same for the roofline (``bound``)
     calibration: dict[str, object] = field(default_factory=dict)  # the profile's fitted terms (and fit mode)
     ops: tuple[OpTime, ...] = ()
+    memory_peak: MemoryPeak = field(default_factory=MemoryPeak)  # the op at the activation peak, its live set
 
     def to_json(self) -> dict[str, object]:
         out = {k: v for k, v in self.__dict__.items() if k != "ops"}
+        out["memory_peak"] = self.memory_peak.to_json()
         total = self.latency_s or 1.0
         out["breakdown"] = {
             "by_kind": {k: {"seconds": v, "share": v / total} for k, v in self.breakdown_by_kind.items()},
@@ -259,12 +261,14 @@ class _Model:
 
 
 def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "paper",
-             overlap: bool = False) -> CostReport:
+             overlap: bool = False, gather_chunks: int | None = None) -> CostReport:
     """Cost one run of the sharded program ``sg`` (a decode step, or a whole prefill).
 
     ``chip``: a built-in profile name, a profile TOML path or a :class:`ChipProfile`
     (default tpu-v4); ``comm``: ``paper`` or ``torus`` (:mod:`shardc.hardware.comm`);
-    ``overlap``: collectives run under the einsums they feed or follow.
+    ``overlap``: collectives run under the einsums they feed or follow;
+    ``gather_chunks``: chunks a weight-gathered matmul streams its gathered operand in, for peak
+    memory (default one per chip of the gather; :mod:`shardc.cost.memory`).
     """
     verify_sharded(sg)
     profile = load_profile(chip)
@@ -280,7 +284,8 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
     tokens = sizes.get("B", 1) * sizes.get("L", 1)
     params = _param_count(sg)
     weights, caches = resident_bytes(sg)
-    activations = peak_activation_bytes(sg)
+    peak = memory_peak(sg, gather_chunks)
+    activations = peak.bytes
     memory = weights + caches + activations
     by_kind: dict[str, float] = {}
     by_collective: dict[str, float] = {}
@@ -309,7 +314,7 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
         breakdown_by_kind=by_kind, breakdown_by_collective=by_collective, buckets=buckets,
         bound_buckets=bound_buckets,
         calibration={**profile.calibration.terms(), "comm": profile.calibration.comm or None},
-        ops=tuple(ops))
+        ops=tuple(ops), memory_peak=peak)
 
 
 def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool,

@@ -26,7 +26,17 @@ import numpy as np
 
 from shardc.execute import chips
 from shardc.execute.reference import EPS, IMPLS
-from shardc.ir.graph import CausalAttrs, CollectiveAttrs, Const, EinsumAttrs, Op, OpKind, OverAttrs, Value
+from shardc.ir.graph import (
+    CausalAttrs,
+    CollectiveAttrs,
+    Const,
+    EinsumAttrs,
+    Op,
+    OpKind,
+    OverAttrs,
+    RelabelAttrs,
+    Value,
+)
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 
@@ -124,7 +134,7 @@ def _global_unary(kind: OpKind) -> Local:
     impl = IMPLS[kind]
 
     def unary(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-        return impl(op, args)
+        return impl(op, args, ctx.sizes)
     return unary
 
 
@@ -216,6 +226,16 @@ def _local_relabel(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) ->
     return a
 
 
+def _local_last(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
+    """Every chip keeps the last size(T) positions of its block: the sliced dim is unsplit (the rule)."""
+    a = args[0]
+    assert isinstance(a, np.ndarray) and isinstance(op.attrs, RelabelAttrs)
+    ((old, new),) = op.attrs.renames
+    axis = ctx.m + op.inputs[0].dims.index(old)
+    n = ctx.sizes[new]
+    return np.take(a, np.arange(a.shape[axis] - n, a.shape[axis]), axis=axis)
+
+
 def _local_collective(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
     a = args[0]
     assert isinstance(a, np.ndarray) and isinstance(op.attrs, CollectiveAttrs)
@@ -240,6 +260,7 @@ LOCAL_IMPLS: dict[OpKind, Local] = {
     OpKind.SUM: _local_sum,
     OpKind.CAUSAL: _local_causal,
     OpKind.RELABEL: _local_relabel,
+    OpKind.LAST: _local_last,
     OpKind.ALL_GATHER: _local_collective,
     OpKind.REDUCE_SCATTER: _local_collective,
     OpKind.ALL_REDUCE: _local_collective,

@@ -45,6 +45,7 @@ from shardc.ir.graph import (
     OpKind,
     Output,
     OverAttrs,
+    RelabelAttrs,
     Repeat,
     Value,
 )
@@ -163,7 +164,7 @@ class SeededData:
 
 
 # --- op implementations ----------------------------------------------------------------
-Impl = Callable[[Op, Sequence[Arg]], np.ndarray]
+Impl = Callable[[Op, Sequence[Arg], Mapping[str, int]], np.ndarray]
 
 
 def _tensor(arg: Arg) -> np.ndarray:
@@ -198,7 +199,7 @@ def _broadcast(op: Op, args: Sequence[Arg]) -> tuple[Arg, Arg]:
 
 def _binary(ufunc: np.ufunc) -> Impl:
     """The impl of ``+ - * /``: ``ufunc`` on both operands aligned by name to the result."""
-    def binary(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    def binary(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
         left, right = _broadcast(op, args)
         return ufunc(left, right)
     return binary
@@ -206,26 +207,26 @@ def _binary(ufunc: np.ufunc) -> Impl:
 
 def _elementwise(ufunc: np.ufunc) -> Impl:
     """The impl of a one-operand elementwise op that is a NumPy ufunc (neg, tanh, exp)."""
-    def elementwise(op: Op, args: Sequence[Arg]) -> np.ndarray:
+    def elementwise(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
         return ufunc(args[0])
     return elementwise
 
 
-def _einsum(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _einsum(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     return np.einsum(op.attrs_as(EinsumAttrs).spec, *args, optimize=True)
 
 
-def _gelu(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _gelu(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     """The tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     x = _tensor(args[0])
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
-def _relu(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _relu(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     return np.maximum(args[0], 0.0)
 
 
-def _silu(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _silu(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2 (no overflow)."""
     x = _tensor(args[0])
     return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
@@ -239,7 +240,7 @@ def _apply_gain(op: Op, args: Sequence[Arg], normed: np.ndarray, axis: int) -> n
     return normed * _tensor(args[1]).reshape(shape)
 
 
-def _layernorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _layernorm(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     """(a - mean) / sqrt(var + 1e-6) * g over the ``over`` dim; no bias."""
     a, axis = _tensor(args[0]), _axis(op, op.attrs_as(OverAttrs).dim)
     centered = a - a.mean(axis=axis, keepdims=True)
@@ -247,24 +248,24 @@ def _layernorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
     return _apply_gain(op, args, centered / np.sqrt(var + EPS), axis)
 
 
-def _rmsnorm(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _rmsnorm(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     """a / sqrt(mean(a^2) + 1e-6) * g over the ``over`` dim."""
     a, axis = _tensor(args[0]), _axis(op, op.attrs_as(OverAttrs).dim)
     mean_square = (a * a).mean(axis=axis, keepdims=True)
     return _apply_gain(op, args, a / np.sqrt(mean_square + EPS), axis)
 
 
-def _softmax(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _softmax(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     a, axis = _tensor(args[0]), _axis(op, op.attrs_as(OverAttrs).dim)
     e = np.exp(a - a.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _sum(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _sum(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     return _tensor(args[0]).sum(axis=_axis(op, op.attrs_as(OverAttrs).dim))
 
 
-def _causal(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _causal(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     """Query i (along L) sees key j (along S) iff j <= i + size(S) - size(L); else -inf."""
     a = _tensor(args[0])
     causal = op.attrs_as(CausalAttrs)
@@ -277,14 +278,23 @@ def _causal(op: Op, args: Sequence[Arg]) -> np.ndarray:
     return np.where(j <= i + (n_key - n_query), a, a.dtype.type(-np.inf))
 
 
-def _identity(op: Op, args: Sequence[Arg]) -> np.ndarray:
+def _last(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
+    """The last size(T) positions along the sliced dim (a copy, so the rest can be freed)."""
+    ((old, new),) = op.attrs_as(RelabelAttrs).renames
+    a, axis = _tensor(args[0]), _axis(op, old)
+    n = sizes[new]
+    return np.take(a, np.arange(a.shape[axis] - n, a.shape[axis]), axis=axis)
+
+
+def _identity(op: Op, args: Sequence[Arg], sizes: Mapping[str, int]) -> np.ndarray:
     """relabel (same data, dims renamed) and every collective (same global value)."""
     return _tensor(args[0])
 
 
-#: The NumPy implementation of every op kind: ``impl(op, args) -> array`` where
+#: The NumPy implementation of every op kind: ``impl(op, args, sizes) -> array`` where
 #: ``args`` follow ``op.operands`` (arrays in their value's dims order, floats
-#: for Const operands) and the result is in ``op.result.dims`` order.
+#: for Const operands), ``sizes`` the dim sizes (``last`` keeps size(T) positions) and the
+#: result is in ``op.result.dims`` order.
 IMPLS: dict[OpKind, Impl] = {
     OpKind.EINSUM: _einsum,
     OpKind.ADD: _binary(np.add),
@@ -303,6 +313,7 @@ IMPLS: dict[OpKind, Impl] = {
     OpKind.SUM: _sum,
     OpKind.CAUSAL: _causal,
     OpKind.RELABEL: _identity,
+    OpKind.LAST: _last,
     OpKind.ALL_GATHER: _identity,
     OpKind.REDUCE_SCATTER: _identity,
     OpKind.ALL_REDUCE: _identity,
@@ -364,9 +375,9 @@ def _check_memory(g: Graph, dtype: str, layers: int | None, max_bytes: int) -> N
 
 
 # --- the executor -------------------------------------------------------------------------
-def _run_op(op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
+def _run_op(op: Op, env: Mapping[int, np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
-    return IMPLS[op.kind](op, args)
+    return IMPLS[op.kind](op, args, sizes)
 
 
 def _add_output(outputs: dict[str, np.ndarray], name: str | None, array: np.ndarray) -> None:
@@ -405,7 +416,7 @@ def _run_layer(rep: Repeat, index: int, layer: int, scope: dict[int, np.ndarray]
         if isinstance(stmt, Decl):
             scope[stmt.value.id] = data(stmt, index, layer)
         elif isinstance(stmt, Op):
-            scope[stmt.result.id] = _run_op(stmt, scope)
+            scope[stmt.result.id] = _run_op(stmt, scope, data.sizes)
             if trace is not None:
                 trace(stmt, layer, scope[stmt.result.id])
         elif isinstance(stmt, Output):
@@ -440,7 +451,7 @@ def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = 
         if isinstance(stmt, Decl):
             env[stmt.value.id] = data(stmt, None, 0)
         elif isinstance(stmt, Op):
-            env[stmt.result.id] = _run_op(stmt, env)
+            env[stmt.result.id] = _run_op(stmt, env, data.sizes)
             if trace is not None:
                 trace(stmt, 0, env[stmt.result.id])
         elif isinstance(stmt, Output):

@@ -186,6 +186,11 @@ def shrink_sizes(sg: Graph, floor: int = 4) -> dict[str, int]:
         step = math.lcm(*(need[d] for d in dims))
         for d in dims:
             out[d] = min(sizes[d], step * max(1, -(-floor // step)))
+    for op in sg.ops():  # last(a, L=T) keeps at most size(L) positions
+        if op.kind is OpKind.LAST:
+            assert isinstance(op.attrs, RelabelAttrs)
+            ((old, new),) = op.attrs.renames
+            out[new] = min(out[new], out[old])
     return {d: out[d] for d in need}
 
 

@@ -106,6 +106,7 @@ class OpKind(enum.Enum):
     SUM = "sum"
     CAUSAL = "causal"
     RELABEL = "relabel"
+    LAST = "last"
     ALL_GATHER = "all_gather"
     REDUCE_SCATTER = "reduce_scatter"
     ALL_REDUCE = "all_reduce"
@@ -162,7 +163,7 @@ class CausalAttrs:
 
 @dataclass(frozen=True)
 class RelabelAttrs:
-    """``relabel(a, L=S)``: (old, new) dim pairs."""
+    """``relabel(a, L=S)``: (old, new) dim pairs; ``last(a, L=T)``: the one pair (sliced dim, kept dim)."""
 
     renames: tuple[tuple[str, str], ...]
 

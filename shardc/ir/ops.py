@@ -187,6 +187,24 @@ def relabel_dims(operands: tuple[Operand, ...], attrs: Attrs, sizes: Mapping[str
     return result
 
 
+def last_dims(operands: tuple[Operand, ...], attrs: Attrs, sizes: Mapping[str, int]) -> tuple[str, ...]:
+    """``last(a, L=T)``: the last size(T) positions along L, the dim renamed T."""
+    assert isinstance(attrs, RelabelAttrs)
+    dims = _dims(operands[0])
+    if len(attrs.renames) != 1:
+        raise OpTypeError("last keeps the end of one dim: write last(a, L=T), one OLD=NEW pair",
+                          keyword=attrs.renames[1][0])
+    ((old, new),) = attrs.renames
+    if old not in dims:
+        raise OpTypeError(f"last {old}={new}: {old} is not a dim of the operand {_dims_text(dims)}", keyword=old)
+    if new in dims:
+        raise OpTypeError(f"last {old}={new}: the operand already has the dim {new}", keyword=old)
+    if sizes[new] > sizes[old]:
+        raise OpTypeError(f"last {old}={new}: cannot keep {sizes[new]} positions of {old}={sizes[old]}",
+                          keyword=old)
+    return tuple(new if d == old else d for d in dims)
+
+
 def collective_dims(operands: tuple[Operand, ...], attrs: Attrs, sizes: Mapping[str, int]) -> tuple[str, ...]:
     """Collectives change the layout, never the (global) shape."""
     assert isinstance(attrs, CollectiveAttrs)
@@ -295,6 +313,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
     OpKind.CAUSAL: OpDef(OpKind.CAUSAL, "causal", Signature((_T, _D, _D)), causal_dims, CAUSAL_ATTRS),
     OpKind.RELABEL: OpDef(OpKind.RELABEL, "relabel", Signature((_T,), dim_keywords=True),
                           relabel_dims, RELABEL_ATTRS),
+    OpKind.LAST: OpDef(OpKind.LAST, "last", Signature((_T,), dim_keywords=True), last_dims, RELABEL_ATTRS),
     OpKind.ALL_GATHER: OpDef(OpKind.ALL_GATHER, "all_gather",
                              Signature((_T,), keywords=(("over", _A),)), collective_dims, COLLECTIVE_ATTRS),
     OpKind.REDUCE_SCATTER: OpDef(OpKind.REDUCE_SCATTER, "reduce_scatter",

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from shardc.ir.graph import Const, Op, OpKind, OverAttrs, Value
+from shardc.ir.graph import Const, Op, OpKind, OverAttrs, RelabelAttrs, Value
 from shardc.ir.layout import Layout
 from shardc.ir.ops import OP_DEFS
 from shardc.sharding.presets import Strategy
@@ -206,6 +206,15 @@ def norm_candidates(v: OpView) -> list[Candidate]:
     return [Candidate(tuple(targets), tuple(reasons))]
 
 
+def last_candidates(v: OpView) -> list[Candidate]:
+    """``last(a, L=T)``: the operand with L unsplit (gathered first if it is split)."""
+    assert isinstance(v.op.attrs, RelabelAttrs)
+    ((old, new),) = v.op.attrs.renames
+    cur = v.base(0)
+    target = Layout(tuple((d, () if d == old else axes) for d, axes in cur.split)).with_partial(cur.partial)
+    return [Candidate((target,), (f"last keeps the end of {old}, so {old} must be unsplit",))]
+
+
 CandidateFn = Callable[[OpView], list[Candidate]]
 
 CANDIDATES: dict[OpKind, CandidateFn] = {
@@ -226,6 +235,7 @@ CANDIDATES: dict[OpKind, CandidateFn] = {
     OpKind.SUM: keep_candidates,
     OpKind.CAUSAL: complete_candidates,
     OpKind.RELABEL: keep_candidates,
+    OpKind.LAST: last_candidates,
     OpKind.ALL_GATHER: keep_candidates,
     OpKind.REDUCE_SCATTER: keep_candidates,
     OpKind.ALL_REDUCE: keep_candidates,

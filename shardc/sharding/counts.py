@@ -70,6 +70,11 @@ def no_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
     return 0
 
 
+def result_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> int:
+    """Only what is kept is read (``last``: the last positions of a dim)."""
+    return local_bytes(op.result, sizes, mesh)
+
+
 @dataclass(frozen=True)
 class OpCost:
     """How one op kind's FLOPs and HBM bytes read are counted."""
@@ -100,6 +105,7 @@ COSTS: dict[OpKind, OpCost] = {
     OpKind.SUM: ELEMENTWISE,
     OpKind.CAUSAL: ELEMENTWISE,
     OpKind.RELABEL: OpCost(no_flops, no_bytes),
+    OpKind.LAST: OpCost(no_flops, result_bytes),
     OpKind.ALL_GATHER: COLLECTIVE,
     OpKind.REDUCE_SCATTER: COLLECTIVE,
     OpKind.ALL_REDUCE: COLLECTIVE,

@@ -17,7 +17,7 @@ The einsum rule is the factor rule of the paper (and of GSPMD/Shardy):
   and the other must not use those axes.
 
 Linearity decides where partial sums may flow: ``a * 2``, ``-a``, ``sum``,
-``relabel``, ``a + b`` with equal partial sums on both, a partial-sum factor of
+``relabel``, ``last``, ``a + b`` with equal partial sums on both, a partial-sum factor of
 ``*`` or numerator of ``/`` keep them; every non-linear op (activations,
 norms, softmax, causal) needs complete values.  Norms and softmax over a split
 dim are legal: each chip computes partial row statistics, which are summed by
@@ -208,6 +208,17 @@ def relabel_rule(ctx: RuleContext) -> Inferred:
     return Inferred(layout.renamed(dict(ctx.attrs.renames)))
 
 
+def last_rule(ctx: RuleContext) -> Inferred:
+    """``last(a, L=T)`` slices L: it must be unsplit (every chip holds the last positions); partial sums pass."""
+    assert isinstance(ctx.attrs, RelabelAttrs)
+    (layout,) = ctx.tensor_layouts
+    ((old, new),) = ctx.attrs.renames
+    if layout.axes_of(old):
+        raise ShardcError(f"last {old}={new}: {old} must be unsplit to keep its last positions, but the operand "
+                          f"is {_fmt(layout, ctx.mesh)}")
+    return Inferred(layout.renamed({old: new}))
+
+
 def collective_rule(ctx: RuleContext) -> Inferred:
     assert isinstance(ctx.attrs, CollectiveAttrs)
     (layout,) = ctx.tensor_layouts
@@ -234,6 +245,7 @@ RULES: dict[OpKind, Rule] = {
     OpKind.SUM: sum_rule,
     OpKind.CAUSAL: elementwise_rule,  # the mask uses global positions: any split works
     OpKind.RELABEL: relabel_rule,
+    OpKind.LAST: last_rule,
     OpKind.ALL_GATHER: collective_rule,
     OpKind.REDUCE_SCATTER: collective_rule,
     OpKind.ALL_REDUCE: collective_rule,
