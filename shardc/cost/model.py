@@ -256,8 +256,10 @@ class _Model:
                 seconds = 0.0  # accounted under its einsum
             elif op.result.id in hidden:
                 # A looped CollectiveEinsum: the matmul runs in one chunk per ring step, each chunk a
-                # step of its own with the fixed per-op cost.
-                seconds = max(local, hidden[op.result.id]) + chunks[op.result.id] * self.chip.calibration.op_overhead
+                # step of its own with the fixed per-op cost; where that costs more than running the
+                # collectives after the matmul, the compiler does not loop.
+                looped = max(local, hidden[op.result.id]) + chunks[op.result.id] * self.chip.calibration.op_overhead
+                seconds = min(looped, local + hidden[op.result.id])
             else:
                 seconds = local + comm
             if op.kind not in _VIEWS:
