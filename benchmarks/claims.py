@@ -124,7 +124,7 @@ def claims(chip: ChipProfile) -> list[Claim]:
     b_cheap, b_mean = int8_frontier_gain(chip, bound=True)
     c_cheap, c_mean = int8_frontier_gain(chip, bound=False)
     out.append(Claim("int8 gain, low-latency decode cost (cheapest point)", "just over 2x", b_cheap, c_cheap, "x"))
-    out.append(Claim("int8 gain, low-latency decode cost (frontier mean)", "just over 2x", b_mean, c_mean, "x"))
+    out.append(Claim("int8 gain at equal latency (bf16 frontier mean)", "just over 2x", b_mean, c_mean, "x"))
     big = {w: cost(chip, decode, 512, weights=w) for w in ("bf16", "int8")}
     assert big["bf16"] and big["int8"]
     out.append(Claim("int8 gain, batch-512 decode cost", "about neutral",

@@ -31,7 +31,7 @@ from shardc.cost.model import estimate
 from shardc.execute.emulate import emulate
 from shardc.execute.verification import shrink
 from shardc.hardware.comm import ring_steps
-from shardc.hardware.profile import Calibration, load_profile
+from shardc.hardware.profile import load_profile
 from shardc.ir.graph import OpKind
 from shardc.ir.mesh import Mesh
 from shardc.ir.transforms import with_weight_dtype

@@ -4,36 +4,34 @@ Nothing runs and nothing is allocated: every number comes from layouts and dim
 sizes, through the same per-op counts the emulator measures (:mod:`shardc.sharding.counts`).
 A repeat body is costed once and multiplied by its trip count.
 
-Per op (per chip), two models side by side:
+Per op (per chip), two models side by side, both in one communication model
+(``paper`` or ``torus``, :mod:`shardc.hardware.comm`; by default the one the chip's
+terms were fitted in):
 
 * **bound** (``bound_latency_s``, ``bound_mfu``): the roofline.  An einsum
   takes ``max(FLOPs / peak, HBM bytes / HBM bandwidth)``, every other compute
   op (norms, activations...) its memory time, a collective its bandwidth time
-  (:func:`shardc.hardware.comm.collective_time`; norms and softmax over a split dim add
-  the all-reduce of their statistics).  No fitted term is used.
-* **estimate** (``latency_s``, ``mfu``): the same counts with the chip's
-  fitted ``[calibration]`` terms and without the roofline's perfect overlap:
-  an einsum takes ``FLOPs / (peak * efficiency) + HBM bytes / HBM bandwidth``
-  with ``efficiency = m / (m + matmul_half_size)`` (``m`` the smallest side of
-  the chip's local matmul); collectives add ``collective_latency`` per ring
-  step; each layer of a repeat adds ``layer_overhead``.
+  (norms and softmax over a split dim add the all-reduce of their statistics).
+  No fitted term is used.
+* **estimate** (``latency_s``, ``mfu``): the same counts with the chip's fitted
+  ``[calibration]`` terms, one per mechanism.  An einsum streams its operands
+  under its arithmetic, ``max(FLOPs / (peak * efficiency), memory)``, where the
+  efficiency (:func:`matmul_efficiency`) is the sustained ``peak_fraction`` times
+  the 128x128 tile padding of the held sides times ``m / (m + mxu_fill)`` for the
+  ``m`` streamed rows (so a batched matrix-vector product, such as decode attention
+  over the KV cache, stays memory-bound, and a one-operand or uncontracted einsum is
+  vector work); every collective adds ``hop_latency`` per ring step; every executed
+  op but a view adds ``op_overhead``.  In a communication model the terms were not
+  fitted in there is no estimate: the report gives the bound alone and says why.
 
 HBM bytes are an op's traffic: the operands it reads *and* the result it
 writes (collectives stream over the links and are charged to them instead).
 
-Why the estimate does not overlap an op's HBM traffic with its compute: with
-that overlap, the best fit of the three terms to the paper's Table 2
-(benchmarks/calibrate.py) puts the small-batch decode step entirely on the
-matmul-efficiency term and hides the weight reads behind it, so int8 weights
-would not change the 28.4 ms low-latency decode step at all -- whereas the
-paper attributes 7.0 ms of it to reading int8 weights (14.1 ms in bf16) --
-and it still misses the high-throughput decode by 10% in latency (12% in
-MFU).  Counting every op's reads and writes in full, as an un-pipelined
-kernel would, fits all four columns within 6%.
-
 Collectives add to the matmuls (default) or, with ``overlap``, run under the
-einsum they feed or follow (the looped CollectiveEinsum of the paper's §3.5): the
-pair costs ``max(einsum, collectives)``.
+einsum they feed or follow, looking through elementwise ops such as the parallel
+block's ``o + f`` (the looped CollectiveEinsum of the paper's §3.5): the pair costs
+``max(einsum, collectives)`` plus one ``op_overhead`` per ring-step chunk, or the
+collectives after the einsum where that is cheaper.
 """
 from __future__ import annotations
 
