@@ -322,6 +322,8 @@ def test_default_comm_is_the_profiles() -> None:
     paper = estimate(sg, comm="paper")
     assert not paper.calibrated and paper.latency_s == paper.bound_latency_s
     assert "fitted in --comm torus" in paper.estimate_model and "paper" in paper.bound_model
+    h100 = estimate(sg, "h100-nvlink", comm="torus")  # no fitted terms: nothing to refuse
+    assert h100.calibrated and h100.latency_s == h100.bound_latency_s
 
 
 # --- 4. the paper's analytic claims ----------------------------------------------------------

@@ -341,7 +341,7 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
     sizes = sg.sizes
     padding = _padding(sizes, real_sizes)
     cal = profile.calibration
-    calibrated = mode.value == profile.default_comm
+    calibrated = cal.is_zero() or mode.value == cal.comm  # terms apply only in the model they were fitted in
     bound, _, bound_buckets = _run(sg, profile.uncalibrated(), mode, overlap)
     if calibrated:
         latency, ops, buckets = _run(sg, profile, mode, overlap)
