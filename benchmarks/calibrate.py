@@ -3,8 +3,8 @@
 Usage::
 
     python benchmarks/calibrate.py            # fit and print (profile untouched)
-    python benchmarks/calibrate.py --write    # ... and rewrite [calibration] in shardc/profiles/tpu-v4.toml
-    python benchmarks/calibrate.py --check    # print the table with the profile's current terms (no fit)
+    python benchmarks/calibrate.py --write    # ... and rewrite [calibration] in shardc/hardware/profiles/tpu-v4.toml
+    python benchmarks/calibrate.py --check    # print the tables with the profile's current terms (no fit)
 
 The data are the four columns of Table 2 and nothing else: PaLM 540B on 64 TPU v4
 chips (mesh 4x4x4), context 2048.
@@ -18,62 +18,47 @@ high-throughput prefill    palm_540b_prefill.model    512  wg-xyz  batch       b
 high-throughput decode     palm_540b_decode.model     512  2d-ws   batch       bf16   6.0 s    33%
 =========================  =========================  ===  ======  ==========  =====  =======  =====
 
-How each column is built and read:
+Each column is what ``shardc cost`` gives with the paper's flags only (``--set B=..``,
+``--ffn``, ``--attention``, ``--weights``, ``--pad H=64``): heads are padded from 48 to 64
+and the padded program is timed, while MFU counts the real 540,358,834,176 parameters
+(``estimate(..., real_sizes={"H": 48})``).  A decode program is ONE step; the paper
+times 64 generated tokens, so a decode column's latency is 64 x ``latency_s``.
 
-* A prefill program is one forward pass over the L = 2048 prompt tokens of every
-  sequence: its latency is the column's latency.  A decode program is ONE step
-  (L = 1, against a 2048-position KV cache); the paper times 64 generated tokens,
-  so the column's latency is 64 x ``latency_s``.
-* Heads are padded from 48 to 64 (``H=64``) in every column, as the paper does
-  for 64-way head sharding (the paper's §3.3 and Table 2); prefill and decode share one
-  copy of the weights, so the padded heads are there in every phase.  MFU is the
-  paper's: ``2 * N * tokens / (chips * peak * latency)`` with N the real
-  540,358,834,176 parameters of the unpadded model -- padded heads are work, not
-  useful FLOPs.
-* int8 columns store every param as int8 (``with_weight_dtype``): weights are
-  read and moved at one byte; matmuls stay bf16.
-* Communication is costed with ``--comm torus`` (a collective over some torus
-  axes gets only those axes' links: 90 GB/s per axis).  ``--comm paper`` (270
-  GB/s for every collective, the paper's §3.1) is the paper's analytic model and
-  overstates the bandwidth of the 2D layouts' one- and two-axis collectives:
-  fitted in paper mode, the best terms leave the low-latency prefill (whose
-  collectives over x carry a third of its time) 15% short.  The mode is
-  recorded in the profile (``comm = "torus"``).
-* The calibrated estimate counts every op's HBM reads and writes and does not
-  overlap them with its compute (the bound does); shardc/cost.py says why:
-  with the overlap the best fit leaves the high-throughput decode 10% short
-  and makes int8 weights irrelevant to the low-latency decode step.
+The terms (shardc/cost/model.py, shardc/hardware/comm.py), each a named mechanism:
 
-The three terms (shardc/hardware.py, shardc/cost.py):
+* ``hop_latency`` (alpha): seconds per ring step of a collective (one ICI hop);
+* ``op_overhead`` (omega): seconds per executed op (a kernel launch; views excepted);
+* ``mxu_fill``: rows of pipeline fill per pass of a 128 x 128 weight tile (a local matmul
+  whose smaller free side is m runs at m / (m + fill) of the aligned rate);
+* ``peak_fraction``: the fraction of peak a large, tile-aligned matmul sustains.
 
-* ``matmul_half_size`` h: a local matmul whose smallest side is m runs at
-  m / (m + h) of peak (the MXU's fixed cost per weight tile);
-* ``collective_latency``: seconds per ring step of a collective;
-* ``layer_overhead``: seconds per layer of a repeat.
-
-The fit minimises the sum over the four columns of log(predicted / measured
-latency)^2 (MFU follows from latency), with no dependency beyond numpy: a
-log-spaced grid over the three terms (zero included), then a Nelder-Mead
-refinement.  For speed the grid uses that, without --overlap, the estimate is
-linear in the two latency terms for a fixed h; every reported number comes from
-a full :func:`shardc.estimate`.
+The fit minimises ``sum((log(predicted / paper latency) / 0.1)^2) + prior`` (MFU follows
+from latency), with the prior ``(log(alpha / 1 us) / log 10)^2 + (log(fill / 16) / log 10)^2``:
+log-normal priors one decade wide around the physical ~1 us of one TPU v4 ICI hop and 16
+rows of pipeline fill (an eighth of the tile).  Table 2 alone cannot tell the fill from the
+per-op cost (both scale the decode columns alike; the singular values say so), so the fill's
+prior decides that direction.  It is a Nelder-Mead search on
+the full :func:`shardc.estimate` from the physical starting point.  The Jacobian of the
+four columns' log-ratios with respect to each term's log says which column identifies
+which term; ``--check`` and the fit also print a leave-one-column-out check and the
+paper's qualitative claims (paper / bound / calibrated).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shardc import parse, shard, summarize  # noqa: E402
+from shardc import parse, shard  # noqa: E402
 from shardc.cost.model import CostReport, estimate  # noqa: E402
 from shardc.hardware.profile import PROFILE_DIR, Calibration, ChipProfile, load_profile  # noqa: E402
 from shardc.ir.graph import DType, Graph  # noqa: E402
@@ -82,7 +67,13 @@ from shardc.ir.transforms import with_weight_dtype  # noqa: E402
 CHIP = "tpu-v4"
 FIT_COMM = "torus"
 DECODE_STEPS = 64  # Table 2 times 64 generated tokens: 64 decode steps
-PADDED_HEADS = 64
+PAD = {"H": 64}  # the paper pads PaLM 540B's 48 heads to 64 for 64-way head sharding
+TILE = 128  # the TPU v4 MXU's systolic tile (hardware, not fitted)
+SIGMA = 0.1  # the data's log-latency scale in the loss
+HOP_PRIOR = 1e-6  # seconds: one TPU v4 ICI hop, the centre of alpha's prior (one decade wide)
+FILL_PRIOR = 16.0  # rows: the centre of mxu_fill's prior (one decade wide)
+TERMS = ("hop_latency", "op_overhead", "mxu_fill", "peak_fraction")
+START = (1e-6, 2e-6, 16.0, 0.9)  # physical starting point of the search
 
 
 @dataclass(frozen=True)
@@ -112,30 +103,20 @@ COLUMNS = (
 )
 
 
-def sharded(col: Column) -> Graph:
-    """The column's sharded program: B set, heads padded to 64, weights in the column's dtype."""
-    text = (ROOT / "examples" / col.file).read_text(encoding="utf-8")
-    g = parse(text, col.file, sizes={"B": col.batch, "H": PADDED_HEADS})
-    if col.weights == "int8":
+def padded(text: str, name: str, sizes: dict[str, int], weights: str | None = None) -> tuple[Graph, dict[str, int]]:
+    """The program with ``sizes`` and heads padded to 64 (``--pad H=64``), and the real sizes of the padded dims."""
+    real = parse(text, name, sizes=sizes)
+    g = parse(text, name, sizes={**sizes, **PAD})
+    if weights == "int8":
         g = with_weight_dtype(g, DType.INT8)
-    return shard(g, None, col.ffn, col.attention)
+    return g, {d: real.sizes[d] for d in PAD}
 
 
-@functools.lru_cache(maxsize=None)
-def _params(file: str) -> int:
-    return summarize(parse((ROOT / "examples" / file).read_text(encoding="utf-8"), file)).total.params
-
-
-def real_params(col: Column) -> int:
-    """Parameters of the unpadded model (48 heads): the N of the paper's MFU."""
-    return _params(col.file)
-
-
-def paper_mfu(col: Column, sg: Graph, latency_s: float, chip: ChipProfile) -> float:
-    """MFU as the paper counts it, for the column's latency (all its steps): real parameters only."""
-    assert sg.mesh is not None
-    tokens = sg.sizes["B"] * sg.sizes["L"] * col.steps
-    return 2.0 * real_params(col) * tokens / (sg.mesh.num_chips * chip.peak_flops * latency_s)
+def sharded(col: Column) -> tuple[Graph, dict[str, int]]:
+    """The column's sharded program (B set, heads padded, weights in its dtype) and the real head count."""
+    text = (ROOT / "examples" / col.file).read_text(encoding="utf-8")
+    g, real = padded(text, col.file, {"B": col.batch}, col.weights)
+    return shard(g, None, col.ffn, col.attention), real
 
 
 @dataclass(frozen=True)
@@ -157,69 +138,68 @@ class Row:
         return self.calibrated_mfu / self.col.mfu
 
 
-def rows(chip: ChipProfile, comm: str = FIT_COMM, graphs: list[Graph] | None = None) -> list[Row]:
-    """Table 2 predicted with ``chip`` (its calibration as given)."""
+Programs = Sequence[tuple[Graph, dict[str, int]]]
+
+
+def rows(chip: ChipProfile, comm: str | None = None, graphs: Programs | None = None) -> list[Row]:
+    """Table 2 predicted with ``chip`` (its calibration as given; ``comm`` default: the profile's)."""
     graphs = graphs if graphs is not None else [sharded(c) for c in COLUMNS]
     out = []
-    for col, sg in zip(COLUMNS, graphs):
-        rep: CostReport = estimate(sg, chip, comm)
-        bound, calibrated = rep.bound_latency_s * col.steps, rep.latency_s * col.steps
-        out.append(Row(col, bound, calibrated, paper_mfu(col, sg, bound, chip), paper_mfu(col, sg, calibrated, chip)))
+    for col, (sg, real) in zip(COLUMNS, graphs):
+        rep: CostReport = estimate(sg, chip, comm, real_sizes=real)
+        out.append(Row(col, rep.bound_latency_s * col.steps, rep.latency_s * col.steps, rep.bound_mfu, rep.mfu))
     return out
 
 
 # --- the fit --------------------------------------------------------------------------------
-def fit(chip: ChipProfile, graphs: list[Graph], comm: str = FIT_COMM) -> tuple[Calibration, float]:
-    """The three terms minimising sum(log(predicted / measured)^2) over Table 2, and that sum."""
-    measured = np.array([c.latency_s for c in COLUMNS])
-    steps = np.array([c.steps for c in COLUMNS], dtype=float)
+def calibration(terms: Sequence[float]) -> Calibration:
+    alpha, layer, fill, peak = terms
+    return Calibration(hop_latency=alpha, op_overhead=layer, mxu_fill=fill, peak_fraction=peak,
+                       matmul_tile=TILE, comm=FIT_COMM)
 
-    def latencies(h: float, alpha: float, layer: float) -> np.ndarray:
-        p = chip.with_calibration(Calibration(h, alpha, layer))
-        return np.array([estimate(sg, p, comm).latency_s for sg in graphs]) * steps
 
-    def loss(terms: tuple[float, float, float]) -> float:
-        return float(np.sum(np.log(latencies(*terms) / measured) ** 2))
+def log_ratios(chip: ChipProfile, graphs: Programs, terms: Sequence[float],
+               columns: Sequence[int] = (0, 1, 2, 3)) -> np.ndarray:
+    """log(predicted / paper latency) of the given columns."""
+    p = chip.with_calibration(calibration(terms))
+    out = []
+    for i in columns:
+        sg, real = graphs[i]
+        out.append(math.log(estimate(sg, p, FIT_COMM, real_sizes=real).latency_s * COLUMNS[i].steps
+                            / COLUMNS[i].latency_s))
+    return np.array(out)
 
-    # 1. Grid.  For a fixed h the estimate (without overlap) is linear in alpha and the layer
-    #    overhead: latency = base(h) + alpha * A + layer * Lc, with A and Lc measured once.
-    zero = latencies(0.0, 0.0, 0.0)
-    per_alpha = latencies(0.0, 1e-6, 0.0) - zero  # seconds per microsecond of ring-step latency
-    per_layer = latencies(0.0, 0.0, 1e-6) - zero  # seconds per microsecond of layer overhead
-    hs = np.concatenate([[0.0], np.geomspace(1.0, 1e5, 51)])
-    alphas = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 61)])  # microseconds
-    layers = np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 71)])  # microseconds
-    best = (math.inf, (0.0, 0.0, 0.0))
-    for h in hs:
-        base = latencies(h, 0.0, 0.0)
-        grid = (base[None, None, :] + alphas[:, None, None] * per_alpha + layers[None, :, None] * per_layer)
-        losses = np.sum(np.log(grid / measured) ** 2, axis=-1)
-        i, j = np.unravel_index(int(np.argmin(losses)), losses.shape)
-        if losses[i, j] < best[0]:
-            best = (float(losses[i, j]), (float(h), float(alphas[i]) * 1e-6, float(layers[j]) * 1e-6))
 
-    # 2. Nelder-Mead from the best grid point, on the full estimate, in scaled units (h in 100s,
-    #    both latency terms in microseconds); a term is the absolute value of its coordinate, so
-    #    the simplex can reach zero (where the fit may well end: the terms trade off along a
-    #    shallow valley, and the data may prefer one at zero).
-    scale = np.array([100.0, 1e-6, 1e-6])
+def prior(terms: Sequence[float]) -> float:
+    """The stated priors: log-normal, one decade wide, around a 1 us hop latency and 16 rows of fill."""
+    return ((math.log(max(terms[0], 1e-12) / HOP_PRIOR) / math.log(10)) ** 2
+            + (math.log(max(terms[2], 1e-3) / FILL_PRIOR) / math.log(10)) ** 2)
 
+
+def _terms(x: np.ndarray) -> tuple[float, float, float, float]:
+    """Search coordinates -> terms: alpha = 1 us e^x0; omega = 1 us |x1|; fill = 16 e^x2; peak = 1 - |x3|."""
+    return (HOP_PRIOR * math.exp(float(x[0])), 1e-6 * abs(float(x[1])), FILL_PRIOR * math.exp(float(x[2])),
+            min(1.0, max(0.05, 1.0 - abs(float(x[3])))))
+
+
+def _coords(terms: Sequence[float]) -> np.ndarray:
+    alpha, layer, fill, peak = terms
+    return np.array([math.log(alpha / HOP_PRIOR), layer / 1e-6, math.log(max(fill, 1e-3) / FILL_PRIOR), 1.0 - peak])
+
+
+def fit(chip: ChipProfile, graphs: Programs, columns: Sequence[int] = (0, 1, 2, 3)) -> tuple[Calibration, float]:
+    """The terms minimising the loss (module docstring) over ``columns`` of Table 2, and that loss."""
     def objective(x: np.ndarray) -> float:
-        return loss(tuple(float(t) for t in np.abs(x) * scale))  # type: ignore[arg-type]
+        terms = _terms(x)
+        return float(np.sum((log_ratios(chip, graphs, terms, columns) / SIGMA) ** 2)) + prior(terms)
 
-    x0 = np.array(best[1]) / scale
-    terms_x, value = nelder_mead(objective, x0, [max(0.2 * abs(v), 0.05) for v in x0])
-    terms = [float(t) for t in np.abs(terms_x) * scale]
-    for i in range(3):  # a term the simplex left a hair above zero is zero
-        trial = terms.copy()
-        trial[i] = 0.0
-        v = loss(tuple(trial))  # type: ignore[arg-type]
-        if v <= value + 1e-9:
-            terms, value = trial, min(v, value)
-    return Calibration(*terms, comm=comm), value
+    x0 = _coords(START)
+    best, value = nelder_mead(objective, x0, [0.5, 1.0, 0.5, 0.05])
+    best, value = nelder_mead(objective, best, [0.2, 0.3, 0.2, 0.02])  # restart: Nelder-Mead can stall
+    return calibration(_terms(best)), value
 
 
-def nelder_mead(f, x0: np.ndarray, steps: list[float], iterations: int = 400,
+def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, steps: list[float], iterations: int = 400,
                 tolerance: float = 1e-9) -> tuple[np.ndarray, float]:
     """Minimise ``f`` from ``x0`` (the textbook method: reflect, expand, contract, shrink)."""
     n = len(x0)
@@ -251,9 +231,30 @@ def nelder_mead(f, x0: np.ndarray, steps: list[float], iterations: int = 400,
     return simplex[i], values[i]
 
 
+def jacobian(chip: ChipProfile, graphs: Programs, cal: Calibration) -> np.ndarray:
+    """d log(predicted latency of each column) / d log(term): rows columns, columns TERMS."""
+    terms = [cal.hop_latency, cal.op_overhead, cal.mxu_fill, cal.peak_fraction]
+    base = log_ratios(chip, graphs, terms)
+    out = np.zeros((len(COLUMNS), len(TERMS)))
+    for j in range(len(TERMS)):
+        trial = list(terms)
+        trial[j] = terms[j] * 1.01 if terms[j] else 1e-9
+        step = math.log(1.01) if terms[j] else 1.0
+        out[:, j] = (log_ratios(chip, graphs, trial) - base) / step
+    return out
+
+
 # --- output ---------------------------------------------------------------------------------
 def _seconds(s: float) -> str:
     return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def _grid(head: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths))).rstrip()
+             for x in [head] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def table(result: list[Row]) -> str:
@@ -262,19 +263,38 @@ def table(result: list[Row]) -> str:
     body = [[r.col.name, _seconds(r.col.latency_s), _seconds(r.bound_s), _seconds(r.calibrated_s),
              f"{r.latency_ratio:.2f}", f"{r.col.mfu:.0%}", f"{r.bound_mfu:.0%}", f"{r.calibrated_mfu:.0%}",
              f"{r.mfu_ratio:.2f}"] for r in result]
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths)))
-             for x in [head] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _grid(head, body)
 
 
 def terms_text(cal: Calibration) -> str:
-    return (f"matmul_half_size   = {cal.matmul_half_size:.6g}  (a local matmul of smallest side m runs at "
-            f"m / (m + {cal.matmul_half_size:.0f}) of peak)\n"
-            f"collective_latency = {cal.collective_latency:.6g} s  ({cal.collective_latency * 1e6:.3g} us per "
-            f"ring step)\n"
-            f"layer_overhead     = {cal.layer_overhead:.6g} s  ({cal.layer_overhead * 1e6:.3g} us per layer)")
+    return (f"hop_latency    = {cal.hop_latency:.4g} s  ({cal.hop_latency * 1e6:.3g} us per ring step; prior 1 us, "
+            f"one decade)\n"
+            f"op_overhead    = {cal.op_overhead:.4g} s  ({cal.op_overhead * 1e6:.3g} us per executed op)\n"
+            f"mxu_fill       = {cal.mxu_fill:.4g} rows  (prior 16 rows, one decade; m rows through a "
+            f"{cal.matmul_tile}x{cal.matmul_tile} tile run at m / (m + {cal.mxu_fill:.0f}))\n"
+            f"peak_fraction  = {cal.peak_fraction:.4g}  (of peak, a large aligned matmul)")
+
+
+def jacobian_text(jac: np.ndarray) -> str:
+    head = ["d log(latency) / d log(term)"] + list(TERMS)
+    body = [[c.name] + [f"{v:+.3f}" for v in jac[i]] for i, c in enumerate(COLUMNS)]
+    sv = np.linalg.svd(jac, compute_uv=False)
+    return (_grid(head, body) + "\nsingular values " + ", ".join(f"{v:.3g}" for v in sv)
+            + f" (condition {sv[0] / sv[-1]:.3g})" if sv[-1] > 0 else _grid(head, body))
+
+
+def loo_text(chip: ChipProfile, graphs: Programs) -> str:
+    """Fit on three columns, predict the fourth."""
+    head = ["left out", "hop_latency", "op_overhead", "mxu_fill", "peak_fraction", "predicted", "paper",
+            "ratio"]
+    body = []
+    for i, col in enumerate(COLUMNS):
+        cal, _ = fit(chip, graphs, [j for j in range(len(COLUMNS)) if j != i])
+        got = rows(chip.with_calibration(cal), FIT_COMM, graphs)[i]
+        body.append([col.name, f"{cal.hop_latency * 1e6:.3g} us", f"{cal.op_overhead * 1e6:.3g} us",
+                     f"{cal.mxu_fill:.3g}", f"{cal.peak_fraction:.3g}", _seconds(got.calibrated_s),
+                     _seconds(col.latency_s), f"{got.latency_ratio:.2f}"])
+    return _grid(head, body)
 
 
 def write_profile(path: Path, cal: Calibration) -> None:
@@ -286,20 +306,18 @@ def write_profile(path: Path, cal: Calibration) -> None:
     end = re.search(r"^\[", text[start.end():], re.M)
     stop = start.end() + end.start() if end else len(text)
     section = text[start.end():stop]
-    def number(x: float) -> str:
-        return repr(float(f"{x:.6g}"))  # 189.831, 0.0, 1.5e-05: always a TOML float
 
-    values = {"matmul_half_size": number(cal.matmul_half_size),
-              "collective_latency": number(cal.collective_latency),
-              "layer_overhead": number(cal.layer_overhead),
-              "comm": f'"{cal.comm}"'}
-    notes = {"comm": "# the --comm mode the terms were fitted with (a note, not a term)"}
+    def number(x: float) -> str:
+        return repr(float(f"{x:.4g}"))  # 1.5e-05, 0.0: always a TOML float
+
+    values = {"hop_latency": number(cal.hop_latency), "op_overhead": number(cal.op_overhead),
+              "mxu_fill": number(cal.mxu_fill), "peak_fraction": number(cal.peak_fraction),
+              "matmul_tile": str(cal.matmul_tile), "comm": f'"{cal.comm}"'}
     for key, value in values.items():
         pattern = re.compile(rf"^{key}\s*=[^#\n]*(#.*)?$", re.M)
         m = pattern.search(section)
         if m is None:
-            line = f"{key} = {value}".ljust(29) + notes.get(key, "")
-            section = section.rstrip("\n") + "\n" + line.rstrip() + "\n"
+            section = section.rstrip("\n") + f"\n{key} = {value}\n"
             continue
         comment = m.group(1) or ""
         column = m.start(1) - m.start() if comment else 0
@@ -308,14 +326,15 @@ def write_profile(path: Path, cal: Calibration) -> None:
         section = section[:m.start()] + line.rstrip() + section[m.end():]
     path.write_text(text[:start.end()] + section + text[stop:], encoding="utf-8")
     check = load_profile(path).calibration
-    assert math.isclose(check.matmul_half_size, cal.matmul_half_size, rel_tol=1e-5), "rewrite failed"
+    assert math.isclose(check.mxu_fill, float(number(cal.mxu_fill)), rel_tol=1e-6), "rewrite failed"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help=f"rewrite [calibration] in profiles/{CHIP}.toml")
-    mode.add_argument("--check", action="store_true", help="no fit: the table with the profile's current terms")
+    mode.add_argument("--check", action="store_true", help="no fit: the tables with the profile's current terms")
+    parser.add_argument("--no-claims", action="store_true", help="skip the table of the paper's claims")
     args = parser.parse_args(argv)
     chip = load_profile(CHIP)
     graphs = [sharded(c) for c in COLUMNS]
@@ -323,12 +342,25 @@ def main(argv: list[str] | None = None) -> int:
         cal, how = chip.calibration, f"current {CHIP} profile"
     else:
         cal, value = fit(chip.uncalibrated(), graphs)
-        how = f"fitted (sum of squared log-ratios {value:.4f})"
+        terms = [cal.hop_latency, cal.op_overhead, cal.mxu_fill, cal.peak_fraction]
+        how = f"fitted (loss {value:.4f}: sum of (log-ratio / {SIGMA})^2 + prior {prior(terms):.4f})"
     print(f"{CHIP} calibration, {how}; --comm {FIT_COMM}; decode latency = {DECODE_STEPS} x one step")
     print(terms_text(cal))
     print()
     print("The paper's Table 2 (PaLM 540B, 64 TPU v4 chips, 4x4x4, context 2048)")
     print(table(rows(chip.with_calibration(cal), FIT_COMM, graphs)))
+    print()
+    print("Sensitivity: which column identifies which term")
+    print(jacobian_text(jacobian(chip.uncalibrated(), graphs, cal)))
+    print()
+    print("Leave one column out: fit on three columns, predict the fourth")
+    print(loo_text(chip.uncalibrated(), graphs))
+    if not args.no_claims:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from claims import claims_text  # noqa: E402  (the claims reuse this module's columns)
+        print()
+        print("The paper's qualitative claims (paper / bound / calibrated)")
+        print(claims_text(chip.with_calibration(cal)))
     if args.write:
         path = PROFILE_DIR / f"{CHIP}.toml"
         write_profile(path, cal)

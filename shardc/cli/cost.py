@@ -6,13 +6,14 @@ import sys
 import tomllib
 from pathlib import Path
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags
+from shardc.cli.common import emit_json, human_bytes, load_graph, parse_sets, preset_flags
 from shardc.cost.memory import max_context
 from shardc.cost.model import CostReport, estimate
 from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
 from shardc.ir.graph import DType, Graph
 from shardc.ir.transforms import with_weight_dtype
+from shardc.language.lower import parse
 from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import ShardResult
 
@@ -30,9 +31,15 @@ def _cost_args(parser: argparse.ArgumentParser) -> None:
                       help=f"built-in chip profile: {', '.join(builtin_profiles())} (default tpu-v4)")
     chip.add_argument("--chip-file", metavar="FILE.toml", help="a chip profile of your own (TOML, like "
                                                                 "shardc/profiles/tpu-v4.toml)")
-    parser.add_argument("--comm", default="paper", metavar="MODE",
+    parser.add_argument("--comm", default=None, metavar="MODE",
                         help="collective model: paper (every collective at all links' bandwidth, the paper's "
-                             "formulas; default) or torus (only the links of the axes it spans)")
+                             "formulas) or torus (only the links of the axes it spans); default: the model the "
+                             "chip's terms were fitted in (tpu-v4: torus). In any other model the calibrated "
+                             "estimate is not computed and the report gives the bound alone")
+    parser.add_argument("--pad", metavar="DIM=N", action="append", default=[],
+                        help="pad a dim to N before sharding, e.g. --pad H=64 (the paper pads PaLM 540B's 48 "
+                             "heads to 64): the padded program is timed, parameters and MFU count the real "
+                             "size (repeatable)")
     parser.add_argument("--overlap", action="store_true",
                         help="run each collective under the matmul it feeds or follows (looped "
                              "CollectiveEinsum): the pair costs the longer of the two")
@@ -77,17 +84,38 @@ def _weights(g: Graph, args: argparse.Namespace) -> Graph:
     return with_weight_dtype(g, _WEIGHTS[args.weights])
 
 
+def _padded(g: Graph, text: str, args: argparse.Namespace) -> tuple[Graph, dict[str, int] | None]:
+    """``--pad``: the program re-read with the padded sizes, and the real sizes of the padded dims."""
+    if not args.pad:
+        return g, None
+    pad = {d: n for d, n in parse_sets(args.pad).items()}
+    if g.is_sharded:
+        raise ShardcError(f"--pad: {args.file} is already sharded; pad its dims in the file", g.source)
+    for dim, size in pad.items():
+        if dim not in g.sizes:
+            raise ShardcError(f"--pad {dim}={size}: the program has no dim {dim}")
+        if size < g.sizes[dim]:
+            raise ShardcError(f"--pad {dim}={size}: padding cannot shrink {dim} (its size is {g.sizes[dim]}); "
+                              "use --set to change a size")
+    real = {d: g.sizes[d] for d in pad}
+    padded = parse(text, g.source.filename if g.source is not None else str(args.file),
+                   sizes={**parse_sets(args.set), **pad}, mesh=g.mesh)
+    return padded, real
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     """Shard FILE (unless already sharded) and print what one run of it costs."""
     if not 0 < args.kv_budget <= 100:
         raise ShardcError(f"--kv-budget {args.kv_budget:g}: a percentage of HBM in (0, 100]")
     profile = chip_profile(args)
-    g, _ = load_graph(args)
+    g, text = load_graph(args)
     if g.is_sharded and (args.ffn or args.attention) and not args.json:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
+    g, real = _padded(g, text, args)
     g = _weights(g, args)
     result = shard_program(g, None, args.ffn, args.attention)
-    report = estimate(result.graph, profile, args.comm, args.overlap, args.gather_chunks)
+    report = estimate(result.graph, profile, args.comm, args.overlap, real_sizes=real,
+                      gather_chunks=args.gather_chunks)
     context = None
     if args.max_context:
         context = max_context(result.graph, args.kv_budget / 100, profile)
@@ -161,23 +189,30 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
     run = "one decode step" if sg.sizes.get("L", 1) == 1 else f"one pass over L={sg.sizes['L']:,} tokens"
     lines = [f"cost of {sg.name} on {r.mesh} ({r.chips} chips of {r.chip}), {preset}{weights}; {comm}",
              f"one run = {run} for B={sg.sizes.get('B', 1):,} sequences: {r.tokens:,} tokens", ""]
-    rows = [["", "calibrated", "bound"],
-            ["latency", seconds(r.latency_s), seconds(r.bound_latency_s)],
-            ["latency per token", seconds(r.per_token_latency_s),
-             seconds(r.bound_latency_s / max(sg.sizes.get("L", 1), 1))],
-            ["MFU", f"{r.mfu:.1%}", f"{r.bound_mfu:.1%}"],
-            ["chip-seconds per token", seconds(r.cost_chip_s_per_token),
-             seconds(r.chips * r.bound_latency_s / r.tokens)]]
-    lines += _table(rows, {1, 2}, "")
-    cal = r.calibration
-    fitted = (f"; fitted with --comm {cal['comm']}" if cal.get("comm") else "")
-    if profile.calibration.is_zero():
-        lines.append(f"  ({r.chip} has no fitted terms: 'calibrated' only drops the roofline's overlap of HBM "
-                     "traffic and compute)")
+    per = max(sg.sizes.get("L", 1), 1)
+    figures = [("latency", seconds(r.latency_s), seconds(r.bound_latency_s)),
+               ("latency per token", seconds(r.per_token_latency_s), seconds(r.bound_latency_s / per)),
+               ("MFU", f"{r.mfu:.1%}", f"{r.bound_mfu:.1%}"),
+               ("chip-seconds per token", seconds(r.cost_chip_s_per_token),
+                seconds(r.chips * r.bound_latency_s / r.tokens))]
+    if r.calibrated:
+        rows = [["", "calibrated", "bound"]] + [list(f) for f in figures]
     else:
-        lines.append(f"  (calibration: matmul_half_size {cal['matmul_half_size']:g}, collective_latency "
-                     f"{seconds(float(cal['collective_latency']))}, layer_overhead "  # type: ignore[arg-type]
-                     f"{seconds(float(cal['layer_overhead']))}{fitted})")  # type: ignore[arg-type]
+        rows = [["", "bound"]] + [[name, b] for name, _, b in figures]
+    lines += _table(rows, {1, 2}, "")
+    lines.append(f"  bound: {r.bound_model}")
+    lines.append(f"  calibrated: {r.estimate_model}")
+    cal = r.calibration
+    if r.calibrated and not profile.calibration.is_zero():
+        lines.append(f"    hop_latency {seconds(float(cal['hop_latency']))} per ring step, op_overhead "  # type: ignore[arg-type]
+                     f"{seconds(float(cal['op_overhead']))} per op, mxu_fill {float(cal['mxu_fill']):.3g} rows "  # type: ignore[arg-type]
+                     f"per {cal['matmul_tile']}x{cal['matmul_tile']} tile pass, peak_fraction "
+                     f"{float(cal['peak_fraction']):.3g}")  # type: ignore[arg-type]
+    for dim, (real, size) in r.padding.items():
+        extra = r.padded_params - r.params
+        lines.append(f"  padding: {dim} {real} -> {size} is timed; parameters and MFU count {dim}={real}: "
+                     f"{r.params:,} parameters, the padding adds {extra:,} ({extra / r.params:.1%}); "
+                     f"counted as useful work it would read {r.mfu * r.padded_params / r.params:.1%} MFU")
     lines += ["", "per chip, one run",
               f"  FLOPs (matmuls)  {flops(r.flops_per_chip)}",
               f"  bytes sent       {human_bytes(r.comm_bytes_per_chip)}",
@@ -192,7 +227,7 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
                      f"{args.kv_budget:g}% of HBM ({human_bytes(args.kv_budget / 100 * r.hbm_capacity)})")
     total = r.latency_s or 1.0
     kinds = sorted(((k, v) for k, v in r.breakdown_by_kind.items() if v), key=lambda kv: -kv[1])
-    lines += ["", "calibrated time by op kind"]
+    lines += ["", ("calibrated" if r.calibrated else "bound") + " time by op kind"]
     lines += _table([[k, seconds(v), f"{v / total:.1%}"] for k, v in kinds], {1, 2})
     if r.breakdown_by_collective:
         lines += ["", "communication by collective" + (" (partly hidden under matmuls)" if r.overlap else "")]

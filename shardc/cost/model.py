@@ -4,36 +4,34 @@ Nothing runs and nothing is allocated: every number comes from layouts and dim
 sizes, through the same per-op counts the emulator measures (:mod:`shardc.sharding.counts`).
 A repeat body is costed once and multiplied by its trip count.
 
-Per op (per chip), two models side by side:
+Per op (per chip), two models side by side, both in one communication model
+(``paper`` or ``torus``, :mod:`shardc.hardware.comm`; by default the one the chip's
+terms were fitted in):
 
 * **bound** (``bound_latency_s``, ``bound_mfu``): the roofline.  An einsum
   takes ``max(FLOPs / peak, HBM bytes / HBM bandwidth)``, every other compute
   op (norms, activations...) its memory time, a collective its bandwidth time
-  (:func:`shardc.hardware.comm.collective_time`; norms and softmax over a split dim add
-  the all-reduce of their statistics).  No fitted term is used.
-* **estimate** (``latency_s``, ``mfu``): the same counts with the chip's
-  fitted ``[calibration]`` terms and without the roofline's perfect overlap:
-  an einsum takes ``FLOPs / (peak * efficiency) + HBM bytes / HBM bandwidth``
-  with ``efficiency = m / (m + matmul_half_size)`` (``m`` the smallest side of
-  the chip's local matmul); collectives add ``collective_latency`` per ring
-  step; each layer of a repeat adds ``layer_overhead``.
+  (norms and softmax over a split dim add the all-reduce of their statistics).
+  No fitted term is used.
+* **estimate** (``latency_s``, ``mfu``): the same counts with the chip's fitted
+  ``[calibration]`` terms, one per mechanism.  An einsum streams its operands
+  under its arithmetic, ``max(FLOPs / (peak * efficiency), memory)``, where the
+  efficiency (:func:`matmul_efficiency`) is the sustained ``peak_fraction`` times
+  the 128x128 tile padding of the held sides times ``m / (m + mxu_fill)`` for the
+  ``m`` streamed rows (so a batched matrix-vector product, such as decode attention
+  over the KV cache, stays memory-bound, and a one-operand or uncontracted einsum is
+  vector work); every collective adds ``hop_latency`` per ring step; every executed
+  op but a view adds ``op_overhead``.  In a communication model the terms were not
+  fitted in there is no estimate: the report gives the bound alone and says why.
 
 HBM bytes are an op's traffic: the operands it reads *and* the result it
 writes (collectives stream over the links and are charged to them instead).
 
-Why the estimate does not overlap an op's HBM traffic with its compute: with
-that overlap, the best fit of the three terms to the paper's Table 2
-(benchmarks/calibrate.py) puts the small-batch decode step entirely on the
-matmul-efficiency term and hides the weight reads behind it, so int8 weights
-would not change the 28.4 ms low-latency decode step at all -- whereas the
-paper attributes 7.0 ms of it to reading int8 weights (14.1 ms in bf16) --
-and it still misses the high-throughput decode by 10% in latency (12% in
-MFU).  Counting every op's reads and writes in full, as an un-pipelined
-kernel would, fits all four columns within 6%.
-
 Collectives add to the matmuls (default) or, with ``overlap``, run under the
-einsum they feed or follow (the looped CollectiveEinsum of the paper's §3.5): the
-pair costs ``max(einsum, collectives)``.
+einsum they feed or follow, looking through elementwise ops such as the parallel
+block's ``o + f`` (the looped CollectiveEinsum of the paper's §3.5): the pair costs
+``max(einsum, collectives)`` plus one ``op_overhead`` per ring-step chunk, or the
+collectives after the einsum where that is cheaper.
 """
 from __future__ import annotations
 
@@ -43,7 +41,7 @@ from typing import Mapping
 
 from shardc.cost.memory import MemoryPeak, memory_peak, resident_bytes
 from shardc.errors import ShardcError
-from shardc.hardware.comm import COMM_CHOICES, CommMode, collective_time
+from shardc.hardware.comm import COMM_CHOICES, CommMode, collective_time, ring_steps
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import CollectiveAttrs, DeclKind, EinsumAttrs, Graph, Op, OpKind
 from shardc.ir.mesh import Mesh
@@ -103,6 +101,11 @@ class CostReport:
     buckets: dict[str, float] = field(default_factory=dict)
     bound_buckets: dict[str, float] = field(default_factory=dict)  # the same for the roofline (``bound``)
     calibration: dict[str, object] = field(default_factory=dict)  # the profile's fitted terms (and fit mode)
+    calibrated: bool = True  # False: the profile's terms were fitted in another --comm model; latency is the bound
+    bound_model: str = ""  # which model the bound uses
+    estimate_model: str = ""  # which model the estimate uses (or why there is none)
+    padding: dict[str, list[int]] = field(default_factory=dict)  # dim -> [real, padded] (params/MFU: real)
+    padded_params: int = 0  # parameters of the padded program as timed
     ops: tuple[OpTime, ...] = ()
     memory_peak: MemoryPeak = field(default_factory=MemoryPeak)  # the op at the activation peak, its live set
 
@@ -119,22 +122,61 @@ class CostReport:
         return out
 
 
-def _matmul_sides(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, int, int]:
-    """(M, N, K) of the chip's local matmul (batch dims left out)."""
+def _matmul_shape(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, int, int, int] | None:
+    """(batch, M, N, K) of the chip's local matmul, or None for a one-operand einsum.
+
+    ``batch``: the dims in both operands and the result; ``M``/``N``: the free dims of the
+    left/right operand; ``K``: the contracted dims (in both operands, not in the result).
+    """
     assert isinstance(op.attrs, EinsumAttrs)
+    if len(op.attrs.inputs) == 1:
+        return None
     local: dict[str, int] = {}
     for v in op.inputs:
         assert v.layout is not None
         local.update(zip(v.dims, v.layout.local_sizes(sizes, mesh), strict=True))
-    if len(op.attrs.inputs) == 1:
-        n = math.prod(local.values())
-        return n, 1, 1
     left, right = op.attrs.inputs
     out = op.attrs.output
+    batch = math.prod(local[c] for c in left if c in right and c in out)
     m = math.prod(local[c] for c in left if c not in right)
     n = math.prod(local[c] for c in right if c not in left)
     k = math.prod(local[c] for c in left if c in right and c not in out)
-    return m, n, k
+    return batch, m, n, k
+
+
+def matmul_efficiency(shape: tuple[int, int, int, int] | None, tile: int, fill: float, peak: float = 1.0) -> float:
+    """Fraction of peak the matrix unit reaches on a local matmul (1 in the bound).
+
+    The larger free side and the contracted side are held in ``tile x tile`` systolic
+    tiles, padded up to whole tiles; the smaller free side (``m`` rows) streams through each
+    tile in groups of 8, which costs ``fill`` rows of pipeline fill per pass: ``m / (m + fill)``; and a
+    large aligned matmul sustains ``peak`` of the chip's peak.  A
+    one-operand einsum or one with nothing to contract is vector work, memory-bound like any
+    elementwise op: efficiency 1, and its time is ``max(FLOPs / peak, memory)``.
+    """
+    if shape is None or shape[3] == 1:
+        return 1.0
+    _, m, n, k = shape
+    rows, held = min(m, n), max(m, n)
+
+    def padded(x: int) -> int:
+        return -(-x // tile) * tile if tile else x
+
+    streamed = -(-rows // 8) * 8 if tile else rows  # rows move in groups of 8 (sublanes)
+    return peak * (held * k * rows) / (padded(held) * padded(k) * streamed) * (streamed / (streamed + fill))
+
+
+def _producing_einsum(vid: int, defs: dict[int, Op], order: dict[int, int], depth: int) -> Op | None:
+    """The einsum that produced value ``vid``, through up to ``depth`` elementwise ops (the latest one)."""
+    src = defs.get(vid)
+    if src is None or src.kind.is_collective:
+        return None
+    if src.kind is OpKind.EINSUM:
+        return src
+    if depth == 0:
+        return None
+    found = [e for e in (_producing_einsum(v.id, defs, order, depth - 1) for v in src.inputs) if e is not None]
+    return max(found, key=lambda e: order[e.result.id]) if found else None
 
 
 def _larger_side_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
@@ -156,11 +198,14 @@ def _traffic_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
     return float(op_hbm_bytes(op, sizes, mesh) + local_bytes(op.result, sizes, mesh))
 
 
+_VIEWS = frozenset({OpKind.RELABEL, OpKind.SLICE})  # no kernel of their own
+
+
 class _Model:
-    def __init__(self, sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool, roofline: bool) -> None:
-        """``roofline``: each op takes max(compute, memory) (the bound); else compute + memory."""
+    def __init__(self, sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> None:
+        """Each op takes max(compute, memory); the bound is this model with no calibration terms."""
         assert sg.mesh is not None
-        self.sg, self.chip, self.mode, self.overlap, self.roofline = sg, chip, mode, overlap, roofline
+        self.sg, self.chip, self.mode, self.overlap = sg, chip, mode, overlap
         self.mesh = sg.mesh
         self.sizes = sg.sizes
         self.decl_kind: dict[int, DeclKind] = {d.value.id: d.kind for d, _ in sg.decls()}
@@ -171,10 +216,10 @@ class _Model:
         memory = _traffic_bytes(op, self.sizes, self.mesh) / self.chip.hbm_bandwidth
         compute = 0.0
         if op.kind is OpKind.EINSUM:
-            half = self.chip.calibration.matmul_half_size
-            m = min(_matmul_sides(op, self.sizes, self.mesh))
-            efficiency = m / (m + half) if half > 0 else 1.0
-            compute = flops / (self.chip.peak_flops * efficiency)
+            cal = self.chip.calibration
+            shape = _matmul_shape(op, self.sizes, self.mesh)
+            compute = flops / (self.chip.peak_flops * matmul_efficiency(shape, cal.matmul_tile, cal.mxu_fill,
+                                                                          cal.peak_fraction))
         bw, lat = 0.0, 0.0
         if op.kind.is_collective:
             memory = 0.0  # a collective streams over the links, not through a roofline
@@ -194,21 +239,31 @@ class _Model:
         times = {op.result.id: self.op_time(op) for op in ops}
         partner = self._overlap_partners(ops) if self.overlap else {}
         hidden: dict[int, float] = {}  # einsum id -> seconds of collectives running under it
+        chunks: dict[int, int] = {}  # einsum id -> extra matmul chunks: one per ring step of those collectives
         for op in ops:
             if op.result.id in partner:
                 *_, bw, lat = times[op.result.id]
-                hidden[partner[op.result.id]] = hidden.get(partner[op.result.id], 0.0) + bw + lat
+                e = partner[op.result.id]
+                hidden[e] = hidden.get(e, 0.0) + bw + lat
+                assert isinstance(op.attrs, CollectiveAttrs)
+                chunks[e] = chunks.get(e, 0) + ring_steps(op.kind, op.attrs.axes, self.mesh, self.chip)
         total = 0.0
         for op in ops:
             compute, memory, bw, lat = times[op.result.id]
-            local = max(compute, memory) if self.roofline else compute + memory
+            local = max(compute, memory)  # a kernel streams its operands under its arithmetic
             comm = bw + lat
             if op.result.id in partner:
                 seconds = 0.0  # accounted under its einsum
             elif op.result.id in hidden:
-                seconds = max(local, hidden[op.result.id])
+                # A looped CollectiveEinsum: the matmul runs in one chunk per ring step, each chunk a
+                # step of its own with the fixed per-op cost; where that costs more than running the
+                # collectives after the matmul, the compiler does not loop.
+                looped = max(local, hidden[op.result.id]) + chunks[op.result.id] * self.chip.calibration.op_overhead
+                seconds = min(looped, local + hidden[op.result.id])
             else:
                 seconds = local + comm
+            if op.kind not in _VIEWS:
+                seconds += self.chip.calibration.op_overhead  # a launch, even for an overlapped collective
             self._bucket(op, compute, memory, comm, buckets, count)
             flops, _ = op_flops(op, self.sizes, self.mesh)
             out.append(OpTime(op.result.name or "", op.kind.value, op.loc.line, count, seconds * count,
@@ -222,14 +277,12 @@ class _Model:
                 count: int) -> None:
         """Attribute an op's time to compute, weight loading, KV cache, activations or communication.
 
-        In the roofline an op counts wholly as what bounds it (compute, else the
-        bytes it moves); in the estimate compute and memory time both count.
+        An op counts wholly as what bounds it: compute, else the bytes it moves.
         """
         buckets["communication"] = buckets.get("communication", 0.0) + comm * count
-        if compute and (compute >= memory or not self.roofline):
+        if compute and compute >= memory:
             buckets["compute"] = buckets.get("compute", 0.0) + compute * count
-            if self.roofline:
-                return
+            return
         if not memory:
             return
         moved: dict[str, float] = {"activations": float(local_bytes(op.result, self.sizes, self.mesh))}
@@ -242,8 +295,13 @@ class _Model:
             buckets[key] = buckets.get(key, 0.0) + memory * count * nbytes / total
 
     def _overlap_partners(self, ops: list[Op]) -> dict[int, int]:
-        """Collective id -> the einsum it runs under: the one it feeds, else the one it follows."""
+        """Collective id -> the einsum it runs under: the one it feeds, else the one it follows.
+
+        "Follows" looks through elementwise ops (such as the parallel block's ``o + f``, which
+        the compiler fuses into the reduce-scatter's loop) back to the latest einsum.
+        """
         defs = {op.result.id: op for op in ops}
+        order = {op.result.id: i for i, op in enumerate(ops)}
         partner: dict[int, int] = {}
         for op in ops:
             if op.kind is not OpKind.EINSUM:
@@ -252,37 +310,58 @@ class _Model:
                 src = defs.get(v.id)
                 if src is not None and src.kind.is_collective:
                     partner.setdefault(src.result.id, op.result.id)
+
         for op in ops:
             if op.kind.is_collective and op.result.id not in partner:
-                src = defs.get(op.inputs[0].id)
-                if src is not None and src.kind is OpKind.EINSUM:  # reduce-scatters of its result
+                src = _producing_einsum(op.inputs[0].id, defs, order, 2)  # reduce-scatters of its result
+                if src is not None:
                     partner[op.result.id] = src.result.id
         return partner
 
 
-def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "paper",
-             overlap: bool = False, gather_chunks: int | None = None) -> CostReport:
+def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None = None,
+             overlap: bool = False, real_sizes: Mapping[str, int] | None = None,
+             gather_chunks: int | None = None) -> CostReport:
     """Cost one run of the sharded program ``sg`` (a decode step, or a whole prefill).
 
     ``chip``: a built-in profile name, a profile TOML path or a :class:`ChipProfile`
-    (default tpu-v4); ``comm``: ``paper`` or ``torus`` (:mod:`shardc.hardware.comm`);
-    ``overlap``: collectives run under the einsums they feed or follow;
-    ``gather_chunks``: chunks a weight-gathered matmul streams its gathered operand in, for peak
-    memory (default one per chip of the gather; :mod:`shardc.cost.memory`).
+    (default tpu-v4); ``comm``: ``paper`` or ``torus`` (:mod:`shardc.hardware.comm`), by
+    default the model the profile's terms were fitted in; in any other model the
+    calibrated estimate is not computed (terms fitted in one model do not carry over) and
+    the report gives the bound alone.  ``overlap``: collectives run under the einsums they
+    feed or follow.  ``real_sizes``: when ``sg`` pads some dims (``shardc cost --pad H=64``),
+    their real sizes (``{"H": 48}``): the padded program is timed, but parameters and MFU
+    count the real sizes, and the report says what the padding costs.  ``gather_chunks``:
+    chunks a weight-gathered matmul streams its gathered operand in, for peak memory
+    (default one per chip of the gather; :mod:`shardc.cost.memory`).
     """
     verify_sharded(sg)
     profile = load_profile(chip)
+    comm = comm if comm is not None else profile.default_comm
     try:
         mode = CommMode(comm)
     except ValueError:
         raise ShardcError(f"unknown --comm mode '{comm}'; choose {' or '.join(COMM_CHOICES)}") from None
-    latency, ops, buckets = _run(sg, profile, mode, overlap, roofline=False)
-    bound, _, bound_buckets = _run(sg, profile.uncalibrated(), mode, overlap, roofline=True)
     assert sg.mesh is not None
     sizes = sg.sizes
+    padding = _padding(sizes, real_sizes)
+    cal = profile.calibration
+    calibrated = cal.is_zero() or mode.value == cal.comm  # terms apply only in the model they were fitted in
+    bound, _, bound_buckets = _run(sg, profile.uncalibrated(), mode, overlap)
+    if calibrated:
+        latency, ops, buckets = _run(sg, profile, mode, overlap)
+        estimate_model = (f"{profile.name} calibration fitted in --comm {mode.value}" if not cal.is_zero()
+                          else f"{profile.name} has no fitted terms: the bound's model, per op, with no overlap "
+                               "gained from collectives beyond --overlap")
+    else:
+        latency, ops, buckets = _run(sg, profile.uncalibrated(), mode, overlap)
+        latency = bound
+        estimate_model = (f"none: {profile.name}'s terms were fitted in --comm {cal.comm}, not --comm "
+                          f"{mode.value}; the bound alone")
     chips = sg.mesh.num_chips
     tokens = sizes.get("B", 1) * sizes.get("L", 1)
-    params = _param_count(sg)
+    padded_params = _param_count(sg)
+    params = _param_count(sg, {**sizes, **{d: real for d, (real, _) in padding.items()}})
     weights, caches = resident_bytes(sg)
     peak = memory_peak(sg, gather_chunks)
     activations = peak.bytes
@@ -294,10 +373,6 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
         if t.comm_s:
             key = t.kind if t.kind in {k.value for k in OpKind if k.is_collective} else f"{t.kind} statistics"
             by_collective[key] = by_collective.get(key, 0.0) + t.comm_s
-    total_layers = sum(r.count for r in sg.repeats)
-    latency += profile.calibration.layer_overhead * total_layers
-    if total_layers and profile.calibration.layer_overhead:
-        by_kind["layer overhead"] = profile.calibration.layer_overhead * total_layers
     per_token = latency / max(sizes.get("L", 1), 1)
     useful = 2.0 * params * tokens
     return CostReport(
@@ -313,13 +388,28 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str = "pape
         bound=max(bound_buckets, key=lambda k: bound_buckets[k]) if bound_buckets else "compute", params=params,
         breakdown_by_kind=by_kind, breakdown_by_collective=by_collective, buckets=buckets,
         bound_buckets=bound_buckets,
-        calibration={**profile.calibration.terms(), "comm": profile.calibration.comm or None},
+        calibration={**cal.terms(), "matmul_tile": cal.matmul_tile, "comm": cal.comm or None},
+        calibrated=calibrated, bound_model=f"roofline (no fitted terms), --comm {mode.value}",
+        estimate_model=estimate_model, padding={d: list(v) for d, v in padding.items()},
+        padded_params=padded_params,
         ops=tuple(ops), memory_peak=peak)
 
 
-def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool,
-         roofline: bool) -> tuple[float, list[OpTime], dict[str, float]]:
-    model = _Model(sg, chip, mode, overlap, roofline)
+def _padding(sizes: Mapping[str, int], real_sizes: Mapping[str, int] | None) -> dict[str, tuple[int, int]]:
+    """dim -> (real size, padded size) for the dims ``real_sizes`` names."""
+    out: dict[str, tuple[int, int]] = {}
+    for dim, real in (real_sizes or {}).items():
+        if dim not in sizes:
+            raise ShardcError(f"padding {dim}: the program has no dim {dim}")
+        if not 0 < real <= sizes[dim]:
+            raise ShardcError(f"padding {dim}: the real size {real} must be between 1 and the padded {sizes[dim]}")
+        if real != sizes[dim]:
+            out[dim] = (real, sizes[dim])
+    return out
+
+
+def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> tuple[float, list[OpTime], dict[str, float]]:
+    model = _Model(sg, chip, mode, overlap)
     ops: list[OpTime] = []
     buckets: dict[str, float] = {}
     total = model.block(sg.body.stmts, 1, ops, buckets)
@@ -328,9 +418,10 @@ def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool,
     return total, ops, buckets
 
 
-def _param_count(g: Graph) -> int:
+def _param_count(g: Graph, sizes: Mapping[str, int] | None = None) -> int:
+    """Elements of every param (per layer of a repeat), with ``sizes`` (default the program's)."""
     total = 0
-    sizes = g.sizes
+    sizes = sizes if sizes is not None else g.sizes
     for d, rep in g.decls():
         if d.kind is DeclKind.PARAM:
             total += math.prod(sizes[x] for x in d.value.dims) * (rep.count if rep else 1)

@@ -5,7 +5,7 @@ per chip of the larger side (all-gather: its output, reduce-scatter,
 all-reduce and all-to-all: their input); ``B`` the chip's interconnect
 bandwidth for the group.
 
-``paper`` mode (the paper's §3.1, the default, for reproducing the paper)::
+``paper`` mode (the paper's §3.1 analytic formulas)::
 
     all-gather = reduce-scatter = D / B      B = links x link bandwidth (TPU v4: 270 GB/s)
     all-reduce = 2 D / B                     (the paper drops the (K-1)/K factor)
@@ -20,7 +20,8 @@ bandwidth for the group.
         on a torus; the whole switch bandwidth on a switched node
 
 Both modes add a latency term ``alpha * (ring steps)`` with
-``alpha = calibration.collective_latency`` (zero in the bound).  On a torus a
+``alpha = calibration.hop_latency`` (zero in the bound), so every collective of the
+calibrated estimate costs at least its hop latency times its ring steps.  On a torus a
 collective over several axes runs one ring per axis, one after another, so it
 takes ``sum(k_a - 1)`` steps over the axes it spans (a 4x4x4 group: 9, not
 63); on a switched node it is one ring of ``K - 1`` steps.  An all-reduce
@@ -96,7 +97,7 @@ def collective_time(kind: OpKind, axes: tuple[str, ...], larger_side_bytes: floa
     seconds = _FACTOR[kind] * larger_side_bytes / group_bandwidth(axes, mesh, chip, mode)
     if mode is CommMode.TORUS:
         seconds *= (k - 1) / k
-    step = chip.calibration.collective_latency
+    step = chip.calibration.hop_latency
     if spans_nodes(axes, mesh, chip):
         step += chip.internode_latency
     return seconds, ring_steps(kind, axes, mesh, chip) * step

@@ -4,7 +4,8 @@ Profiles are data, kept as TOML files: the built-in ones live in
 ``shardc/profiles/`` (``tpu-v4``, the default, and ``h100-nvlink``), and users
 pass their own with ``--chip-file profile.toml`` (read with the standard
 library's :mod:`tomllib`).  A profile has the raw hardware numbers and, in a
-``[calibration]`` table, the overhead terms fitted to measurements
+``[calibration]`` table, the terms fitted to measurements and the communication model they were
+fitted in
 (``benchmarks/calibrate.py`` fits tpu-v4's to the paper's Table 2); the cost
 model's *bound* never uses the calibration.
 """
@@ -31,21 +32,29 @@ class Topology(enum.Enum):
 
 @dataclass(frozen=True)
 class Calibration:
-    """Overhead terms on top of the additive estimate (the roofline bound never uses them)."""
+    """Terms of the calibrated estimate, one per named mechanism (the roofline bound never uses them).
 
-    matmul_half_size: float = 0.0  # efficiency of a local matmul with smallest side m: m / (m + this)
-    collective_latency: float = 0.0  # seconds per ring step of a collective
-    layer_overhead: float = 0.0  # seconds per layer of a repeat
-    # The --comm mode the terms were fitted with ("" if not recorded): a note for readers, not a term.
-    comm: str = ""
+    ``matmul_tile`` is a fixed hardware shape (the matrix unit's systolic tile), not a fitted
+    term; the other three are fitted (``benchmarks/calibrate.py``).  ``comm`` is the
+    communication model the terms were fitted in: the default ``--comm`` of the profile, and
+    the only model the terms are applied in.
+    """
+
+    hop_latency: float = 0.0  # seconds per ring step of a collective (one ICI hop)
+    op_overhead: float = 0.0  # seconds per executed op (a kernel launch; views excepted)
+    mxu_fill: float = 0.0  # rows of pipeline fill per pass of a weight tile: efficiency m / (m + this)
+    peak_fraction: float = 1.0  # fraction of peak a large, tile-aligned matmul sustains
+    matmul_tile: int = 0  # side of the systolic tile (TPU v4: 128); 0: no tile padding
+    comm: str = ""  # the communication model the terms were fitted in ("" if none)
 
     def is_zero(self) -> bool:
-        return (self.matmul_half_size, self.collective_latency, self.layer_overhead) == (0.0, 0.0, 0.0)
+        return (self.hop_latency, self.op_overhead, self.mxu_fill, self.peak_fraction,
+                self.matmul_tile) == (0.0, 0.0, 0.0, 1.0, 0)
 
     def terms(self) -> dict[str, float]:
-        """The three fitted terms by name."""
-        return {"matmul_half_size": self.matmul_half_size, "collective_latency": self.collective_latency,
-                "layer_overhead": self.layer_overhead}
+        """The fitted terms by name (not the tile, a hardware shape)."""
+        return {"hop_latency": self.hop_latency, "op_overhead": self.op_overhead,
+                "mxu_fill": self.mxu_fill, "peak_fraction": self.peak_fraction}
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,11 @@ class ChipProfile:
     def axis_bandwidth(self) -> float:
         """Bytes/s of one torus axis: a bidirectional ring, two links (TPU v4: 90 GB/s)."""
         return 2 * self.link_bandwidth
+
+    @property
+    def default_comm(self) -> str:
+        """The communication model the profile's terms were fitted in (``paper`` if it has none)."""
+        return self.calibration.comm or "paper"
 
     def uncalibrated(self) -> "ChipProfile":
         """This profile without its fitted overheads (what the bound is computed with)."""
@@ -153,18 +167,7 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
     except ValueError:
         raise ShardcError(f"{where}: topology must be 'torus' or 'switched', got {data.get('topology')!r}") from None
     node_size, internode_bandwidth, internode_latency = _node_fields(data, topology, where)
-    known = {f.name for f in fields(Calibration)}
-    table = data.get("calibration", {})
-    unknown = set(table) - known
-    if unknown:
-        raise ShardcError(f"{where}: unknown calibration term(s) {', '.join(sorted(unknown))}; "
-                          f"expected {', '.join(sorted(known))}")
-    comm = table.get("comm", "")
-    if comm not in ("", "paper", "torus"):  # the mode the terms were fitted with (a note, not a term)
-        raise ShardcError(f"{where}: calibration 'comm' must be 'paper' or 'torus', got {comm!r}")
-    for key, value in table.items():
-        if key != "comm" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise ShardcError(f"{where}: calibration '{key}' must be a number >= 0, got {value!r}")
+    calibration = _calibration(data.get("calibration", {}), where)
     return ChipProfile(
         name=str(data.get("name", Path(where).stem)),
         description=str(data.get("description", "")),
@@ -177,5 +180,30 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         node_size=node_size,
         internode_bandwidth=internode_bandwidth,
         internode_latency=internode_latency,
-        calibration=Calibration(**{k: float(v) for k, v in table.items() if k != "comm"}, comm=comm),
+        calibration=calibration,
     )
+
+
+def _calibration(table: dict, where: str) -> Calibration:
+    """The ``[calibration]`` table, checked: known terms, numbers >= 0, and the model they were fitted in."""
+    known = {f.name for f in fields(Calibration)}
+    unknown = set(table) - known
+    if unknown:
+        raise ShardcError(f"{where}: unknown calibration term(s) {', '.join(sorted(unknown))}; "
+                          f"expected {', '.join(sorted(known))}")
+    comm = table.get("comm", "")
+    if comm not in ("", "paper", "torus"):  # the model the terms were fitted in
+        raise ShardcError(f"{where}: calibration 'comm' must be 'paper' or 'torus', got {comm!r}")
+    for key, value in table.items():
+        if key != "comm" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            raise ShardcError(f"{where}: calibration '{key}' must be a number >= 0, got {value!r}")
+    if not 0 < float(table.get("peak_fraction", 1.0)) <= 1:
+        raise ShardcError(f"{where}: calibration 'peak_fraction' must be in (0, 1], got {table['peak_fraction']!r}")
+    if "matmul_tile" in table and float(table["matmul_tile"]) != int(table["matmul_tile"]):
+        raise ShardcError(f"{where}: calibration 'matmul_tile' must be a whole number, got {table['matmul_tile']!r}")
+    values = {k: (int(v) if k == "matmul_tile" else float(v)) for k, v in table.items() if k != "comm"}
+    cal = Calibration(**values, comm=comm)  # type: ignore[arg-type]
+    if not cal.is_zero() and not comm:
+        raise ShardcError(f"{where}: calibration terms need 'comm', the model ('paper' or 'torus') they were "
+                          "fitted in")
+    return cal
