@@ -640,3 +640,11 @@ def test_node_fields_are_checked(tmp_path: Path) -> None:
             profile_from_dict({**base, **bad})
     with pytest.raises(ShardcError, match="not a torus"):
         profile_from_dict({**base, "topology": "torus", "node_size": 4, "internode_bandwidth": 1e9})
+
+
+def test_kv_budget_needs_max_context(capsys: pytest.CaptureFixture[str]) -> None:
+    """A budget with nothing to budget was silently ignored."""
+    assert main(["cost", str(PALM_DECODE), "--kv-budget", "20"]) == 2
+    assert "give --max-context too" in capsys.readouterr().err
+    assert main(["cost", str(PALM_DECODE), "--kv-budget", "nan", "--max-context"]) == 2
+    assert main(["cost", str(PALM_DECODE), "--kv-budget", "20", "--max-context"]) == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -49,8 +50,9 @@ def _cost_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-context", action="store_true",
                         help="also print the longest context whose KV cache fits in --kv-budget of HBM, "
                              "at the program's batch")
-    parser.add_argument("--kv-budget", type=float, default=DEFAULT_KV_BUDGET, metavar="PCT",
-                        help=f"percent of HBM per chip for the KV cache (default {DEFAULT_KV_BUDGET:g})")
+    parser.add_argument("--kv-budget", type=float, default=None, metavar="PCT",
+                        help=f"with --max-context: percent of HBM per chip for the KV cache "
+                             f"(default {DEFAULT_KV_BUDGET:g})")
 
 
 def chip_profile(args: argparse.Namespace) -> ChipProfile:
@@ -105,7 +107,11 @@ def _padded(g: Graph, text: str, args: argparse.Namespace) -> tuple[Graph, dict[
 
 def cmd_cost(args: argparse.Namespace) -> int:
     """Shard FILE (unless already sharded) and print what one run of it costs."""
-    if not 0 < args.kv_budget <= 100:
+    if args.kv_budget is not None and not args.max_context:
+        raise ShardcError("--kv-budget sets the KV-cache budget of --max-context; give --max-context too")
+    if args.kv_budget is None:
+        args.kv_budget = DEFAULT_KV_BUDGET
+    if not (math.isfinite(args.kv_budget) and 0 < args.kv_budget <= 100):
         raise ShardcError(f"--kv-budget {args.kv_budget:g}: a percentage of HBM in (0, 100]")
     profile = chip_profile(args)
     g, text = load_graph(args)
