@@ -18,11 +18,13 @@ Only what works is exported.
 """
 import importlib.metadata
 
-from shardc.cost.model import estimate
+from shardc.cost.memory import max_context
+from shardc.cost.model import CostReport, estimate
 from shardc.errors import ShardcError
-from shardc.execute.emulate import Emulation, emulate
+from shardc.execute.emulate import Counters, Emulation, emulate
 from shardc.execute.reference import reference
-from shardc.execute.verification import VerifyReport, shrink, verify
+from shardc.execute.verification import Mismatch, VerifyReport, shrink, verify
+from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import DType, Graph, OpKind, TensorType, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
@@ -31,7 +33,7 @@ from shardc.language.lower import load, parse
 from shardc.language.printer import format_graph as format
 from shardc.sharding.presets import FFN, PRESETS, Attention, Preset, Role, Strategy, bind, default_roles
 from shardc.sharding.shard import shard, shard_program
-from shardc.sharding.sharded import ShardResult, verify_sharded
+from shardc.sharding.sharded import CollectiveRecord, ShardResult, verify_sharded
 
 __all__ = [
     "DType",
@@ -66,5 +68,13 @@ __all__ = [
     "ShardResult",
     "verify_sharded",
     "summarize",
+    # the objects the results above refer to, for tools that keep or inspect them
+    "ChipProfile",
+    "CollectiveRecord",
+    "CostReport",
+    "Counters",
+    "Mismatch",
+    "load_profile",
+    "max_context",
 ]
 __version__ = importlib.metadata.version("shardc")  # one version: pyproject.toml's

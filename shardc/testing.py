@@ -37,7 +37,11 @@ import string
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ImportError as err:  # the strategies are Hypothesis strategies: say how to get it
+    raise ImportError("shardc.testing needs Hypothesis: pip install 'shardc[test]' (or pip install hypothesis)"
+                      ) from err
 
 from shardc.ir.graph import BINARY, DType, Graph, OpKind
 from shardc.ir.layout import Layout

@@ -55,3 +55,4 @@ def test_check_warns_with_location(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["check", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [(w["line"], w["col"]) for w in data["warnings"]] == [(5, 1), (7, 1)]
+
