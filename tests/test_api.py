@@ -36,3 +36,29 @@ def test_testing_without_hypothesis_says_how_to_install_it() -> None:
             "try:\n    import shardc.testing\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "pip install 'shardc[test]'" in out
+
+
+def test_user_arrays_by_name_reach_reference_emulate_and_verify() -> None:
+    import numpy as np
+    import pytest
+
+    g = shardc.load("examples/tiny_ffn.model")
+    sizes = g.sizes
+    x = np.random.default_rng(1).standard_normal([sizes[d] for d in "BLE"])
+    ref = shardc.reference(g, inputs={"x": x})
+    assert not np.allclose(ref["x"], shardc.reference(g)["x"])  # the user's x was used, not the seeded one
+    sg = shardc.shard(g)
+    run = shardc.emulate(sg, inputs={"x": x})
+    np.testing.assert_allclose(run.outputs["x"], ref["x"], rtol=1e-5, atol=1e-5)
+    assert shardc.verify(sg, inputs={"x": x}, source=g).passed
+    # A param of the repeat has one array per layer: a leading axis of the repeat's count.
+    repeat = g.repeats[0]
+    win = next(d for d in repeat.body if getattr(d, "value", None) is not None and d.value.name == "win")
+    stacked = np.zeros((repeat.count,) + tuple(sizes[d] for d in win.value.dims))
+    assert shardc.verify(sg, inputs={"x": x, "win": stacked}).passed
+    with pytest.raises(shardc.ShardcError, match=r"needs shape \[2, .*one .* per layer"):
+        shardc.reference(g, inputs={"win": stacked[0]})
+    with pytest.raises(shardc.ShardcError, match="'nope' is not an input, param or cache"):
+        shardc.reference(g, inputs={"nope": x})
+    with pytest.raises(shardc.ShardcError, match="real numbers"):
+        shardc.reference(g, inputs={"x": np.full(x.shape, "a")})

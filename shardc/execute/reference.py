@@ -30,6 +30,7 @@ import zlib
 from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from shardc.errors import ShardcError
 from shardc.ir.graph import (
@@ -143,24 +144,57 @@ def draw(decl: Decl, *, seed: int, repeat_index: int | None, layer: int,
     return values.astype(np_dtype, copy=False)
 
 
-class SeededData:
-    """The seeded inputs, params and caches of one graph (what both executors read).
+Inputs = Mapping[str, npt.ArrayLike]  # arrays of the user's own, by declaration name
 
-    ``SeededData(g, seed, dtype)(decl, repeat_index, layer)`` is
-    :func:`draw` with the graph's sizes and fan-ins filled in.
+
+class SeededData:
+    """The inputs, params and caches of one graph (what both executors read).
+
+    ``SeededData(g, seed, dtype, inputs)(decl, repeat_index, layer)`` is the user's array for a
+    declaration named in ``inputs``, else :func:`draw` with the graph's sizes and fan-ins filled
+    in.  A user's array has the declaration's dims in order at the graph's sizes; one declared
+    inside a ``repeat`` has a leading axis with one entry per layer.  The values are those the
+    computation sees (an int8 param's dequantised values), cast to the compute dtype.
     """
 
-    def __init__(self, g: Graph, seed: int = 0, dtype: str = "f32") -> None:
-        _np_dtype(dtype)
+    def __init__(self, g: Graph, seed: int = 0, dtype: str = "f32", inputs: Inputs | None = None) -> None:
+        np_dtype = _np_dtype(dtype)
         seed_key(seed, None, 0, "")  # validates the seed
         self.seed = seed
         self.dtype = dtype
         self.sizes = g.sizes
         self.fan_ins = fan_ins(g)
+        self.given = _check_inputs(g, inputs or {}, np_dtype)
 
     def __call__(self, decl: Decl, repeat_index: int | None, layer: int) -> np.ndarray:
+        given = self.given.get(decl.value.name or "")
+        if given is not None:
+            return given[layer] if repeat_index is not None else given
         return draw(decl, seed=self.seed, repeat_index=repeat_index, layer=layer, sizes=self.sizes,
                     fan_in=self.fan_ins.get(decl.value.id), dtype=self.dtype)
+
+
+def _check_inputs(g: Graph, inputs: Inputs, np_dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The user's arrays by declaration name, checked against the declared dims and sizes."""
+    decls = {d.value.name: (d, rep) for d, rep in g.decls()}
+    checked: dict[str, np.ndarray] = {}
+    for name, value in inputs.items():
+        if name not in decls:
+            known = ", ".join(sorted(n for n in decls if n))
+            raise ShardcError(f"inputs: '{name}' is not an input, param or cache of {g.name}; "
+                              f"they are {known}")
+        decl, rep = decls[name]
+        array = np.asarray(value)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ShardcError(f"inputs: '{name}' must hold real numbers, not {array.dtype}")
+        shape = tuple(g.sizes[d] for d in decl.value.dims)
+        layers = () if rep is None else (rep.count,)
+        if array.shape != layers + shape:
+            per_layer = f" (one {list(shape)} per layer of the repeat)" if rep is not None else ""
+            raise ShardcError(f"inputs: '{name}' is declared {decl.kind} {name} : {decl.value.type}, so it needs "
+                              f"shape {list(layers + shape)}{per_layer}; got {list(array.shape)}")
+        checked[name] = array.astype(np_dtype, copy=False)
+    return checked
 
 
 # --- op implementations ----------------------------------------------------------------
@@ -425,7 +459,8 @@ def _run_layer(rep: Repeat, index: int, layer: int, scope: dict[int, np.ndarray]
 
 
 def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
-              max_bytes: int = DEFAULT_MAX_BYTES, trace: Trace | None = None) -> dict[str, np.ndarray]:
+              max_bytes: int = DEFAULT_MAX_BYTES, trace: Trace | None = None,
+              inputs: Inputs | None = None) -> dict[str, np.ndarray]:
     """Run ``g`` in plain NumPy on the seeded data of :class:`SeededData`; return its outputs.
 
     Returns ``{output name: array}``.  A top-level output is the array with its
@@ -437,13 +472,15 @@ def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = 
     identity on global values).  Raises :class:`ShardcError` when the run would
     need more than ``max_bytes`` (checked before any allocation).  ``trace``, if
     given, is called with every op, its layer (0 at top level) and its result.
+    ``inputs`` gives arrays of one's own by declaration name (see :class:`SeededData`);
+    the others are drawn from the seed.
     """
     _np_dtype(dtype)
     seed_key(seed, None, 0, "")
     if layers is not None and (not isinstance(layers, int) or layers < 0):
         raise ShardcError(f"layers must be a non-negative integer or None, not {layers!r}")
     _check_memory(g, dtype, layers, max_bytes)
-    data = SeededData(g, seed, dtype)
+    data = SeededData(g, seed, dtype, inputs)
     env: dict[int, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
     repeat_index = 0

@@ -29,7 +29,7 @@ import numpy as np
 from shardc.errors import ShardcError
 from shardc.execute import chips
 from shardc.execute.emulate import Counters, ReplicaError, emulate, emulation_footprint
-from shardc.execute.reference import DEFAULT_MAX_BYTES, _np_dtype, reference, reference_footprint
+from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, _np_dtype, reference, reference_footprint
 from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs, Value
 from shardc.ir.transforms import with_sizes
 from shardc.sharding.sharded import verify_sharded
@@ -98,8 +98,12 @@ def compare(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
 
 def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
            tolerance: float | None = None, source: Graph | None = None,
-           max_bytes: int = DEFAULT_MAX_BYTES) -> VerifyReport:
-    """Emulate ``sg`` and compare every value and output with the reference run."""
+           max_bytes: int = DEFAULT_MAX_BYTES, inputs: Inputs | None = None) -> VerifyReport:
+    """Emulate ``sg`` and compare every value and output with the reference run.
+
+    ``source``: the unsharded program ``sg`` came from, whose outputs the emulated ones must also
+    equal.  ``inputs``: arrays of one's own by declaration name (the rest drawn from ``seed``).
+    """
     tol = DEFAULT_TOLERANCE.get(dtype, 1e-4) if tolerance is None else tolerance
     verify_sharded(sg)
     want: dict[tuple[int, int], np.ndarray] = {}
@@ -108,9 +112,9 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = No
         want[(op.result.id, layer)] = array
 
     _check_memory(sg, source, dtype, layers, max_bytes)
-    expected = reference(sg, seed, dtype, layers, max_bytes=max_bytes, trace=record)
+    expected = reference(sg, seed, dtype, layers, max_bytes=max_bytes, trace=record, inputs=inputs)
     if source is not None:
-        expected = reference(source, seed, dtype, layers, max_bytes=max_bytes)
+        expected = reference(source, seed, dtype, layers, max_bytes=max_bytes, inputs=inputs)
     first: list[Mismatch] = []
     worst = [0.0, 0.0]
     mesh = sg.mesh
@@ -128,7 +132,7 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = No
                 f"reference: max abs error {abs_err:.3g}, relative {rel_err:.3g} > tolerance {tol:g}"))
 
     try:
-        run = emulate(sg, seed, dtype, layers, max_bytes=max_bytes, on_value=check)
+        run = emulate(sg, seed, dtype, layers, max_bytes=max_bytes, on_value=check, inputs=inputs)
     except ReplicaError as err:
         mismatch = Mismatch("", "", 0, 0, math.inf, math.inf, err.message)
         return VerifyReport(False, math.inf, math.inf, first[0] if first else mismatch, mesh.num_chips, None,
