@@ -62,3 +62,20 @@ def test_user_arrays_by_name_reach_reference_emulate_and_verify() -> None:
         shardc.reference(g, inputs={"nope": x})
     with pytest.raises(shardc.ShardcError, match="real numbers"):
         shardc.reference(g, inputs={"x": np.full(x.shape, "a")})
+
+
+def test_an_internal_error_names_the_statement(monkeypatch) -> None:
+    """A failure inside an op implementation (a bug) says which statement was running."""
+    import pytest
+
+    from shardc.execute import local_ops
+    from shardc.ir.graph import OpKind
+
+    def broken(*args: object) -> object:
+        raise ValueError("operands could not be broadcast")
+
+    monkeypatch.setitem(local_ops.LOCAL_IMPLS, OpKind.GELU, broken)
+    sg = shardc.shard(shardc.load("examples/tiny_ffn.model"))
+    with pytest.raises(ValueError) as info:
+        shardc.emulate(sg)
+    assert any("while emulating" in n and "gelu" in n and "line" in n for n in info.value.__notes__)

@@ -31,7 +31,7 @@ import numpy as np
 from shardc.errors import ShardcError
 from shardc.execute import chips
 from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
-from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype
+from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, where
 from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
@@ -166,7 +166,11 @@ def _compute(ctx: _Ctx, op: Op, args: list[np.ndarray | float]) -> np.ndarray:
 
 def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
-    result = _compute(ctx, op, args).astype(ctx.dtype, copy=False)
+    try:
+        result = _compute(ctx, op, args).astype(ctx.dtype, copy=False)
+    except Exception as err:  # a bug here: say which statement it was running
+        err.add_note(f"shardc: while emulating {where(op)}")
+        raise
     flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
     hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
     ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)

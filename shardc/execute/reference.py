@@ -411,7 +411,17 @@ def _check_memory(g: Graph, dtype: str, layers: int | None, max_bytes: int) -> N
 # --- the executor -------------------------------------------------------------------------
 def _run_op(op: Op, env: Mapping[int, np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
-    return IMPLS[op.kind](op, args, sizes)
+    try:
+        return IMPLS[op.kind](op, args, sizes)
+    except Exception as err:  # a bug here: say which statement it was running
+        err.add_note(f"shardc: while running {where(op)} in the reference")
+        raise
+
+
+def where(op: Op) -> str:
+    """``'h' = einsum (line 12)``: an op as a user finds it in the program."""
+    name = f"'{op.result.name}'" if op.result.name else "a temporary"
+    return f"{name} = {op.kind} (line {op.loc.line})" if op.loc.line else f"{name} = {op.kind}"
 
 
 def _add_output(outputs: dict[str, np.ndarray], name: str | None, array: np.ndarray) -> None:
