@@ -20,15 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_FFN = ROOT / "examples" / "tiny_ffn.model"
 
 
-def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
+def write_while_reading(fifo: Path, target: Path, text: str) -> list[str]:
+    """``write_atomically(target, text)`` while another thread reads ``fifo``; what it read."""
     got: list[str] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
     reader.start()
-    write_atomically(fifo, "model m\n")
+    write_atomically(target, text)
     reader.join(timeout=10)
-    assert got == ["model m\n"]
+    return got
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert write_while_reading(fifo, fifo, "model m\n") == ["model m\n"]
     assert fifo.is_fifo()  # still the FIFO, not a regular file put in its place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary left behind
 
@@ -38,12 +43,8 @@ def test_a_symlink_to_a_fifo_is_written_through(tmp_path: Path) -> None:
     fifo, link = tmp_path / "pipe", tmp_path / "stdout"
     os.mkfifo(fifo)
     link.symlink_to(fifo)
-    got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
-    reader.start()
-    write_atomically(link, "model m\n")
-    reader.join(timeout=10)
-    assert got == ["model m\n"] and link.is_symlink() and fifo.is_fifo()
+    assert write_while_reading(fifo, link, "model m\n") == ["model m\n"]
+    assert link.is_symlink() and fifo.is_fifo()
 
 
 def test_a_regular_file_is_replaced_keeping_its_mode(tmp_path: Path) -> None:
