@@ -8,6 +8,7 @@ The public API (stable; see docs/api.md)::
     ref = shardc.reference(g, seed=0)                     # unsharded NumPy run
     sg = shardc.shard(g, "4x4x4", ffn="2d-ws", attention="batch")  # sharded Graph
     rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
+    prog = shardc.export_jax(shardc.shrink(sg))           # a standalone jax.shard_map program (text)
 
     # the paper's presets are data in role letters (x, y, z); bind one to a mesh,
     # choosing which mesh axis plays which role, or build a Preset of one's own
@@ -23,6 +24,7 @@ from shardc.errors import ShardcError
 from shardc.execute.emulate import Emulation, emulate
 from shardc.execute.reference import reference
 from shardc.execute.verification import VerifyReport, shrink, verify
+from shardc.export import export_jax
 from shardc.ir.graph import DType, Graph, OpKind, TensorType, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
@@ -66,5 +68,6 @@ __all__ = [
     "ShardResult",
     "verify_sharded",
     "summarize",
+    "export_jax",
 ]
 __version__ = importlib.metadata.version("shardc")  # one version: pyproject.toml's
