@@ -105,10 +105,15 @@ def _gain(normed, gain, axis):
 
 
 def layernorm(a, gain, axis, n, axes):
-    """Per-row sums of a and a*a on this block, one fused psum over `axes` (the dim's split), then the norm."""
-    stats = jnp.stack([a.sum(axis, keepdims=True), (a * a).sum(axis, keepdims=True)])
-    if axes:
-        stats = lax.psum(stats, axes)
+    """Over a split dim: per-row sums of a and a*a on this block, one fused psum over `axes`.
+
+    Over a whole dim: the centred two-pass variance, as shardc's reference computes it.
+    """
+    if not axes:
+        centered = a - a.mean(axis, keepdims=True)
+        var = (centered * centered).mean(axis, keepdims=True)
+        return _gain(centered / jnp.sqrt(var + EPS), gain, axis)
+    stats = lax.psum(jnp.stack([a.sum(axis, keepdims=True), (a * a).sum(axis, keepdims=True)]), axes)
     mean = stats[0] / n
     var = jnp.maximum(stats[1] / n - mean * mean, 0.0)
     return _gain((a - mean) / jnp.sqrt(var + EPS), gain, axis)
