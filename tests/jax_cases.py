@@ -100,7 +100,8 @@ def problems(results: list[dict]) -> list[str]:
         if r["error"]:
             out.append(f"{r['id']}: {r['error']}")
         elif r["mismatched"]:
-            out.append(f"{r['id']}: outputs {r['mismatched']} differ from emulate (max rel {r['max_rel']:.3g})")
+            out.append(f"{r['id']}: outputs {r['mismatched']} differ from {r['against']} "
+                       f"(max rel {r['max_rel']:.3g})")
         elif not r["counts_ok"]:
             out.append(f"{r['id']}: collectives {r['lowered']} in the lowered module, shardc has {r['expected']}")
         elif not r["bytes_ok"]:

@@ -99,6 +99,18 @@ def lowered_collectives(text: str) -> tuple[Counter, Counter]:
     return counts, sent
 
 
+def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| over the finite entries; inf if the non-finite entries differ."""
+    finite = np.isfinite(want)
+    if not np.array_equal(np.isfinite(got), finite) or not np.array_equal(got[~finite], want[~finite],
+                                                                          equal_nan=True):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    scale = float(np.max(np.abs(want[finite]))) or 1.0
+    return float(np.max(np.abs(got[finite].astype(np.float64) - want[finite]))) / scale
+
+
 def run_case(case: dict) -> dict:
     sg = shardc.parse(case["program"])
     text = export_jax(sg)
@@ -112,18 +124,19 @@ def run_case(case: dict) -> dict:
     module.jax.block_until_ready(result)
     seconds = time.perf_counter() - start
     got = {name: np.asarray(v) for name, v in zip(module.OUTPUTS, result)}
-    want = (shardc.emulate(sg).outputs if case["against"] == "emulate"
-            else shardc.reference(sg, dtype="f64"))
+    emulated = shardc.emulate(sg).outputs
+    want = emulated if case["against"] == "emulate" else shardc.reference(sg, dtype="f64")
     worst = 0.0
     mismatched = []
     for name, value in want.items():
-        finite = np.isfinite(value)
-        scale = float(np.max(np.abs(value[finite]))) if finite.any() else 0.0
-        # Non-finite entries (a fully masked softmax row, an overflow) must agree exactly.
-        if not np.allclose(got[name], value, rtol=1e-5, atol=1e-5 * (scale or 1.0), equal_nan=True):
+        err = _rel_error(got[name], value)
+        # Against the f64 reference, an f32 program is held to 1e-5 or to ten times the error of
+        # shardc's own f32 emulator on the same program, whichever is larger (random programs can
+        # be ill-conditioned: a division by a silu near 0).
+        bound = 1e-5 if case["against"] == "emulate" else max(1e-5, 10 * _rel_error(emulated[name], value))
+        if err > bound:
             mismatched.append(name)
-        if finite.any():
-            worst = max(worst, float(np.max(np.abs(got[name][finite] - value[finite]))) / (scale or 1.0))
+        worst = max(worst, err)
     lowered = program.lower(*args).as_text()
     exp_counts, exp_bytes = expected_collectives(sg)
     got_counts, got_bytes = lowered_collectives(lowered)
@@ -131,7 +144,8 @@ def run_case(case: dict) -> dict:
     # A shardc all_gather over several dims is priced as one; JAX's per-dim gathers are compared by count.
     bytes_ok = {k: abs(got_bytes[k] - exp_bytes[k]) <= 1e-6 * max(1.0, exp_bytes[k]) for k in kinds
                 if not (k == "all_gather" and exp_bytes.get("multi_dim_gathers"))}
-    return {"id": case["id"], "error": None, "max_rel": worst, "mismatched": mismatched, "seconds": seconds,
+    return {"id": case["id"], "error": None, "against": case["against"], "max_rel": worst,
+            "mismatched": mismatched, "seconds": seconds,
             "expected": dict(exp_counts), "lowered": dict(got_counts),
             "expected_bytes": dict(exp_bytes), "lowered_bytes": dict(got_bytes),
             # jax drops dead code: collectives are compared only where every op feeds an output
