@@ -8,6 +8,7 @@ The public API (stable; see docs/api.md)::
     ref = shardc.reference(g, seed=0)                     # unsharded NumPy run
     sg = shardc.shard(g, "4x4x4", ffn="2d-ws", attention="batch")  # sharded Graph
     rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
+    prog = shardc.export_jax(shardc.shrink(sg))           # a standalone jax.shard_map program (text)
 
     # the paper's presets are data in role letters (x, y, z); bind one to a mesh,
     # choosing which mesh axis plays which role, or build a Preset of one's own
@@ -24,6 +25,7 @@ from shardc.errors import ShardcError
 from shardc.execute.emulate import Counters, Emulation, emulate
 from shardc.execute.reference import reference
 from shardc.execute.verification import Mismatch, VerifyReport, shrink, verify
+from shardc.export import export_jax
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import DType, Graph, OpKind, TensorType, Value
 from shardc.ir.layout import Layout
@@ -68,6 +70,7 @@ __all__ = [
     "ShardResult",
     "verify_sharded",
     "summarize",
+    "export_jax",
     # the objects the results above refer to, for tools that keep or inspect them
     "ChipProfile",
     "CollectiveRecord",

@@ -17,7 +17,8 @@ needs
 4. its per-chip implementation in ``LOCAL_IMPLS`` (``shardc/execute/local_ops.py``);
 5. its sharding rule in ``RULES`` (``shardc/sharding/rules.py``) and its operand
    layouts in ``CANDIDATES`` (``shardc/sharding/candidates.py``);
-6. its cost row in ``COSTS`` (``shardc/sharding/counts.py``): ``ELEMENTWISE``;
+6. its cost row in ``COSTS`` (``shardc/sharding/counts.py``): ``ELEMENTWISE``, and its JAX
+   expression in ``JAX_OPS`` (``shardc/export/to_jax.py``);
 7. a word in the list of ops of ``README.md`` and a row in ``docs/language.md``
    ("Operations");
 8. grammar only if it is new syntax (a new infix symbol or precedence in
@@ -36,6 +37,7 @@ import pytest
 from shardc.errors import ShardcError
 from shardc.execute.local_ops import LOCAL_IMPLS
 from shardc.execute.reference import IMPLS
+from shardc.export.to_jax import JAX_OPS
 from shardc.ir.graph import Block, NoAttrs, Op, OpKind, OverAttrs
 from shardc.ir.ops import OP_DEFS, AttrsForm
 from shardc.ir.verifier import verify_graph
@@ -55,6 +57,7 @@ TABLES: dict[str, tuple[dict, frozenset[OpKind]]] = {
     "reference.IMPLS (NumPy on whole arrays)": (IMPLS, frozenset(OpKind)),
     "local_ops.LOCAL_IMPLS (NumPy on every chip)": (LOCAL_IMPLS, frozenset(OpKind)),
     "counts.COSTS (FLOPs and HBM bytes)": (COSTS, frozenset(OpKind)),
+    "to_jax.JAX_OPS (the JAX expression, for shardc export)": (JAX_OPS, frozenset(OpKind)),
     "testing.FUZZED (random-program generator)": (FUZZED, NON_COLLECTIVE),
 }
 

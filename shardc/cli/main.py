@@ -23,6 +23,7 @@ from typing import NoReturn, Sequence
 from shardc.cli.common import STDIN, Command, emit_json, load_graph, write_atomically
 from shardc.cli.compile import _compile_args, cmd_compile
 from shardc.cli.cost import _cost_args, cmd_cost
+from shardc.cli.export import _export_args, cmd_export
 from shardc.cli.verify import _verify_args, cmd_verify
 from shardc.errors import ShardcError, render_diagnostic
 from shardc.ir.dataflow import unused
@@ -130,6 +131,12 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc cost examples/tiny_layer.model --mesh 2x2x2 --chip h100-nvlink --overlap\n"
             "  shardc cost my.model --chip-file my_chip.toml",
             _cost_args, cmd_cost),
+    Command("export", "write the sharded program as a standalone JAX program (shard_map, the plan's "
+                      "mesh, layouts and collectives; --check compares it with shardc's reference)",
+            "shardc export examples/tiny_layer.model --mesh 2x2x2 --to jax -o tiny_layer_jax.py\n"
+            "  shardc export examples/tiny_ffn.model --mesh 2x4 --ffn 1d-ws --to jax\n"
+            "  shardc export examples/palm_540b_prefill.model --to jax --shrink -o palm.py",
+            _export_args, cmd_export),
 )
 
 
