@@ -43,6 +43,7 @@ from shardc.language import syntax_tree as ast
 from shardc.language.lower_exprs import _DIM_RE, ExprLowerer
 from shardc.language.parser import parse_module
 from shardc.language.trivia import attach_trivia
+from shardc.units import whole_number
 
 RESERVED = frozenset(
     {"model", "mesh", "dims", "input", "param", "cache", "repeat", "output"}
@@ -73,7 +74,10 @@ def read_text(path: str | Path) -> str:
     """The text of a ``.model`` file (UTF-8, a leading byte-order mark dropped), or a ShardcError."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8-sig")
+        # newline="": the bytes as they are, so a lone '\r' reads as it does from stdin or parse()
+        # (universal newlines would end a line there).
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
     except FileNotFoundError:
         raise ShardcError(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -233,9 +237,15 @@ class _Lowerer:
     # -- checks on tokens ------------------------------------------------------------
     def positive_int(self, num: ast.Num, what: str) -> int:
         self.check_number(num)
-        if not _INT_RE.fullmatch(num.text) or int(num.text) < 1:
+        if not _INT_RE.fullmatch(num.text):
             raise self.error(f"{what} must be a whole number of at least 1, got {num.text}", num.loc)
-        return int(num.text)
+        size = whole_number(num.text)
+        if size is None:
+            raise self.error(f"{what} is too large: at most 10^18, got a number of {len(num.text)} "
+                             "digits", num.loc)
+        if size < 1:
+            raise self.error(f"{what} must be a whole number of at least 1, got {num.text}", num.loc)
+        return size
 
     def check_number(self, num: ast.Num) -> None:
         if not (_INT_RE.fullmatch(num.text) or _DECIMAL_RE.fullmatch(num.text)):
@@ -360,6 +370,8 @@ class _Lowerer:
             raise self.error("a number alone is not a tensor: every value has at least one dim", expr.loc)
         assert self.exprs is not None
         result = self.exprs.lower_expr(expr, ops, name=target.text)
+        if not isinstance(result, Value):  # --1: folded to a number
+            raise self.error("a number alone is not a tensor: every value has at least one dim", expr.loc)
         assert isinstance(result, Value) and ops and ops[-1].result is result
         layout = self.lower_pin(stmt.pin, result.dims, f"'{target.text}'")
         if rebinding:
