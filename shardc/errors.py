@@ -15,6 +15,7 @@ The command line prints :meth:`ShardcError.render` (or :meth:`to_json` under
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -37,9 +38,16 @@ class Source:
     filename: str
     text: str
 
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """:func:`source_lines` of the text, split once: every statement's location reads it, so splitting
+        per call made the front end quadratic.  (cached_property writes the instance ``__dict__``
+        directly, which a frozen dataclass allows; the cache is no field, so equality ignores it.)"""
+        return source_lines(self.text)
+
     def line_text(self, line: int) -> str:
         """The text of 1-based ``line`` without its newline ('' when out of range)."""
-        lines = source_lines(self.text)
+        lines = self.lines
         if 1 <= line <= len(lines):
             return lines[line - 1]
         return ""

@@ -13,3 +13,19 @@ def human_bytes(n: float) -> str:
         if n < 1024 or unit == _UNITS[-1]:
             break
     return f"{n:,.1f} {unit}"
+
+
+# The largest dim size, mesh axis size, repeat count or --set value shardc accepts: far beyond any real
+# model (10^18 elements), small enough that every product and float conversion downstream is exact
+# or finite, and refused with a message rather than a ValueError from int() (4,300 digits and up).
+MAX_WHOLE = 10**18
+_DIGITS = "0123456789"
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` (ASCII digits only) as an int if it is at most :data:`MAX_WHOLE`; else None."""
+    digits = text.lstrip("0")
+    if not text or any(ch not in _DIGITS for ch in text) or len(digits) > len(str(MAX_WHOLE)):
+        return None
+    value = int(text)
+    return value if value <= MAX_WHOLE else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import stat
@@ -23,7 +24,7 @@ from shardc.ir.graph import Graph
 from shardc.ir.mesh import Mesh
 from shardc.language.lower import parse, read_text
 from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES
-from shardc.units import human_bytes
+from shardc.units import human_bytes, whole_number
 
 STDIN = "-"
 _SET_RE = re.compile(r"([A-Z])=([0-9]+)")
@@ -49,7 +50,9 @@ def parse_sets(items: Sequence[str]) -> dict[str, int]:
         if m is None:
             raise ShardcError(f"--set {item}: expected DIM=N with DIM one upper-case letter and N a whole "
                               "number, e.g. --set B=64")
-        size = int(m.group(2))
+        size = whole_number(m.group(2))
+        if size is None:
+            raise ShardcError(f"--set {m.group(1)}=N: N is too large (at most 10^18)")
         if size < 1:
             raise ShardcError(f"--set {item}: a dim size is a whole number of at least 1")
         sizes[m.group(1)] = size  # the last --set of a dim wins
@@ -59,8 +62,20 @@ def parse_sets(items: Sequence[str]) -> dict[str, int]:
 def read_source(file: str) -> tuple[str, str]:
     """The text of FILE (standard input for ``-``) and the name to report it under."""
     if file == STDIN:
-        return sys.stdin.read(), "<stdin>"
+        return _read_stdin(), "<stdin>"
     return read_text(file), str(Path(file))
+
+
+def _read_stdin() -> str:
+    """Standard input as FILE reads: UTF-8 bytes as they are (no newline translation, a BOM dropped)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin (tests)
+        return sys.stdin.read()
+    data = buffer.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ShardcError(f"<stdin> is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
@@ -72,8 +87,19 @@ def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
 
 
 def emit_json(obj: object) -> None:
-    """Print one JSON object on standard output."""
-    print(json.dumps(obj, indent=2))
+    """Print one JSON object on standard output: strict JSON, a non-finite number written as null."""
+    print(json.dumps(finite_json(obj), indent=2, allow_nan=False))
+
+
+def finite_json(obj: object) -> object:
+    """``obj`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def write_atomically(path: Path, text: str) -> None:

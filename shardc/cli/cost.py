@@ -71,6 +71,8 @@ def chip_profile(args: argparse.Namespace) -> ChipProfile:
         raise ShardcError(f"--chip-file {path}: cannot read it ({err})") from None
     except tomllib.TOMLDecodeError as err:
         raise ShardcError(f"--chip-file {path}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise ShardcError(f"--chip-file {path}: not valid TOML (nested too deeply)") from None
     return profile_from_dict(data, str(path))
 
 
@@ -119,6 +121,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
     g, real = _padded(g, text, args)
     g = _weights(g, args)
+    if next(g.ops(), None) is None:
+        raise ShardcError(f"{g.source.filename if g.source else args.file}: the program has no operations, so "
+                          "there is nothing to cost")
     result = shard_program(g, None, args.ffn, args.attention)
     report = estimate(result.graph, profile, args.comm, args.overlap, real_sizes=real,
                       gather_chunks=args.gather_chunks)

@@ -17,6 +17,7 @@ import argparse
 import importlib.metadata
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -203,20 +204,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the subcommand: a user's error is one message, a bug in shardc says so; never a bare traceback."""
     try:
         return args.run(args)
     except ShardcError as err:
-        if args.json:
-            emit_json(err.to_json())
-        else:
-            print(err.render(), file=sys.stderr)
-        return 2
+        return _report(err, args.json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+    except (MemoryError, RecursionError) as err:  # the machine's limits, not a bug in the input's handling
+        what = "out of memory" if isinstance(err, MemoryError) else "the program is nested too deeply"
+        return _report(ShardcError(f"{what} (lower --max-memory or simplify the program)"), args.json)
+    except Exception as err:  # a bug in shardc: say so, and how to report it
+        return _internal_error(err, args.json)
+
+
+def _report(err: ShardcError, as_json: bool) -> int:
+    if as_json:
+        emit_json(err.to_json())
+    else:
+        print(err.render(), file=sys.stderr)
+    return 2
+
+
+def _internal_error(err: Exception, as_json: bool) -> int:
+    """An unexpected exception: under --json an error object, else the traceback with a note; exit 2."""
+    message = (f"internal error: {type(err).__name__}: {err}. This is a bug in shardc; please report it "
+               "with the command line and input that caused it")
+    if as_json:
+        emit_json({"error": {"file": None, "line": None, "col": None, "message": message, "internal": True}})
+    else:
+        traceback.print_exc(file=sys.stderr)
+        print(f"shardc: {message}", file=sys.stderr)
+    return 2
 
 
 def _silence_stdout() -> None:

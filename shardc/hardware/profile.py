@@ -113,15 +113,15 @@ def load_profile(chip: str | Path | ChipProfile | None = None) -> ChipProfile:
     path = Path(chip)
     if not str(chip).endswith(".toml"):
         path = PROFILE_DIR / f"{chip}.toml"
-        if not path.is_file():
+        if str(chip) not in builtin_profiles():  # a name, never a path ('../../x')
             raise ShardcError(f"unknown chip '{chip}'; the built-in profiles are {', '.join(builtin_profiles())}",
                               hint="or describe yours in a TOML file and pass --chip-file FILE")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ShardcError(f"no such chip profile: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ShardcError(f"{path}: not a valid TOML chip profile ({err})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        raise ShardcError(f"{path}: not a valid TOML chip profile ({_toml_problem(err)})") from None
     return profile_from_dict(data, str(path))
 
 
@@ -150,6 +150,11 @@ def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float
     return size, float(bandwidth), float(latency)
 
 
+def _toml_problem(err: Exception) -> str:
+    """What is wrong with a TOML file, in words (tomllib recurses on nested arrays and tables)."""
+    return "nested too deeply" if isinstance(err, RecursionError) else str(err)
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -160,14 +165,20 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
     for key in numbers:
         if key not in data:
             raise ShardcError(f"{where}: the chip profile needs '{key}'")
-        if not isinstance(data[key], (int, float)) or isinstance(data[key], bool) or data[key] <= 0:
-            raise ShardcError(f"{where}: '{key}' must be a positive number, got {data[key]!r}")
+        value = data[key]
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:  # nan and inf are floats too
+            raise ShardcError(f"{where}: '{key}' must be a positive, finite number, got {value!r}")
+    if not isinstance(data["links"], int) and not float(data["links"]).is_integer():
+        raise ShardcError(f"{where}: 'links' must be a whole number of links, at least 1, got {data['links']!r}")
     try:
         topology = Topology(data.get("topology", "torus"))
     except ValueError:
         raise ShardcError(f"{where}: topology must be 'torus' or 'switched', got {data.get('topology')!r}") from None
     node_size, internode_bandwidth, internode_latency = _node_fields(data, topology, where)
-    calibration = _calibration(data.get("calibration", {}), where)
+    table = data.get("calibration", {})
+    if not isinstance(table, dict):
+        raise ShardcError(f"{where}: 'calibration' must be a table ([calibration] with its terms), got {table!r}")
+    calibration = _calibration(table, where)
     return ChipProfile(
         name=str(data.get("name", Path(where).stem)),
         description=str(data.get("description", "")),
@@ -195,8 +206,8 @@ def _calibration(table: dict, where: str) -> Calibration:
     if comm not in ("", "paper", "torus"):  # the model the terms were fitted in
         raise ShardcError(f"{where}: calibration 'comm' must be 'paper' or 'torus', got {comm!r}")
     for key, value in table.items():
-        if key != "comm" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise ShardcError(f"{where}: calibration '{key}' must be a number >= 0, got {value!r}")
+        if key != "comm" and (not _is_number(value) or not math.isfinite(value) or value < 0):
+            raise ShardcError(f"{where}: calibration '{key}' must be a finite number >= 0, got {value!r}")
     if not 0 < float(table.get("peak_fraction", 1.0)) <= 1:
         raise ShardcError(f"{where}: calibration 'peak_fraction' must be in (0, 1], got {table['peak_fraction']!r}")
     if "matmul_tile" in table and float(table["matmul_tile"]) != int(table["matmul_tile"]):

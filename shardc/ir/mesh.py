@@ -12,9 +12,18 @@ import re
 from dataclasses import dataclass
 
 from shardc.errors import ShardcError
+from shardc.units import whole_number
 
 DEFAULT_AXIS_NAMES = ("x", "y", "z")
 _AXIS_RE = re.compile(r"[a-z]")
+_DIGITS_RE = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes '²' and '٤'
+
+
+def _axis_size(digits: str, text: str) -> int:
+    size = whole_number(digits)
+    if size is None:
+        raise ShardcError(f"bad mesh '{text[:40]}{'...' if len(text) > 40 else ''}': an axis size is at most 10^18")
+    return size
 
 
 @dataclass(frozen=True)
@@ -44,20 +53,20 @@ class Mesh:
             axes = []
             for part in spec.split(","):
                 name, eq, size = part.strip().partition("=")
-                if not eq or not size.strip().isdigit():
+                if not eq or not _DIGITS_RE.fullmatch(size.strip()):
                     raise ShardcError(
                         f"bad mesh '{text}': expected AXIS=SIZE pairs such as x=4,y=4,z=4"
                     )
-                axes.append((name.strip(), int(size)))
+                axes.append((name.strip(), _axis_size(size.strip(), text)))
             return cls(tuple(axes))
         parts = spec.lower().split("x")
-        if not all(p.strip().isdigit() for p in parts):
+        if not all(_DIGITS_RE.fullmatch(p.strip()) for p in parts):
             raise ShardcError(f"bad mesh '{text}': expected sizes such as 4x4x4, 2x2 or 8")
         if len(parts) > len(DEFAULT_AXIS_NAMES):
             raise ShardcError(
                 f"mesh '{text}' has {len(parts)} axes; name them instead, e.g. a=2,b=2,c=2,d=2"
             )
-        return cls(tuple(zip(DEFAULT_AXIS_NAMES, (int(p) for p in parts))))
+        return cls(tuple(zip(DEFAULT_AXIS_NAMES, (_axis_size(p.strip(), text) for p in parts))))
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -77,11 +77,9 @@ class ExprLowerer:
                 raise self.undefined(expr.name, expr.loc)
             return found[0]
         if isinstance(expr, ast.Neg):
-            if isinstance(expr.operand, ast.Num):
-                const = self.lower_expr(expr.operand, ops)
-                assert isinstance(const, Const)
-                return Const(-const.value)
             operand = self.lower_expr(expr.operand, ops)
+            if isinstance(operand, Const):  # -1, --1, -(2): a number, folded
+                return Const(-operand.value)
             return self.make_op(OpKind.NEG, (operand,), NoAttrs(), ops, name, expr.loc,
                                 {"operand 0": ast.start_of(expr.operand)})
         if isinstance(expr, ast.BinOp):

@@ -404,8 +404,40 @@ def parse_module(text: str, filename: str = "<string>") -> Module:
         finally:
             comments = tuple(_RECORDER.comments)
             _RECORDER.reset()
+    _check_depth(tree, source)
     stmts = _ToAst(source).transform(tree)
     return Module(stmts, comments, source)
+
+
+# How deeply an expression may nest: operators chained (a + b + ... is a left-nested tree), unary
+# minus signs, parentheses and calls.  Far beyond any real program, and low enough that every later
+# stage (lowering, printing, the executors) stays within Python's recursion limit.
+MAX_DEPTH = 200
+
+
+def _check_depth(tree: lark.Tree, source: Source) -> None:
+    """A located ShardcError if the parse tree nests deeper than :data:`MAX_DEPTH` (checked without recursion)."""
+    stack: list[tuple[lark.Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH + 2:  # start -> statement -> the expression's levels
+            raise ShardcError(f"the expression nests more than {MAX_DEPTH} levels deep (operators chained, "
+                              "signs, parentheses or calls); split it into several assignments",
+                              source, _first_loc(node))
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree))
+
+
+def _first_loc(node: lark.Tree) -> Loc:
+    """Where the text of ``node`` starts: its first token."""
+    while True:  # down the first children, without recursion
+        for child in node.children:
+            if isinstance(child, Token):
+                return _loc(child)
+            if isinstance(child, lark.Tree):
+                node = child
+                break
+        else:
+            return Loc(1, 1)
 
 
 def _previous(err: UnexpectedInput) -> Token | None:

@@ -11,6 +11,7 @@ repeat's ``}`` and ``0`` for the end of the file.
 """
 from __future__ import annotations
 
+import bisect
 from typing import Hashable
 
 from shardc.errors import source_lines
@@ -35,6 +36,7 @@ def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
     end_line = len(lines) + 1
     anchors.append((end_line, 0))
     on_line = {line: key for line, key in anchors}
+    starts = [line for line, _ in anchors]  # in source order, so sorted
     before: dict[Hashable, list[tuple[int, str]]] = {}
     after: dict[Hashable, str] = {}
     for comment in module.comments:
@@ -43,7 +45,7 @@ def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
         if key is not None and key != 0:
             after[key] = text
             continue
-        nxt = next(k for line, k in anchors if line > comment.loc.line)
+        nxt = anchors[bisect.bisect_right(starts, comment.loc.line)][1]  # the first anchor below it
         before.setdefault(nxt, []).append((comment.loc.line, text))
     result: dict[Hashable, Trivia] = {}
     prev_line = 0
