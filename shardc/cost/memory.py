@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import CollectiveAttrs, Decl, DeclKind, Graph, Op, OpKind, Output, Repeat, Stmt, Value
-from shardc.sharding.counts import COSTS, ELEMENTWISE, last_uses, local_bytes
+from shardc.sharding.counts import COSTS, ELEMENTWISE, last_uses, local_bytes, reads
 from shardc.units import human_bytes
 
 __all__ = ["LiveValue", "MemoryPeak", "max_context", "memory_peak", "peak_activation_bytes",
@@ -89,18 +89,10 @@ def _label(op: Op) -> str:
 
 
 def _uses(stmts: tuple[Stmt, ...]) -> dict[int, list[Stmt]]:
+    """Value id -> the statements of the block that read it (as the liveness walk counts reads)."""
     uses: dict[int, list[Stmt]] = {}
     for s in stmts:
-        if isinstance(s, Op):
-            reads = s.inputs
-        elif isinstance(s, Output):
-            reads = s.values
-        elif isinstance(s, Repeat):
-            reads = tuple(c.init for c in s.carries) + tuple(
-                v for inner in s.body.stmts for v in (inner.inputs if isinstance(inner, Op) else ()))
-        else:
-            continue
-        for v in reads:
+        for v in reads(s):
             uses.setdefault(v.id, []).append(s)
     return uses
 

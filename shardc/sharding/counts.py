@@ -150,7 +150,7 @@ def last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict
             defined.add(s.value.id)
         elif isinstance(s, Op):
             defined.add(s.result.id)
-        for v in _reads(s):
+        for v in reads(s):
             last[v.id] = i
     out: dict[int, list[int]] = {}
     for vid, i in last.items():
@@ -159,7 +159,7 @@ def last_uses(stmts: Sequence[Stmt], keep: frozenset[int] = frozenset()) -> dict
     return out
 
 
-def _reads(s: Stmt) -> tuple[Value, ...]:
+def reads(s: Stmt) -> tuple[Value, ...]:
     """The values a statement reads; a repeat reads its inits and every outer value its body reads
     (they live until the repeat ends)."""
     if isinstance(s, Op):
@@ -167,5 +167,5 @@ def _reads(s: Stmt) -> tuple[Value, ...]:
     if isinstance(s, Output):
         return s.values
     if isinstance(s, Repeat):
-        return tuple(c.init for c in s.carries) + tuple(v for inner in s.body for v in _reads(inner))
+        return tuple(c.init for c in s.carries) + tuple(v for inner in s.body for v in reads(inner))
     return ()
