@@ -16,7 +16,7 @@ terms were fitted in):
 * **estimate** (``latency_s``, ``mfu``): the same counts with the chip's fitted
   ``[calibration]`` terms, one per mechanism.  An einsum streams its operands
   under its arithmetic, ``max(FLOPs / (peak * efficiency), memory)``, where the
-  efficiency (:func:`matmul_efficiency`) is the sustained ``peak_fraction`` times
+  efficiency (:func:`shardc.sharding.timing.matmul_efficiency`) is the sustained ``peak_fraction`` times
   the 128x128 tile padding of the held sides times ``m / (m + mxu_fill)`` for the
   ``m`` streamed rows (so a batched matrix-vector product, such as decode attention
   over the KV cache, stays memory-bound, and a one-operand or uncontracted einsum is
@@ -41,13 +41,12 @@ from typing import Mapping
 
 from shardc.cost.memory import MemoryPeak, memory_peak, resident_bytes
 from shardc.errors import ShardcError
-from shardc.hardware.comm import COMM_CHOICES, CommMode, collective_time, ring_steps
+from shardc.hardware.comm import COMM_CHOICES, CommMode, ring_steps
 from shardc.hardware.profile import ChipProfile, load_profile
-from shardc.ir.graph import CollectiveAttrs, DeclKind, EinsumAttrs, Graph, Op, OpKind
-from shardc.ir.mesh import Mesh
-from shardc.sharding.counts import local_bytes, op_comm_bytes, op_flops, op_hbm_bytes
+from shardc.ir.graph import CollectiveAttrs, DeclKind, Graph, Op, OpKind
+from shardc.sharding.counts import local_bytes, op_comm_bytes, op_flops
 from shardc.sharding.sharded import verify_sharded
-from shardc.sharding.stats import op_stats
+from shardc.sharding.timing import VIEWS, op_time, traffic_bytes
 
 
 @dataclass(frozen=True)
@@ -122,50 +121,6 @@ class CostReport:
         return out
 
 
-def _matmul_shape(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, int, int, int] | None:
-    """(batch, M, N, K) of the chip's local matmul, or None for a one-operand einsum.
-
-    ``batch``: the dims in both operands and the result; ``M``/``N``: the free dims of the
-    left/right operand; ``K``: the contracted dims (in both operands, not in the result).
-    """
-    assert isinstance(op.attrs, EinsumAttrs)
-    if len(op.attrs.inputs) == 1:
-        return None
-    local: dict[str, int] = {}
-    for v in op.inputs:
-        assert v.layout is not None
-        local.update(zip(v.dims, v.layout.local_sizes(sizes, mesh), strict=True))
-    left, right = op.attrs.inputs
-    out = op.attrs.output
-    batch = math.prod(local[c] for c in left if c in right and c in out)
-    m = math.prod(local[c] for c in left if c not in right)
-    n = math.prod(local[c] for c in right if c not in left)
-    k = math.prod(local[c] for c in left if c in right and c not in out)
-    return batch, m, n, k
-
-
-def matmul_efficiency(shape: tuple[int, int, int, int] | None, tile: int, fill: float, peak: float = 1.0) -> float:
-    """Fraction of peak the matrix unit reaches on a local matmul (1 in the bound).
-
-    The larger free side and the contracted side are held in ``tile x tile`` systolic
-    tiles, padded up to whole tiles; the smaller free side (``m`` rows) streams through each
-    tile in groups of 8, which costs ``fill`` rows of pipeline fill per pass: ``m / (m + fill)``; and a
-    large aligned matmul sustains ``peak`` of the chip's peak.  A
-    one-operand einsum or one with nothing to contract is vector work, memory-bound like any
-    elementwise op: efficiency 1, and its time is ``max(FLOPs / peak, memory)``.
-    """
-    if shape is None or shape[3] == 1:
-        return 1.0
-    _, m, n, k = shape
-    rows, held = min(m, n), max(m, n)
-
-    def padded(x: int) -> int:
-        return -(-x // tile) * tile if tile else x
-
-    streamed = -(-rows // 8) * 8 if tile else rows  # rows move in groups of 8 (sublanes)
-    return peak * (held * k * rows) / (padded(held) * padded(k) * streamed) * (streamed / (streamed + fill))
-
-
 def _producing_einsum(vid: int, defs: dict[int, Op], order: dict[int, int], depth: int) -> Op | None:
     """The einsum that produced value ``vid``, through up to ``depth`` elementwise ops (the latest one)."""
     src = defs.get(vid)
@@ -179,28 +134,6 @@ def _producing_einsum(vid: int, defs: dict[int, Op], order: dict[int, int], dept
     return max(found, key=lambda e: order[e.result.id]) if found else None
 
 
-def _larger_side_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
-    """D of :mod:`shardc.hardware.comm`: all-gather output bytes, else input bytes, per chip."""
-    operand = op.inputs[0]
-    if op.kind is OpKind.ALL_GATHER:
-        return float(local_bytes(op.result, sizes, mesh))
-    return float(local_bytes(operand, sizes, mesh))
-
-
-def _traffic_bytes(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> float:
-    """HBM bytes one execution of ``op`` moves per chip: operands read plus the result written.
-
-    Collectives (charged to the links) and relabels (a view) move nothing
-    through HBM here; :func:`shardc.sharding.counts.op_hbm_bytes` is the read side only.
-    """
-    if op.kind.is_collective or op.kind is OpKind.RELABEL:
-        return 0.0
-    return float(op_hbm_bytes(op, sizes, mesh) + local_bytes(op.result, sizes, mesh))
-
-
-_VIEWS = frozenset({OpKind.RELABEL, OpKind.SLICE})  # no kernel of their own
-
-
 class _Model:
     def __init__(self, sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> None:
         """Each op takes max(compute, memory); the bound is this model with no calibration terms."""
@@ -212,26 +145,7 @@ class _Model:
 
     def op_time(self, op: Op) -> tuple[float, float, float, float]:
         """(compute, memory, comm bandwidth, comm latency) seconds of one execution."""
-        flops, _ = op_flops(op, self.sizes, self.mesh)
-        memory = _traffic_bytes(op, self.sizes, self.mesh) / self.chip.hbm_bandwidth
-        compute = 0.0
-        if op.kind is OpKind.EINSUM:
-            cal = self.chip.calibration
-            shape = _matmul_shape(op, self.sizes, self.mesh)
-            compute = flops / (self.chip.peak_flops * matmul_efficiency(shape, cal.matmul_tile, cal.mxu_fill,
-                                                                          cal.peak_fraction))
-        bw, lat = 0.0, 0.0
-        if op.kind.is_collective:
-            memory = 0.0  # a collective streams over the links, not through a roofline
-            assert isinstance(op.attrs, CollectiveAttrs)
-            bw, lat = collective_time(op.kind, op.attrs.axes, _larger_side_bytes(op, self.sizes, self.mesh),
-                                      self.mesh, self.chip, self.mode)
-        stats = op_stats(op, self.sizes, self.mesh)
-        if stats is not None and stats.buffer_bytes:
-            stats_bw, stats_lat = collective_time(OpKind.ALL_REDUCE, stats.axes, stats.buffer_bytes, self.mesh,
-                                                  self.chip, self.mode)
-            bw, lat = bw + stats_bw, lat + stats_lat
-        return compute, memory, bw, lat
+        return op_time(op, self.sizes, self.mesh, self.chip, self.mode)
 
     def block(self, stmts: tuple, count: int, out: list[OpTime], buckets: dict[str, float]) -> float:
         """Seconds of ``count`` runs of a block, appending per-op times."""
@@ -262,13 +176,13 @@ class _Model:
                 seconds = min(looped, local + hidden[op.result.id])
             else:
                 seconds = local + comm
-            if op.kind not in _VIEWS:
+            if op.kind not in VIEWS:
                 seconds += self.chip.calibration.op_overhead  # a launch, even for an overlapped collective
             self._bucket(op, compute, memory, comm, buckets, count)
             flops, _ = op_flops(op, self.sizes, self.mesh)
             out.append(OpTime(op.result.name or "", op.kind.value, op.loc.line, count, seconds * count,
                               compute * count, memory * count, comm * count, flops * count,
-                              _traffic_bytes(op, self.sizes, self.mesh) * count,
+                              traffic_bytes(op, self.sizes, self.mesh) * count,
                               op_comm_bytes(op, self.sizes, self.mesh) * count))
             total += seconds
         return total * count
