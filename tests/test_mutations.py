@@ -199,7 +199,7 @@ def test_there_are_mutations_of_every_kind() -> None:
     kinds = Counter(m.id.split("-")[0] for m in MUTATIONS)
     deleted = Counter(m.id.split("-")[1] for m in MUTATIONS if m.id.startswith("delete"))
     assert kinds["delete"] >= 10 and kinds["slice"] >= 5 and kinds["swap"] >= 6, kinds
-    assert set(deleted) == {"all_gather", "reduce_scatter", "all_to_all"}, deleted
+    assert set(deleted) >= {"all_gather", "reduce_scatter", "all_to_all"}, deleted
     assert len(MUTATIONS) == len({m.id for m in MUTATIONS})
 
 

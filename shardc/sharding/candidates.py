@@ -114,22 +114,76 @@ def einsum_candidates(v: OpView) -> list[Candidate]:
                 reasons[f] = (f"weight-gathered ({v.strategy.ffn.value}): {v.names[f]} is gathered over "
                               f"{''.join(v.strategy.gathered)} before the matmul")
             fixed = gathered
-        target = agree(v.current[m], v.dims(m), fixed, keep_partial=not fixed.partial)
-        reasons[m] = f"einsum operands agree on shared dims with {v.names[f]} ({fixed.format(v.strategy.mesh)})"
-        targets: list[Layout | None] = [None, None]
-        targets[f], targets[m] = fixed, target
-        out.append(Candidate(tuple(targets), tuple(reasons)))
-        if target.partial:
-            # Or complete the moving operand first: cheaper when the result would be bigger
-            # than the operand (q before QK^T; the pass weighs the result's completion too).
-            completed = agree(v.strategy.complete(v.base(m), v.sizes), v.dims(m), fixed, keep_partial=False)
+        fixed_choices = [(fixed, reasons[f])]
+        if fixed.partial and not v.stationary[f]:
+            # Or complete the fixed operand first (q and k both partial sums before QK^T).
+            fixed_choices += [(c, "partial sums completed before the einsum")
+                              for c in v.strategy.completions(fixed, v.sizes)]
+        for fixed, why_fixed in fixed_choices:
+            out.extend(_einsum_moves(v, f, m, fixed, why_fixed))
+    if len(order) == 1:
+        out.extend(_free_slices(v, order[0]))
+    return out
+
+
+def _einsum_moves(v: OpView, f: int, m: int, fixed: Layout, why_fixed: str) -> list[Candidate]:
+    """Operand ``f`` as ``fixed``; operand ``m`` moved to agree with it, keeping or completing its
+    pending partial sums."""
+    out: list[Candidate] = []
+    target = agree(v.current[m], v.dims(m), fixed, keep_partial=not fixed.partial)
+    reasons = ["", ""]
+    reasons[f] = why_fixed
+    reasons[m] = f"einsum operands agree on shared dims with {v.names[f]} ({fixed.format(v.strategy.mesh)})"
+    targets: list[Layout | None] = [None, None]
+    targets[f], targets[m] = fixed, target
+    out.append(Candidate(tuple(targets), tuple(reasons)))
+    if target.partial:
+        # Or complete the moving operand first: cheaper when the result would be bigger
+        # than the operand (q before QK^T).
+        for completed in v.strategy.completions(v.base(m), v.sizes):
+            moved = agree(completed, v.dims(m), fixed, keep_partial=False)
             targets = [None, None]
-            targets[f], targets[m] = fixed, completed
+            targets[f], targets[m] = fixed, moved
             early = list(reasons)
             early[m] = (f"partial sums completed before the einsum (cheaper than completing its larger "
                         f"result); operands agree on shared dims with {v.names[f]}")
             out.append(Candidate(tuple(targets), tuple(early)))
     return out
+
+
+def _free_slices(v: OpView, s: int) -> list[Candidate]:
+    """The stationary operand ``s`` cut to agree with the other one, when that is a local slice.
+
+    A weight or cache held replicated over some axes (a multiquery KV cache under attention
+    by heads) can take the other operand's split over them for free, instead of the other
+    operand being gathered to meet it.
+    """
+    m = 1 - s if len(v.op.operands) == 2 else None
+    held = v.current[s]
+    if m is None or held is None or v.current[m] is None:
+        return []
+    moving = v.base(m)
+    target = agree(held, v.dims(s), moving, keep_partial=False)
+    if target == held or target.partial or not _is_slice(held, target):
+        return []
+    targets: list[Layout | None] = [None, None]
+    targets[s], targets[m] = target, moving
+    reasons = ["", ""]
+    reasons[s] = (f"{v.names[s]} is cut to agree with {v.names[m]} ({moving.format(v.strategy.mesh)}), "
+                  "a local slice")
+    return [Candidate(tuple(targets), tuple(reasons))]
+
+
+def _is_slice(src: Layout, dst: Layout) -> bool:
+    """Whether ``dst`` only splits further dims ``src`` holds whole or splits less (each chip keeps
+    a block of what it has: no data moves)."""
+    if src.partial != dst.partial:
+        return False
+    for d, axes in src.split:
+        new = dst.axes_of(d)
+        if new[:len(axes)] != axes:
+            return False
+    return True
 
 
 def binary_candidates(v: OpView) -> list[Candidate]:
@@ -155,10 +209,9 @@ def binary_candidates(v: OpView) -> list[Candidate]:
         if v.current[f] is None and v.current[m] is not None:
             continue
         cur_f = v.base(f)
-        for complete_f in (False, True):
-            if complete_f and not cur_f.partial:
-                continue
-            fixed = v.strategy.complete(cur_f, v.sizes) if complete_f else cur_f
+        fixed_choices = [(cur_f, False)] + ([(c, True) for c in v.strategy.completions(cur_f, v.sizes)]
+                                            if cur_f.partial else [])
+        for fixed, complete_f in fixed_choices:
             if kind in (OpKind.ADD, OpKind.SUB):
                 keep = bool(fixed.partial)
             elif kind is OpKind.MUL:
@@ -188,22 +241,23 @@ def keep_candidates(v: OpView) -> list[Candidate]:
 
 
 def complete_candidates(v: OpView) -> list[Candidate]:
-    """Non-linear ops of one operand: the operand must hold complete values."""
-    cur = v.base(0)
-    target = v.strategy.complete(cur, v.sizes)
-    return [Candidate((target,), (f"{v.op.kind} needs complete values (no pending partial sums)",))]
+    """Non-linear ops of one operand: the operand must hold complete values (each way of completing)."""
+    why = f"{v.op.kind} needs complete values (no pending partial sums)"
+    return [Candidate((target,), (why,)) for target in v.strategy.completions(v.base(0), v.sizes)]
 
 
 def norm_candidates(v: OpView) -> list[Candidate]:
     assert isinstance(v.op.attrs, OverAttrs)
-    x = v.strategy.complete(v.base(0), v.sizes)
-    reasons = [f"{v.op.kind} needs complete values (no pending partial sums)"]
-    targets: list[Layout | None] = [x]
-    if len(v.op.operands) == 2:
-        over = v.op.attrs.dim
-        targets.append(Layout(((over, x.axes_of(over)),)))
-        reasons.append(f"the gain of {v.op.kind} is split like {over} of its operand")
-    return [Candidate(tuple(targets), tuple(reasons))]
+    out = []
+    for x in v.strategy.completions(v.base(0), v.sizes):
+        reasons = [f"{v.op.kind} needs complete values (no pending partial sums)"]
+        targets: list[Layout | None] = [x]
+        if len(v.op.operands) == 2:
+            over = v.op.attrs.dim
+            targets.append(Layout(((over, x.axes_of(over)),)))
+            reasons.append(f"the gain of {v.op.kind} is split like {over} of its operand")
+        out.append(Candidate(tuple(targets), tuple(reasons)))
+    return out
 
 
 def last_candidates(v: OpView) -> list[Candidate]:

@@ -256,6 +256,24 @@ class Strategy:
                     return layout.with_axes(d, axes).with_partial(frozenset())
         return layout.with_partial(frozenset())
 
+    def completions(self, layout: Layout, sizes: Mapping[str, int]) -> list[Layout]:
+        """Every way the pass may complete ``layout``'s pending partial sums, preferred first.
+
+        :meth:`complete`'s choice, then a reduce-scatter of all the pending axes into each
+        other dim they divide (in dim order), then an all-reduce.  The layout search weighs
+        them; the preferred one wins ties.
+        """
+        if not layout.partial:
+            return [layout]
+        out = [self.complete(layout, sizes)]
+        pending = self.mesh.sort_axes(layout.partial)
+        for d in layout.dims:
+            axes = layout.axes_of(d) + pending
+            if sizes[d] % self.mesh.group_size(axes) == 0:
+                out.append(layout.with_axes(d, axes).with_partial(frozenset()))
+        out.append(layout.with_partial(frozenset()))
+        return list(dict.fromkeys(out))
+
     def describe(self, dims: frozenset[str] | set[str] | None = None) -> list[tuple[str, str]]:
         """The preset in the paper's notation, for ``shardc compile --explain``.
 

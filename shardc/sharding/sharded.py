@@ -28,6 +28,7 @@ from shardc.ir.verifier import verify_graph
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import collective_bytes
 from shardc.sharding.rules import infer, operand_layouts
+from shardc.sharding.search import Method
 from shardc.sharding.stats import describe_stats, op_stats
 
 
@@ -49,6 +50,7 @@ class CollectiveRecord:
     line: int  # source line of the statement it serves (0 if none)
     reason: str
     implicit: bool = False  # statistics all-reduce inside a norm or softmax
+    alternative: str = ""  # what the layout search's choice beat, and by how much (``--explain``)
 
     def to_json(self, mesh: Mesh) -> dict[str, object]:
         return {
@@ -64,16 +66,23 @@ class CollectiveRecord:
             "line": self.line,
             "repeat": self.repeat,
             "implicit": self.implicit,
+            "alternative": self.alternative or None,
         }
 
 
 @dataclass(frozen=True)
 class ShardResult:
-    """The sharded program, the strategy that made it, and its collectives."""
+    """The sharded program, the strategy that made it, and its collectives.
+
+    ``method`` says how the pass chose layouts and ``seconds`` is the estimated time per
+    program run it minimised (both None for a program that arrived sharded).
+    """
 
     graph: Graph
     strategy: Strategy | None
     collectives: tuple[CollectiveRecord, ...] = field(default=())
+    method: Method | None = None
+    seconds: float | None = None
 
 
 def verify_sharded(g: Graph) -> Graph:
@@ -140,7 +149,8 @@ def _check_output(out: Output, g: Graph, mesh: Mesh) -> None:
                 g.source, out.loc)
 
 
-def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None) -> tuple[CollectiveRecord, ...]:
+def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None,
+                   alternatives: Mapping[int, str] | None = None) -> tuple[CollectiveRecord, ...]:
     """The collectives of the sharded program ``g``, in program order, derived from it alone.
 
     One record per collective op and one per statistics all-reduce inside a norm or
@@ -152,6 +162,7 @@ def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None) -> tuple[
     """
     assert g.mesh is not None
     reasons = reasons or {}
+    alternatives = alternatives or {}
     out = []
     repeats = g.repeats
     for stmt, rep in g.walk():
@@ -176,5 +187,6 @@ def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None) -> tuple[
                 bytes_per_chip=collective_bytes(stmt.kind, a, operand.layout, result.layout, g.sizes, g.mesh,
                                                 operand.dtype.bytes),
                 count=count, repeat=repeat, line=line,
-                reason=reasons.get(result.id, "written in the sharded program")))
+                reason=reasons.get(result.id, "written in the sharded program"),
+                alternative=alternatives.get(result.id, "")))
     return tuple(out)

@@ -6,35 +6,29 @@ and ``f`` both pending partial sums over the same axes would complete each of
 them with its own reduce-scatter; grouped as ``x + (o + f)`` it needs one (the
 parallel block of the paper's §3.4).  :class:`SumChains` is the collaborator of
 the pass (:class:`shardc.sharding.shard._Sharder`) that finds such chains and
-reassociates them, only when that groups partial sums; the pass shards the
-resulting adds one by one.
+reassociates them, only when that groups partial sums: :meth:`SumChains.plan`
+returns the adds to shard, in order, and the pass shards them one by one.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from shardc.ir.graph import Graph, Op, Operand, OpKind, Stmt, TensorType, Value
+from shardc.ir.graph import Graph, Op, Operand, OpKind, TensorType, Value
 from shardc.ir.layout import Layout
 from shardc.ir.ops import result_dims, result_dtype
-
-ShardOp = Callable[[Op, list[Stmt]], None]
-"""Shard one op of the source program, appending the sharded statements to ``out``."""
 
 LayoutSoFar = Callable[[Operand], Layout | None]
 """The layout the pass has given an operand so far (None: a constant, or not placed yet)."""
 
 
 class SumChains:
-    """Sharding the sums of a source program as a whole, for the sharding pass.
+    """The sums of a source program, planned as a whole for the sharding pass.
 
-    ``shard_op`` and ``layout_so_far`` are the pass's: :meth:`shard` hands every add
-    of a chain, reassociated or not, to ``shard_op``, and groups terms by
-    ``layout_so_far``.
+    :meth:`plan` sees the pass only through the ``layout_so_far`` it is given, and
+    returns every add of a chain, reassociated or not, for the pass to shard.
     """
 
-    def __init__(self, g: Graph, shard_op: ShardOp, layout_so_far: LayoutSoFar) -> None:
-        self.shard_op = shard_op
-        self.layout_so_far = layout_so_far
+    def __init__(self, g: Graph) -> None:
         self.sizes = g.sizes
         self.defs: dict[int, Op] = {op.result.id: op for op in g.ops()}
         self.uses: dict[int, int] = g.use_counts()
@@ -60,8 +54,8 @@ class SumChains:
                 out.append(o)
         return out
 
-    def shard(self, root: Op, out: list[Stmt]) -> None:
-        """Shard ``t1 + t2 + ... + tn`` adding terms with the same pending partial sums first.
+    def plan(self, root: Op, layout_so_far: LayoutSoFar) -> list[Op]:
+        """The adds computing ``t1 + t2 + ... + tn``, terms with the same pending partial sums first.
 
         ``x + o + f`` with ``o`` and ``f`` both ``BLE_x (partialsum-yz)`` becomes
         ``x + (o + f)``: one reduce-scatter instead of two (the parallel block of
@@ -69,7 +63,7 @@ class SumChains:
         sums; otherwise the chain is sharded as written.
         """
         leaves = self.leaves(root)
-        layouts = [self.layout_so_far(v) for v in leaves]
+        layouts = [layout_so_far(v) for v in leaves]
         groups: dict[Layout, list[Operand]] = {}
         terms: list[Operand | Layout] = []
         for leaf, layout in zip(leaves, layouts, strict=True):
@@ -82,10 +76,8 @@ class SumChains:
                 terms.append(leaf)
         if len(terms) == 1 or all(len(members) < 2 for members in groups.values()):
             # Nothing to regroup (one group is the whole sum: summing it as written is the same).
-            for link in self.links_in_order(root):
-                self.shard_op(link, out)
-            self.shard_op(root, out)
-            return
+            return [*self.links_in_order(root), root]
+        out: list[Op] = []
         summed: list[Operand] = []
         for term in terms:
             if isinstance(term, Layout):
@@ -99,7 +91,8 @@ class SumChains:
         acc = summed[0]
         for term in summed[1:-1]:
             acc = self.synthetic_add(acc, term, root, out)
-        self.shard_op(Op(OpKind.ADD, root.result, (acc, summed[-1]), root.attrs, root.loc, root.trivia), out)
+        out.append(Op(OpKind.ADD, root.result, (acc, summed[-1]), root.attrs, root.loc, root.trivia))
+        return out
 
     def links_in_order(self, root: Op) -> list[Op]:
         links: list[Op] = []
@@ -109,9 +102,10 @@ class SumChains:
                 links.append(self.defs[o.id])
         return links
 
-    def synthetic_add(self, a: Operand, b: Operand, root: Op, out: list[Stmt]) -> Value:
+    def synthetic_add(self, a: Operand, b: Operand, root: Op, out: list[Op]) -> Value:
+        """Append ``a + b`` (a new anonymous add, its id counting down from -1) to ``out``."""
         self.synthetic -= 1
         dims = result_dims(OpKind.ADD, (a, b), root.attrs, self.sizes)
         result = Value(self.synthetic, None, TensorType(result_dtype(OpKind.ADD, (a, b)), dims))
-        self.shard_op(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc), out)
+        out.append(Op(OpKind.ADD, result, (a, b), root.attrs, root.loc))
         return result
