@@ -37,7 +37,7 @@ from shardc.ir.graph import Decl, Op, Output, Repeat, Stmt, Value
 from shardc.ir.layout import Layout
 from shardc.sharding.walk import Decision, Option, State, Walk
 
-__all__ = ["Alternative", "Method", "Unit", "alternatives", "search", "units_of"]
+__all__ = ["Alternative", "Method", "Unit", "alternatives", "every_plan", "search", "units_of"]
 
 PinMessage = Callable[[State, Value, Value, Layout], str]
 
@@ -115,26 +115,39 @@ Forbid = tuple[tuple[int, int], tuple[Layout | None, ...]] | None
 
 
 class _Search:
-    def __init__(self, walk: Walk, method: Method, pin_message: PinMessage, forbid: Forbid = None) -> None:
-        self.walk, self.method, self.pin_message, self.forbid = walk, method, pin_message, forbid
+    def __init__(self, walk: Walk, method: Method, pin_message: PinMessage, forbid: Forbid = None,
+                 limit: int | None = None) -> None:
+        """``limit``: keep every state, merging none, and give up past ``limit`` of them (:func:`every_plan`)."""
+        self.walk, self.method, self.pin_message, self.forbid, self.limit = walk, method, pin_message, forbid, limit
         self.units = units_of(walk)
         self.live = _live_after(self.units)
         self.error: ShardcError | None = None
 
     def run(self) -> State:
+        return min(self.finals(), key=lambda s: s.seconds)
+
+    def finals(self) -> list[State]:
         frontier: list[State] = [State()]
         for i, unit in enumerate(self.units):
             merged: dict[Hashable, State] = {}
             for st in frontier:
                 for t in self.expand(st, unit, i):
-                    _keep(merged, t.key(self.live[i]), t)
+                    self.keep(merged, t.key(self.live[i]), t)
             frontier = list(merged.values())
             if not frontier:
                 assert self.error is not None
                 raise self.error
         for st in frontier:
             self.walk.close_block(st)
-        return min(frontier, key=lambda s: s.seconds)
+        return frontier
+
+    def keep(self, merged: dict[Hashable, State], key: Hashable, st: State) -> None:
+        if self.limit is None:
+            _keep(merged, key, st)
+            return
+        merged[len(merged)] = st  # every plan: merge nothing
+        if len(merged) > self.limit:
+            raise ShardcError(f"more than {self.limit} plans: too many to enumerate")
 
     def expand(self, st: State, unit: Unit, i: int) -> list[State]:
         """The states after ``unit``: one per choice for an op, else one (empty: no way through)."""
@@ -171,7 +184,7 @@ class _Search:
             merged: dict[Hashable, State] = {}
             for s in states:
                 for t in self.expand_op(s, op, (i, k)):
-                    _keep(merged, t.key(live), t)
+                    self.keep(merged, t.key(live), t)
             states = list(merged.values())
         return states
 
@@ -213,6 +226,12 @@ def search(walk: Walk, method: Method, pin_message: PinMessage) -> State:
     Raises the first :class:`ShardcError` met when no plan gets through the program.
     """
     return _Search(walk, method, pin_message).run()
+
+
+def every_plan(walk: Walk, pin_message: PinMessage, limit: int) -> list[State]:
+    """Every plan the candidates allow, merging none (exponential: the oracle of the search's
+    exactness on small programs).  Raises :class:`ShardcError` past ``limit`` partial plans."""
+    return _Search(walk, Method.SEARCH, pin_message, limit=limit).finals()
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,12 @@ from shardc.ir.mesh import Mesh
 from shardc.ir.transforms import renumber, with_mesh
 from shardc.sharding.presets import Attention, PresetChoice, RoleAssignment, Strategy, make_strategy
 from shardc.sharding.search import Method, alternatives, search
+from shardc.sharding.search import every_plan as search_every_plan
 from shardc.sharding.sharded import ShardResult, collectives_of, verify_sharded
 from shardc.sharding.walk import PostRequirement, State, Walk
 
 __all__ = [
+    "every_plan",
     "resolve_mesh",
     "shard",
     "shard_program",
@@ -99,8 +101,7 @@ def _run(g: Graph, mesh: Mesh, strategy: Strategy, method: Method, chip: ChipPro
     walk = Walk(g, mesh, strategy, chip, mode, _post_requirements(g, mesh))
     pins = _PinMessages(g)
     best = search(walk, method, pins)
-    sharded, ids = renumber(replace(g, mesh=mesh, body=Block(tuple(best.outs[0]))))
-    verify_sharded(sharded)
+    sharded, ids = _finish(g, mesh, best)
     reasons = {ids[old]: why for old, why in best.reason_map().items()}
     beaten: dict[int, str] = {}
     if explain and method is Method.SEARCH:
@@ -153,6 +154,28 @@ def shard_program(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoi
     bound = make_strategy(g, mesh, strategy, attention, roles)
     profile = load_profile(chip)
     return _run(g, mesh, bound, _method(method), profile, _comm_mode(comm or profile.default_comm), explain)
+
+
+def _finish(g: Graph, mesh: Mesh, st: State) -> tuple[Graph, dict[int, int]]:
+    """The sharded program of a final state, renumbered canonically and verified."""
+    sharded, ids = renumber(replace(g, mesh=mesh, body=Block(tuple(st.outs[0]))))
+    verify_sharded(sharded)
+    return sharded, ids
+
+
+def every_plan(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoice = None,
+               attention: Attention | str | None = None, *, limit: int = 20_000) -> list[Graph]:
+    """Every sharded program the candidate tables allow for ``g`` under the preset, one per
+    combination of choices (no search: exponential in the program's choices, so for small
+    programs).  The oracle the layout search is tested against; raises :class:`ShardcError`
+    past ``limit`` partial plans."""
+    mesh = resolve_mesh(g, mesh, strategy)
+    if g.mesh != mesh:
+        g = with_mesh(g, mesh)
+    bound = make_strategy(g, mesh, strategy, attention, None)
+    profile = load_profile(None)
+    walk = Walk(g, mesh, bound, profile, CommMode(profile.default_comm), _post_requirements(g, mesh))
+    return [_finish(g, mesh, st)[0] for st in search_every_plan(walk, _PinMessages(g), limit)]
 
 
 def _method(method: Method | str) -> Method:
