@@ -24,7 +24,7 @@ from shardc.ir.graph import Graph
 from shardc.ir.mesh import Mesh
 from shardc.language.lower import parse, read_text
 from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES
-from shardc.units import human_bytes, whole_number
+from shardc.units import human_bytes, human_flops, whole_number
 
 STDIN = "-"
 _SET_RE = re.compile(r"([A-Z])=([0-9]+)")
@@ -172,6 +172,13 @@ def _write_into(path: Path, st: os.stat_result, text: str) -> None:
         raise ShardcError(f"cannot write {path}: {err.strerror}") from None
 
 
+def table(rows: list[list[str]], right: set[int], indent: str = "  ") -> list[str]:
+    """``rows`` in aligned columns (the columns in ``right`` right-aligned), each line indented."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+
+
 def preset_flags(parser: argparse.ArgumentParser) -> None:
     """``--ffn`` and ``--attention``: left None so :func:`shard_program` applies its defaults.
 
@@ -187,5 +194,5 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
                              "the program reads a KV cache and B divides over the chips, else heads)")
 
 
-__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "load_graph", "parse_sets", "preset_flags",
-           "read_source", "write_atomically"]
+__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "human_flops", "load_graph", "parse_sets",
+           "preset_flags", "read_source", "table", "write_atomically"]
