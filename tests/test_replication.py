@@ -1,13 +1,15 @@
 """Redundant compute (:mod:`shardc.sharding.replication`): per-einsum and whole-run replication factors,
-the run-replicated warning, and the cost report's fields."""
+the run-replicated warning, and how ``shardc compile`` and ``shardc cost`` report them (text and JSON)."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import shardc
+from shardc.cli.main import main
 from shardc.ir.graph import Graph, OpKind
 from shardc.ir.layout import Layout
 from shardc.ir.transforms import rebuild
@@ -20,6 +22,13 @@ TINY_LAYER = EXAMPLES / "tiny_layer.model"
 TINY_FFN = EXAMPLES / "tiny_ffn.model"
 PALM_DECODE = EXAMPLES / "palm_540b_decode.model"
 PALM_PREFILL = EXAMPLES / "palm_540b_prefill.model"
+BATCH_1 = ["--mesh", "4x4x4", "--ffn", "wg-xyz", "--set", "B=1"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def replicated_everywhere(sg: Graph) -> Graph:
@@ -122,6 +131,60 @@ def test_warning_rule_threshold() -> None:
     none = shard_program(g, mesh, FFN.NONE.value, "heads")
     warning = replication_warning(none.graph, none.strategy)
     assert warning is not None and warning.hint.startswith("--ffn none places only the program's pins")
+
+
+# --- the command line ------------------------------------------------------------------------------
+def test_compile_text_prints_the_section_and_the_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "compile", PALM_PREFILL, *BATCH_1)
+    assert code == 0
+    table = out[out.index("# collectives on mesh"):]
+    section = table[table.index("# redundant compute"):].splitlines()
+    assert section[0] == ("# redundant compute on mesh 4x4x4 (64 chips): the run's matmul FLOPs per chip are 64x "
+                          "a perfect split")
+    assert section[1].split() == ["#", "value", "einsum", "line", "replicated", "FLOPs/chip", "ideal"]
+    assert section[2].split() == ["#", "q", "BLE,EHD->BLHD", "43", "64x", "928", "GFLOP", "14.5", "GFLOP"]
+    assert len(section) == 2 + 10 + 1  # head, header, the ten einsums, the note
+    assert err == (f"{PALM_PREFILL}: warning: the matmuls run 64x replicated on mesh 4x4x4: its 64 chips do the "
+                   "distinct work of 1 chip\n  hint: batch B=1 cannot split over the 64 chips wg-xyz gathers over; "
+                   "a weight-stationary preset (--ffn 2d-ws) splits the work\n")
+    assert shardc.parse(out).is_sharded  # still a .model file: the section is comments
+
+
+def test_compile_text_is_silent_when_every_einsum_splits(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "compile", TINY_FFN, "--mesh", "2x2x2", "--ffn", "2d-ws")
+    assert code == 0 and err == ""
+    assert "redundant compute" not in out
+
+
+def test_compile_json_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", PALM_PREFILL, *BATCH_1, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["replication_factor"] == 64.0
+    assert [r["value"] for r in data["replication"]] == ["q", "kn", "vn", "t1", "a", "o", "t2", "t4", "f", "logits"]
+    first = data["replication"][0]
+    assert first == {"value": "q", "line": 43, "kind": "einsum", "spec": "BLE,EHD->BLHD", "factor": 64.0,
+                     "flops_per_chip": first["flops_per_chip"],
+                     "ideal_flops_per_chip": first["flops_per_chip"] / 64}
+    [warning] = data["warnings"]
+    assert warning["file"] == str(PALM_PREFILL) and warning["line"] is None
+    assert "64x replicated" in warning["message"] and "--ffn 2d-ws" in warning["hint"]
+    code, out, _ = run(capsys, "compile", TINY_FFN, "--mesh", "2x2x2", "--ffn", "2d-ws", "--json")
+    data = json.loads(out)
+    assert (data["replication"], data["replication_factor"], data["warnings"]) == ([], 1.0, [])
+
+
+def test_cost_reports_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "cost", PALM_PREFILL, *BATCH_1)
+    assert code == 0 and "hint: batch B=1 cannot split" in err
+    _, compiled, _ = run(capsys, "compile", PALM_PREFILL, *BATCH_1)
+    section = compiled[compiled.index("# redundant compute"):]
+    assert out.endswith("\n" + "".join(line[2:] + "\n" for line in section.splitlines()))
+    code, out, _ = run(capsys, "cost", PALM_PREFILL, *BATCH_1, "--json")
+    data = json.loads(out)
+    _, compiled, _ = run(capsys, "compile", PALM_PREFILL, *BATCH_1, "--json")
+    expected = json.loads(compiled)
+    for key in ("replication", "replication_factor", "warnings"):
+        assert data[key] == expected[key], key
 
 
 def test_cost_report_fields() -> None:

@@ -14,7 +14,10 @@ from shardc.cli.common import (
     load_graph,
     parse_sets,
     preset_flags,
+    print_warnings,
+    replication_text,
     table,
+    warnings_json,
 )
 from shardc.cost.memory import max_context
 from shardc.cost.model import CostReport, estimate
@@ -144,8 +147,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
         if context is not None:
             obj["max_context"] = context
             obj["kv_budget_fraction"] = args.kv_budget / 100
+        obj["warnings"] = warnings_json(result)
         emit_json(obj)
     else:
+        print_warnings(result)
         sys.stdout.write(cost_text(report, result, profile, context, args))
     return 0
 
@@ -242,4 +247,6 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
     part = r.bound_buckets.get(r.bound, 0.0)
     lines += ["", f"bound by {r.bound}: {seconds(part)} of the {seconds(r.bound_latency_s)} roofline"
                   + (f" ({part / roof:.0%} of its time)" if roof else "")]
-    return "\n".join(lines) + "\n"
+    assert sg.mesh is not None
+    redundant = replication_text(r.replication, r.replication_factor, sg.mesh)
+    return "\n".join(lines) + "\n" + ("\n" + redundant if redundant else "")
