@@ -1,4 +1,5 @@
-"""How shardc writes byte counts for people: ``1,008 B``, ``540.0 KiB``, ``1,006.5 GiB``."""
+"""How shardc writes counts for people: bytes (``1,008 B``, ``540.0 KiB``, ``1,006.5 GiB``) and FLOPs
+(``1.13 TFLOP``)."""
 from __future__ import annotations
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
@@ -13,6 +14,14 @@ def human_bytes(n: float) -> str:
         if n < 1024 or unit == _UNITS[-1]:
             break
     return f"{n:,.1f} {unit}"
+
+
+def human_flops(n: float) -> str:
+    """Decimal units, the largest that keeps the number at least 1: ``1.13 TFLOP``, ``152 GFLOP``."""
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.3g} {unit}" if n / scale < 1000 else f"{n / scale:,.0f} {unit}"
+    return f"{n:,.0f} FLOP"
 
 
 # The largest dim size, mesh axis size, repeat count or --set value shardc accepts: far beyond any real

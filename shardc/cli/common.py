@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from shardc.errors import ShardcError
+from shardc.errors import NOLOC, ShardcError, render_diagnostic
 from shardc.ir.graph import Graph
 from shardc.ir.mesh import Mesh
 from shardc.language.lower import parse, read_text
 from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES
-from shardc.units import human_bytes, whole_number
+from shardc.sharding.replication import Replicated, replication_warning
+from shardc.sharding.sharded import ShardResult
+from shardc.units import human_bytes, human_flops, whole_number
 
 STDIN = "-"
 _SET_RE = re.compile(r"([A-Z])=([0-9]+)")
@@ -172,6 +174,47 @@ def _write_into(path: Path, st: os.stat_result, text: str) -> None:
         raise ShardcError(f"cannot write {path}: {err.strerror}") from None
 
 
+def table(rows: list[list[str]], right: set[int], indent: str = "  ") -> list[str]:
+    """``rows`` in aligned columns (the columns in ``right`` right-aligned), each line indented."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+
+
+# --- redundant compute (shardc compile and shardc cost) -------------------------------------
+def replication_text(records: Sequence[Replicated], factor: float, mesh: Mesh) -> str:
+    """The einsums whose work is repeated on several chips as a table, under the whole run's ``factor``;
+    '' when every einsum splits (``records``: :func:`shardc.sharding.replication.replication`)."""
+    if not records:
+        return ""
+    head = (f"redundant compute on mesh {mesh.spec()} ({mesh.num_chips} chips): the run's matmul FLOPs per chip "
+            f"are {factor:.3g}x a perfect split")
+    rows = [["value", "einsum", "line", "replicated", "FLOPs/chip", "ideal"]]
+    rows += [[r.value, r.spec, str(r.line or "-"), f"{r.factor:.3g}x", human_flops(r.flops_per_chip),
+              human_flops(r.ideal_flops_per_chip)] for r in records]
+    note = "  (FLOPs per chip of one execution; in a repeat, of one layer)"
+    return "\n".join([head, *table(rows, {2, 3, 4, 5}), note]) + "\n"
+
+
+def warnings_json(result: ShardResult) -> list[dict[str, object]]:
+    """``"warnings"`` of ``compile --json`` and ``cost --json``: the run-replicated warning, if any, in the
+    form ``shardc check --json`` gives its warnings (no location here) plus its hint."""
+    warning = replication_warning(result.graph, result.strategy)
+    if warning is None:
+        return []
+    g = result.graph
+    return [{"file": g.source.filename if g.source else None, "line": None, "col": None,
+             "message": warning.message, "hint": warning.hint}]
+
+
+def print_warnings(result: ShardResult) -> None:
+    """On standard error, the warning of :func:`replication_warning` if the run is (nearly) replicated."""
+    warning = replication_warning(result.graph, result.strategy)
+    if warning is not None:
+        print(render_diagnostic("warning", warning.message, result.graph.source, NOLOC, warning.hint),
+              file=sys.stderr)
+
+
 def preset_flags(parser: argparse.ArgumentParser) -> None:
     """``--ffn`` and ``--attention``: left None so :func:`shard_program` applies its defaults.
 
@@ -187,5 +230,6 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
                              "the program reads a KV cache and B divides over the chips, else heads)")
 
 
-__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "load_graph", "parse_sets", "preset_flags",
-           "read_source", "write_atomically"]
+__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "human_flops", "load_graph", "parse_sets",
+           "preset_flags", "print_warnings", "read_source", "replication_text", "table", "warnings_json",
+           "write_atomically"]

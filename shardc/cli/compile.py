@@ -1,4 +1,5 @@
-"""``shardc compile``: the sharded program, its collectives with reasons, the preset explained."""
+"""``shardc compile``: the sharded program, its collectives with reasons, the einsums computed redundantly,
+the preset explained."""
 from __future__ import annotations
 
 import argparse
@@ -6,10 +7,20 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, write_atomically
+from shardc.cli.common import (
+    emit_json,
+    human_bytes,
+    load_graph,
+    preset_flags,
+    print_warnings,
+    replication_text,
+    warnings_json,
+    write_atomically,
+)
 from shardc.ir.graph import DeclKind, Graph, OpKind
 from shardc.ir.mesh import Mesh
 from shardc.language.printer import format_graph
+from shardc.sharding.replication import replication, replication_factor
 from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import CollectiveRecord, ShardResult
 
@@ -18,7 +29,7 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
     preset_flags(parser)
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="write the sharded program to OUT (atomically) and print only the "
-                             "collectives table")
+                             "collectives table and the redundant compute")
     parser.add_argument("--explain", action="store_true",
                         help="first print the preset in the paper's notation and the layout of every "
                              "param and cache")
@@ -48,6 +59,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.output is None:
         parts.append(program + "\n")
     parts.append(_commented(collectives_text(result), prefix))
+    redundant = redundant_text(result)
+    if redundant:
+        parts.append(_commented("\n" + redundant, prefix))
+    print_warnings(result)
     sys.stdout.write("".join(parts))
     return 0
 
@@ -144,6 +159,13 @@ def collectives_text(result: ShardResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def redundant_text(result: ShardResult) -> str:
+    """The einsums whose work is repeated on several chips, and the run's factor ('' when all split)."""
+    sg = result.graph
+    assert sg.mesh is not None
+    return replication_text(replication(sg), replication_factor(sg), sg.mesh)
+
+
 def explain_text(result: ShardResult, args: argparse.Namespace) -> str:
     """The preset in the paper's notation and where each param and cache lives."""
     g = result.graph
@@ -173,7 +195,8 @@ def explain_text(result: ShardResult, args: argparse.Namespace) -> str:
 
 
 def compile_json(result: ShardResult, program: str, args: argparse.Namespace) -> dict[str, object]:
-    """``shardc compile --json``: the program, the preset and the collectives (slices left out)."""
+    """``shardc compile --json``: the program, the preset, the collectives (slices left out), the einsums
+    computed redundantly and the whole run's replication factor, and any warning."""
     g = result.graph
     assert g.mesh is not None
     obj: dict[str, object] = {
@@ -183,6 +206,9 @@ def compile_json(result: ShardResult, program: str, args: argparse.Namespace) ->
         "attention": result.strategy.attention.value if result.strategy else None,
         "collectives": [c.to_json(g.mesh) for c in _priced(result)],
         "bytes_per_chip_per_run": sum(c.bytes_per_chip * c.count for c in _priced(result)),
+        "replication": [r.to_json() for r in replication(g)],
+        "replication_factor": replication_factor(g),
+        "warnings": warnings_json(result),
     }
     if args.output is not None:
         obj["output"] = args.output

@@ -7,7 +7,18 @@ import sys
 import tomllib
 from pathlib import Path
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, parse_sets, preset_flags
+from shardc.cli.common import (
+    emit_json,
+    human_bytes,
+    human_flops,
+    load_graph,
+    parse_sets,
+    preset_flags,
+    print_warnings,
+    replication_text,
+    table,
+    warnings_json,
+)
 from shardc.cost.memory import max_context
 from shardc.cost.model import CostReport, estimate
 from shardc.errors import ShardcError
@@ -136,8 +147,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
         if context is not None:
             obj["max_context"] = context
             obj["kv_budget_fraction"] = args.kv_budget / 100
+        obj["warnings"] = warnings_json(result)
         emit_json(obj)
     else:
+        print_warnings(result)
         sys.stdout.write(cost_text(report, result, profile, context, args))
     return 0
 
@@ -159,7 +172,7 @@ def _peak_lines(r: CostReport) -> list[str]:
     rest = p.live[len(shown):]
     if rest:
         rows.append([f"{len(rest)} more", human_bytes(sum(v.bytes for v in rest)), ""])
-    return out + _table(rows, {1}, "    ")
+    return out + table(rows, {1}, "    ")
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -173,20 +186,6 @@ def seconds(s: float) -> str:
     if s < 3600:
         return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
     return f"{s / 3600:,.1f} h"
-
-
-def flops(n: float) -> str:
-    """``1.13 TFLOP``."""
-    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if n >= scale:
-            return f"{n / scale:,.3g} {unit}" if n / scale < 1000 else f"{n / scale:,.0f} {unit}"
-    return f"{n:,.0f} FLOP"
-
-
-def _table(rows: list[list[str]], right: set[int], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
 
 
 def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context: int | None,
@@ -210,7 +209,7 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
         rows = [["", "calibrated", "bound"]] + [list(f) for f in figures]
     else:
         rows = [["", "bound"]] + [[name, b] for name, _, b in figures]
-    lines += _table(rows, {1, 2}, "")
+    lines += table(rows, {1, 2}, "")
     lines.append(f"  bound: {r.bound_model}")
     lines.append(f"  calibrated: {r.estimate_model}")
     cal = r.calibration
@@ -225,7 +224,7 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
                      f"{r.params:,} parameters, the padding adds {extra:,} ({extra / r.params:.1%}); "
                      f"counted as useful work it would read {r.mfu * r.padded_params / r.params:.1%} MFU")
     lines += ["", "per chip, one run",
-              f"  FLOPs (matmuls)  {flops(r.flops_per_chip)}",
+              f"  FLOPs (matmuls)  {human_flops(r.flops_per_chip)}",
               f"  bytes sent       {human_bytes(r.comm_bytes_per_chip)}",
               f"  HBM traffic      {human_bytes(r.hbm_bytes_per_chip)} (reads and writes)",
               f"  memory           weights {human_bytes(r.weight_bytes_per_chip)} + KV caches "
@@ -239,13 +238,15 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
     total = r.latency_s or 1.0
     kinds = sorted(((k, v) for k, v in r.breakdown_by_kind.items() if v), key=lambda kv: -kv[1])
     lines += ["", ("calibrated" if r.calibrated else "bound") + " time by op kind"]
-    lines += _table([[k, seconds(v), f"{v / total:.1%}"] for k, v in kinds], {1, 2})
+    lines += table([[k, seconds(v), f"{v / total:.1%}"] for k, v in kinds], {1, 2})
     if r.breakdown_by_collective:
         lines += ["", "communication by collective" + (" (partly hidden under matmuls)" if r.overlap else "")]
         colls = sorted(r.breakdown_by_collective.items(), key=lambda kv: -kv[1])
-        lines += _table([[k, seconds(v), f"{v / total:.1%}"] for k, v in colls], {1, 2})
+        lines += table([[k, seconds(v), f"{v / total:.1%}"] for k, v in colls], {1, 2})
     roof = sum(v for k, v in r.bound_buckets.items())
     part = r.bound_buckets.get(r.bound, 0.0)
     lines += ["", f"bound by {r.bound}: {seconds(part)} of the {seconds(r.bound_latency_s)} roofline"
                   + (f" ({part / roof:.0%} of its time)" if roof else "")]
-    return "\n".join(lines) + "\n"
+    assert sg.mesh is not None
+    redundant = replication_text(r.replication, r.replication_factor, sg.mesh)
+    return "\n".join(lines) + "\n" + ("\n" + redundant if redundant else "")

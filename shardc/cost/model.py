@@ -45,6 +45,7 @@ from shardc.hardware.comm import COMM_CHOICES, CommMode, ring_steps
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import CollectiveAttrs, DeclKind, Graph, Op, OpKind
 from shardc.sharding.counts import local_bytes, op_comm_bytes, op_flops
+from shardc.sharding.replication import Replicated, replication, replication_factor
 from shardc.sharding.sharded import verify_sharded
 from shardc.sharding.timing import VIEWS, op_time, traffic_bytes
 
@@ -107,10 +108,15 @@ class CostReport:
     padded_params: int = 0  # parameters of the padded program as timed
     ops: tuple[OpTime, ...] = ()
     memory_peak: MemoryPeak = field(default_factory=MemoryPeak)  # the op at the activation peak, its live set
+    # Redundant compute (shardc.sharding.replication): the run's einsum FLOPs per chip x chips over the
+    # unsharded einsum FLOPs (1.0: a perfect split), and every einsum whose own factor is above 1.
+    replication_factor: float = 1.0
+    replication: tuple[Replicated, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         out = {k: v for k, v in self.__dict__.items() if k != "ops"}
         out["memory_peak"] = self.memory_peak.to_json()
+        out["replication"] = [r.to_json() for r in self.replication]
         total = self.latency_s or 1.0
         out["breakdown"] = {
             "by_kind": {k: {"seconds": v, "share": v / total} for k, v in self.breakdown_by_kind.items()},
@@ -306,7 +312,8 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
         calibrated=calibrated, bound_model=f"roofline (no fitted terms), --comm {mode.value}",
         estimate_model=estimate_model, padding={d: list(v) for d, v in padding.items()},
         padded_params=padded_params,
-        ops=tuple(ops), memory_peak=peak)
+        ops=tuple(ops), memory_peak=peak,
+        replication_factor=replication_factor(sg), replication=tuple(replication(sg)))
 
 
 def _padding(sizes: Mapping[str, int], real_sizes: Mapping[str, int] | None) -> dict[str, tuple[int, int]]:
