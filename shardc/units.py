@@ -38,3 +38,15 @@ def whole_number(text: str) -> int | None:
         return None
     value = int(text)
     return value if value <= MAX_WHOLE else None
+
+
+def human_seconds(s: float) -> str:
+    """``812 ns``, ``45.3 µs``, ``28.4 ms``, ``1.82 s``, ``2.1 h``."""
+    if s == 0:
+        return "0 s"
+    for unit, scale in (("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3)):
+        if s < scale * 1000:
+            return f"{s / scale:.3g} {unit}" if s / scale < 100 else f"{s / scale:.0f} {unit}"
+    if s < 3600:
+        return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
+    return f"{s / 3600:,.1f} h"

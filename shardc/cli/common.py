@@ -15,16 +15,20 @@ import re
 import stat
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from shardc.errors import NOLOC, ShardcError, render_diagnostic
+from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
 from shardc.ir.graph import Graph
 from shardc.ir.mesh import Mesh
 from shardc.language.lower import parse, read_text
 from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES
 from shardc.sharding.replication import Replicated, replication_warning
+from shardc.sharding.search import Method
+from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import ShardResult
 from shardc.units import human_bytes, human_flops, whole_number
 
@@ -216,10 +220,12 @@ def print_warnings(result: ShardResult) -> None:
 
 
 def preset_flags(parser: argparse.ArgumentParser) -> None:
-    """``--ffn`` and ``--attention``: left None so :func:`shard_program` applies its defaults.
+    """The flags that decide the plan: ``--ffn``, ``--attention``, ``--search`` and the chip it is
+    planned for (``--chip``/``--chip-file``, ``--comm``).
 
-    Not argparse ``choices``: an unknown preset is a :class:`ShardcError` from the
-    presets module (one message listing the valid ones, JSON under ``--json``).
+    Left None so :func:`shard_program` applies its defaults.  Not argparse ``choices``: an
+    unknown preset is a :class:`ShardcError` from the presets module (one message listing the
+    valid ones, JSON under ``--json``).
     """
     parser.add_argument("--ffn", metavar="PRESET",
                         help=f"feed-forward layout: {', '.join(FFN_CHOICES)}, or none (layouts from the "
@@ -228,8 +234,51 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", metavar="PRESET",
                         help=f"attention layout: {' or '.join(ATTENTION_CHOICES)} (default: batch when "
                              "the program reads a KV cache and B divides over the chips, else heads)")
+    parser.add_argument("--search", metavar="METHOD", default=None,
+                        help="how the layouts within the preset are chosen: search (default: the plan of least "
+                             "estimated time on --chip, exact over the candidate layouts of each op) or greedy "
+                             "(op by op, the candidate moving the fewest bytes)")
+    chip = parser.add_mutually_exclusive_group()
+    chip.add_argument("--chip", metavar="NAME",
+                      help=f"built-in chip profile: {', '.join(builtin_profiles())} (default tpu-v4)")
+    chip.add_argument("--chip-file", metavar="FILE.toml", help="a chip profile of your own (TOML, like "
+                                                                "shardc/profiles/tpu-v4.toml)")
+    parser.add_argument("--comm", default=None, metavar="MODE",
+                        help="collective model: paper (every collective at all links' bandwidth, the paper's "
+                             "formulas) or torus (only the links of the axes it spans); default: the model the "
+                             "chip's terms were fitted in (tpu-v4: torus). In any other model the calibrated "
+                             "estimate is not computed and the report gives the bound alone")
 
 
-__all__ = ["STDIN", "Command", "emit_json", "human_bytes", "human_flops", "load_graph", "parse_sets",
-           "preset_flags", "print_warnings", "read_source", "replication_text", "table", "warnings_json",
-           "write_atomically"]
+def chip_profile(args: argparse.Namespace) -> ChipProfile:
+    """The profile of ``--chip`` or ``--chip-file`` (default tpu-v4), with clear errors."""
+    if args.chip_file is None:
+        if args.chip is not None and args.chip.endswith(".toml"):
+            raise ShardcError(f"--chip {args.chip}: --chip takes a built-in name "
+                              f"({', '.join(builtin_profiles())}); pass a TOML file with --chip-file")
+        return load_profile(args.chip)
+    path = Path(args.chip_file)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShardcError(f"--chip-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ShardcError(f"--chip-file {path}: cannot read it ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ShardcError(f"--chip-file {path}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise ShardcError(f"--chip-file {path}: not valid TOML (nested too deeply)") from None
+    return profile_from_dict(data, str(path))
+
+
+def plan(g: Graph, args: argparse.Namespace, profile: ChipProfile | None = None) -> ShardResult:
+    """Shard ``g`` as the command line says (the preset flags above; ``--explain`` adds the
+    alternative each choice of the search beat)."""
+    return shard_program(g, None, args.ffn, args.attention, method=args.search or Method.SEARCH.value,
+                         chip=profile or chip_profile(args), comm=args.comm,
+                         explain=bool(getattr(args, "explain", False)))
+
+
+__all__ = ["STDIN", "Command", "chip_profile", "emit_json", "human_bytes", "human_flops", "load_graph",
+           "parse_sets", "plan", "preset_flags", "print_warnings", "read_source", "replication_text", "table",
+           "warnings_json", "write_atomically"]

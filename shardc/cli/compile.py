@@ -8,9 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from shardc.cli.common import (
+    chip_profile,
     emit_json,
     human_bytes,
     load_graph,
+    plan,
     preset_flags,
     print_warnings,
     replication_text,
@@ -21,8 +23,9 @@ from shardc.ir.graph import DeclKind, Graph, OpKind
 from shardc.ir.mesh import Mesh
 from shardc.language.printer import format_graph
 from shardc.sharding.replication import replication, replication_factor
-from shardc.sharding.shard import shard_program
+from shardc.sharding.search import Method
 from shardc.sharding.sharded import CollectiveRecord, ShardResult
+from shardc.units import human_seconds
 
 
 def _compile_args(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +44,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     g = without_notes(g)
     if g.is_sharded and (args.ffn or args.attention) and not args.json:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
-    result = shard_program(g, None, args.ffn, args.attention)
+    result = plan(g, args)
     program = format_graph(result.graph)
     if args.output is not None:
         write_atomically(Path(args.output), program)
@@ -62,6 +65,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     redundant = redundant_text(result)
     if redundant:
         parts.append(_commented("\n" + redundant, prefix))
+    if args.explain and result.method is Method.SEARCH:
+        parts.append(_commented("\n" + choices_text(result, g, args), prefix))
     print_warnings(result)
     sys.stdout.write("".join(parts))
     return 0
@@ -164,6 +169,28 @@ def redundant_text(result: ShardResult) -> str:
     sg = result.graph
     assert sg.mesh is not None
     return replication_text(replication(sg), replication_factor(sg), sg.mesh)
+
+
+def choices_text(result: ShardResult, source: Graph, args: argparse.Namespace) -> str:
+    """``--explain``: the layout search's estimate against the greedy policy's, and for each
+    collective a choice put in, the cheapest plan that chose otherwise there."""
+    mesh = result.graph.mesh
+    assert mesh is not None and result.seconds is not None
+    profile = chip_profile(args)
+    greedy = plan(source, argparse.Namespace(**{**vars(args), "search": Method.GREEDY.value, "explain": False}),
+                  profile)
+    assert greedy.seconds is not None
+    lines = [f"layout search on {profile.name}: {human_seconds(result.seconds)} per run estimated "
+             f"(op by op, --search greedy: {human_seconds(greedy.seconds)})"]
+    rows = [["value", "collective", "axes", "the alternative it beat"]]
+    rows += [[c.value, c.kind.value, "".join(c.axes), c.alternative] for c in _priced(result) if c.alternative]
+    if len(rows) == 1:
+        lines.append("  no collective was a choice: each op had one legal layout")
+    else:
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines += ["  " + "  ".join([cell.ljust(w) for cell, w in zip(r, widths)] + [r[3]]).rstrip() for r in rows]
+        lines.append("  (collectives not listed had no alternative: their op had one legal layout)")
+    return "\n".join(lines) + "\n"
 
 
 def explain_text(result: ShardResult, args: argparse.Namespace) -> str:

@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tomllib
-from pathlib import Path
 
 from shardc.cli.common import (
+    chip_profile,
     emit_json,
     human_bytes,
     human_flops,
     load_graph,
     parse_sets,
+    plan,
     preset_flags,
     print_warnings,
     replication_text,
@@ -22,12 +22,12 @@ from shardc.cli.common import (
 from shardc.cost.memory import max_context
 from shardc.cost.model import CostReport, estimate
 from shardc.errors import ShardcError
-from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
+from shardc.hardware.profile import ChipProfile
 from shardc.ir.graph import DType, Graph
 from shardc.ir.transforms import with_weight_dtype
 from shardc.language.lower import parse
-from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import ShardResult
+from shardc.units import human_seconds
 
 DEFAULT_KV_BUDGET = 30.0  # percent of HBM (the paper's Table 1)
 _WEIGHTS = {"bf16": DType.BF16, "int8": DType.INT8}
@@ -38,16 +38,6 @@ def _cost_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="DTYPE",
                         help="store every param as bf16 or int8 before sharding (int8: weights are read and "
                              "moved at one byte, matmuls stay bf16)")
-    chip = parser.add_mutually_exclusive_group()
-    chip.add_argument("--chip", metavar="NAME",
-                      help=f"built-in chip profile: {', '.join(builtin_profiles())} (default tpu-v4)")
-    chip.add_argument("--chip-file", metavar="FILE.toml", help="a chip profile of your own (TOML, like "
-                                                                "shardc/profiles/tpu-v4.toml)")
-    parser.add_argument("--comm", default=None, metavar="MODE",
-                        help="collective model: paper (every collective at all links' bandwidth, the paper's "
-                             "formulas) or torus (only the links of the axes it spans); default: the model the "
-                             "chip's terms were fitted in (tpu-v4: torus). In any other model the calibrated "
-                             "estimate is not computed and the report gives the bound alone")
     parser.add_argument("--pad", metavar="DIM=N", action="append", default=[],
                         help="pad a dim to N before sharding, e.g. --pad H=64 (the paper pads PaLM 540B's 48 "
                              "heads to 64): the padded program is timed, parameters and MFU count the real "
@@ -64,27 +54,6 @@ def _cost_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-budget", type=float, default=None, metavar="PCT",
                         help=f"with --max-context: percent of HBM per chip for the KV cache "
                              f"(default {DEFAULT_KV_BUDGET:g})")
-
-
-def chip_profile(args: argparse.Namespace) -> ChipProfile:
-    """The profile of ``--chip`` or ``--chip-file`` (default tpu-v4), with clear errors."""
-    if args.chip_file is None:
-        if args.chip is not None and args.chip.endswith(".toml"):
-            raise ShardcError(f"--chip {args.chip}: --chip takes a built-in name "
-                              f"({', '.join(builtin_profiles())}); pass a TOML file with --chip-file")
-        return load_profile(args.chip)
-    path = Path(args.chip_file)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ShardcError(f"--chip-file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ShardcError(f"--chip-file {path}: cannot read it ({err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ShardcError(f"--chip-file {path}: not valid TOML ({err})") from None
-    except RecursionError:
-        raise ShardcError(f"--chip-file {path}: not valid TOML (nested too deeply)") from None
-    return profile_from_dict(data, str(path))
 
 
 def _weights(g: Graph, args: argparse.Namespace) -> Graph:
@@ -135,7 +104,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if next(g.ops(), None) is None:
         raise ShardcError(f"{g.source.filename if g.source else args.file}: the program has no operations, so "
                           "there is nothing to cost")
-    result = shard_program(g, None, args.ffn, args.attention)
+    result = plan(g, args, profile)
     report = estimate(result.graph, profile, args.comm, args.overlap, real_sizes=real,
                       gather_chunks=args.gather_chunks)
     context = None
@@ -176,18 +145,6 @@ def _peak_lines(r: CostReport) -> list[str]:
 
 
 # --- formatting -----------------------------------------------------------------------------
-def seconds(s: float) -> str:
-    """``812 ns``, ``45.3 µs``, ``28.4 ms``, ``1.82 s``, ``2.1 h``."""
-    if s == 0:
-        return "0 s"
-    for unit, scale in (("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3)):
-        if s < scale * 1000:
-            return f"{s / scale:.3g} {unit}" if s / scale < 100 else f"{s / scale:.0f} {unit}"
-    if s < 3600:
-        return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
-    return f"{s / 3600:,.1f} h"
-
-
 def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context: int | None,
               args: argparse.Namespace) -> str:
     """The human report of ``shardc cost`` (see the module docstring)."""
@@ -200,11 +157,11 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
     lines = [f"cost of {sg.name} on {r.mesh} ({r.chips} chips of {r.chip}), {preset}{weights}; {comm}",
              f"one run = {run} for B={sg.sizes.get('B', 1):,} sequences: {r.tokens:,} tokens", ""]
     per = max(sg.sizes.get("L", 1), 1)
-    figures = [("latency", seconds(r.latency_s), seconds(r.bound_latency_s)),
-               ("latency per token", seconds(r.per_token_latency_s), seconds(r.bound_latency_s / per)),
+    figures = [("latency", human_seconds(r.latency_s), human_seconds(r.bound_latency_s)),
+               ("latency per token", human_seconds(r.per_token_latency_s), human_seconds(r.bound_latency_s / per)),
                ("MFU", f"{r.mfu:.1%}", f"{r.bound_mfu:.1%}"),
-               ("chip-seconds per token", seconds(r.cost_chip_s_per_token),
-                seconds(r.chips * r.bound_latency_s / r.tokens))]
+               ("chip-seconds per token", human_seconds(r.cost_chip_s_per_token),
+                human_seconds(r.chips * r.bound_latency_s / r.tokens))]
     if r.calibrated:
         rows = [["", "calibrated", "bound"]] + [list(f) for f in figures]
     else:
@@ -214,8 +171,8 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
     lines.append(f"  calibrated: {r.estimate_model}")
     cal = r.calibration
     if r.calibrated and not profile.calibration.is_zero():
-        lines.append(f"    hop_latency {seconds(float(cal['hop_latency']))} per ring step, op_overhead "  # type: ignore[arg-type]
-                     f"{seconds(float(cal['op_overhead']))} per op, mxu_fill {float(cal['mxu_fill']):.3g} rows "  # type: ignore[arg-type]
+        lines.append(f"    hop_latency {human_seconds(float(cal['hop_latency']))} per ring step, op_overhead "  # type: ignore[arg-type]
+                     f"{human_seconds(float(cal['op_overhead']))} per op, mxu_fill {float(cal['mxu_fill']):.3g} rows "  # type: ignore[arg-type]
                      f"per {cal['matmul_tile']}x{cal['matmul_tile']} tile pass, peak_fraction "
                      f"{float(cal['peak_fraction']):.3g}")  # type: ignore[arg-type]
     for dim, (real, size) in r.padding.items():
@@ -238,14 +195,14 @@ def cost_text(r: CostReport, result: ShardResult, profile: ChipProfile, context:
     total = r.latency_s or 1.0
     kinds = sorted(((k, v) for k, v in r.breakdown_by_kind.items() if v), key=lambda kv: -kv[1])
     lines += ["", ("calibrated" if r.calibrated else "bound") + " time by op kind"]
-    lines += table([[k, seconds(v), f"{v / total:.1%}"] for k, v in kinds], {1, 2})
+    lines += table([[k, human_seconds(v), f"{v / total:.1%}"] for k, v in kinds], {1, 2})
     if r.breakdown_by_collective:
         lines += ["", "communication by collective" + (" (partly hidden under matmuls)" if r.overlap else "")]
         colls = sorted(r.breakdown_by_collective.items(), key=lambda kv: -kv[1])
-        lines += table([[k, seconds(v), f"{v / total:.1%}"] for k, v in colls], {1, 2})
+        lines += table([[k, human_seconds(v), f"{v / total:.1%}"] for k, v in colls], {1, 2})
     roof = sum(v for k, v in r.bound_buckets.items())
     part = r.bound_buckets.get(r.bound, 0.0)
-    lines += ["", f"bound by {r.bound}: {seconds(part)} of the {seconds(r.bound_latency_s)} roofline"
+    lines += ["", f"bound by {r.bound}: {human_seconds(part)} of the {human_seconds(r.bound_latency_s)} roofline"
                   + (f" ({part / roof:.0%} of its time)" if roof else "")]
     assert sg.mesh is not None
     redundant = replication_text(r.replication, r.replication_factor, sg.mesh)

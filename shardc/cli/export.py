@@ -6,11 +6,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from shardc.cli.common import load_graph, preset_flags, write_atomically
+from shardc.cli.common import load_graph, plan, preset_flags, write_atomically
 from shardc.errors import ShardcError
 from shardc.execute.verification import shrink
 from shardc.export import export_jax
-from shardc.sharding.shard import shard_program
 
 TARGETS = ("jax",)
 
@@ -31,7 +30,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.to not in TARGETS:
         raise ShardcError(f"unknown export target {args.to!r}", hint=f"use --to {' or --to '.join(TARGETS)}")
     g, _ = load_graph(args)
-    sg = shard_program(g, None, args.ffn, args.attention).graph
+    sg = plan(g, args).graph
     if args.shrink:
         sg = shrink(sg)
     text = export_jax(sg)

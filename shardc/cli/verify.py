@@ -5,13 +5,12 @@ import argparse
 import math
 import re
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags
+from shardc.cli.common import emit_json, human_bytes, load_graph, plan, preset_flags
 from shardc.errors import ShardcError
 from shardc.execute.reference import DEFAULT_MAX_BYTES
 from shardc.execute.verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
 from shardc.ir.graph import Graph
 from shardc.ir.transforms import with_sizes
-from shardc.sharding.shard import shard_program
 from shardc.sharding.sharded import ShardResult
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -61,7 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ShardcError(f"--tolerance {args.tolerance}: expected a finite relative error, 0 or more "
                           "(such as 1e-4)")
     max_bytes = parse_bytes(args.max_memory) if args.max_memory else DEFAULT_MAX_BYTES
-    result = shard_program(g, None, args.ffn, args.attention)
+    result = plan(g, args)
     sg = result.graph
     source = None if g.is_sharded else g
     if args.shrink:

@@ -36,6 +36,7 @@ from shardc.errors import ShardcError
 from shardc.ir.graph import Decl, Op, Output, Repeat, Stmt, Value
 from shardc.ir.layout import Layout
 from shardc.sharding.walk import Decision, Option, State, Walk
+from shardc.units import human_seconds
 
 __all__ = ["Alternative", "Method", "Unit", "alternatives", "every_plan", "search", "units_of"]
 
@@ -243,24 +244,18 @@ class Alternative:
     extra_seconds: float  # how much slower the alternative plan is, per program run
 
     def describe(self, walk: Walk) -> str:
-        """One line for ``--explain``."""
+        """One line for ``--explain``: what the alternative would have done at this op, and its cost."""
         if self.other is None:
             return "the only way through the program"
         op = self.decision.op
-        mesh = walk.mesh
-        moved = [f"{o.name or 'a temporary'} as {t.format(mesh)}" for o, t, c in
-                 zip(op.operands, self.other.candidate.targets, self.decision.chosen.candidate.targets,
-                     strict=True) if isinstance(o, Value) and t is not None and t != c]
-        how = ", ".join(moved) or "its operands as they are"
-        return f"beat {how} at {op.kind} -> {op.result.name or 'a temporary'} by {_seconds(self.extra_seconds)}"
-
-
-def _seconds(s: float) -> str:
-    if s >= 1.0:
-        return f"{s:.3g} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} us"
+        moved = [f"{o.name or f'operand {i + 1}'} as {t.format(walk.mesh)}"
+                 for i, (o, t, c) in enumerate(zip(op.operands, self.other.candidate.targets,
+                                                   self.decision.chosen.candidate.targets, strict=True))
+                 if isinstance(o, Value) and t is not None and t != c]
+        how = f"{', '.join(moved) or 'its operands as they are'} at {op.kind} -> {op.result.name or 'a temporary'}"
+        if self.extra_seconds <= _REL_TIE * max(abs(self.extra_seconds), 1e-30) or self.extra_seconds <= 0:
+            return f"tied with {how} (the earlier candidate is kept)"
+        return f"beat {how} by {human_seconds(self.extra_seconds)}"
 
 
 def alternatives(walk: Walk, best: State, pin_message: PinMessage) -> dict[int, Alternative]:

@@ -153,7 +153,10 @@ def shard_program(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoi
         g = with_mesh(g, mesh)
     bound = make_strategy(g, mesh, strategy, attention, roles)
     profile = load_profile(chip)
-    return _run(g, mesh, bound, _method(method), profile, _comm_mode(comm or profile.default_comm), explain)
+    mode = _comm_mode(comm or profile.default_comm)
+    if not profile.calibration.is_zero() and profile.calibration.comm != mode.value:
+        profile = profile.uncalibrated()  # as the estimate does: fitted terms hold only in their own model
+    return _run(g, mesh, bound, _method(method), profile, mode, explain)
 
 
 def _finish(g: Graph, mesh: Mesh, st: State) -> tuple[Graph, dict[int, int]]:
