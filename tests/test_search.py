@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 import shardc
+from shardc.cli.main import main
 from shardc.errors import ShardcError
+from shardc.hardware.comm import CommMode
+from shardc.sharding.presets import make_strategy
+from shardc.sharding.search import Method, _Search, alternatives
+from shardc.sharding.shard import _finish, _PinMessages, _post_requirements
+from shardc.sharding.walk import Walk
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = json.loads((ROOT / "tests" / "golden" / "search_baseline.json").read_text())
@@ -81,3 +87,39 @@ def test_the_search_improves_on_the_greedy_record() -> None:
                and r["ffn"] == "2d-ws" and r["attention"] == "heads")
     searched = shardc.estimate(shardc.shard(graph("gpt_mha_serial", {}), "4x4x4", "2d-ws", "heads")).latency_s
     assert searched < row["latency_s"] * 0.9
+
+
+# --- 4. --explain: the alternative each choice beat ------------------------------------------------
+def test_each_alternative_is_a_real_plan_that_costs_what_it_says() -> None:
+    """For every collective a choice put in, the alternative is the cheapest plan that does not take
+    the same operand layouts at that op; its extra time is the difference of two estimates."""
+    mesh = shardc.Mesh.parse("4x4x4")
+    g = shardc.parse(shardc.format(graph("gpt_mha_serial", {})), mesh=mesh)
+    strategy = make_strategy(g, mesh, "2d-ws", "heads")
+    profile = shardc.load_profile(None)
+    walk = Walk(g, mesh, strategy, profile, CommMode(profile.default_comm), _post_requirements(g, mesh))
+    pins = _PinMessages(g)
+    best = _Search(walk, Method.SEARCH, pins).run()
+    best_s = shardc.estimate(_finish(g, mesh, best)[0]).latency_s
+    found = alternatives(walk, best, pins)
+    assert found, "the layout has choices that put collectives in"
+    for alt in {id(a): a for a in found.values()}.values():
+        d = alt.decision
+        forced = _Search(walk, Method.SEARCH, pins, forbid=(d.where, d.chosen.candidate.targets)).run()
+        other = shardc.estimate(_finish(g, mesh, forced)[0]).latency_s
+        assert other >= best_s * (1 - 1e-9), "no plan that chose otherwise is faster than the best"
+        assert alt.extra_seconds == pytest.approx(other - best_s, rel=1e-6, abs=1e-12)
+
+
+def test_explain_prints_the_alternatives(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["compile", str(ROOT / "examples" / "gpt_mha_serial.model"), "--mesh", "4x4x4",
+                 "--attention", "heads", "--explain"])
+    out = capsys.readouterr().out
+    assert code == 0
+    section = out[out.index("# layout search on tpu-v4"):]
+    assert "(op by op, --search greedy:" in section.splitlines()[0]
+    assert "#   q1     reduce_scatter  x     beat " in section
+    code = main(["compile", str(ROOT / "examples" / "gpt_mha_serial.model"), "--mesh", "4x4x4",
+                 "--attention", "heads", "--explain", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert any(c["alternative"] and c["alternative"].startswith("beat ") for c in data["collectives"])

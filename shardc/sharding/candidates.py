@@ -3,15 +3,21 @@
 For every op the pass asks this table (keyed by op kind) for a short list of
 ways to lay out its operands so that the op's rule (:mod:`shardc.sharding.rules`) holds
 -- e.g. for an einsum, "keep the weight where it is and move the activation to
-agree with it".  The pass keeps the legal candidate whose reshards move the
-fewest bytes; ties go to the first candidate, so the order below *is* the
-policy:
+agree with it".  The layout search (:mod:`shardc.sharding.search`) weighs every
+legal candidate of every op together; between plans of equal estimated time, and
+for the greedy policy between candidates moving equal bytes, the earlier candidate
+wins, so the order below is the preference:
 
-* a weight or KV cache (a *stationary* operand) never moves, except that a
+* a weight or KV cache (a *stationary* operand) sends nothing, except that a
   weight-gathered preset first gathers it into its compute layout;
 * a pending partial sum is carried along while the consumer is linear, and
   otherwise completed into the strategy's preferred dim (a reduce-scatter into
-  a hidden dim, the paper's rule) or into the layout of the other operand;
+  a hidden dim, the paper's rule) or into the layout of the other operand, or
+  else into any other dim it divides or by an all-reduce
+  (:meth:`~shardc.sharding.presets.Strategy.completions`); an einsum may also
+  complete either operand first (q and k before QK^T);
+* a replicated weight or cache may be cut to agree with the other operand when
+  that is a local slice (a multiquery cache meeting a batch-split q);
 * between two activations, the larger (then the left) operand stays put.
 
 ``None`` in the current layouts marks a *floating* operand: a weight the
