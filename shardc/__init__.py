@@ -9,6 +9,7 @@ The public API (stable; see docs/api.md)::
     sg = shardc.shard(g, "4x4x4", ffn="2d-ws", attention="batch")  # sharded Graph
     rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
     prog = shardc.export_jax(shardc.shrink(sg))           # a standalone jax.shard_map program (text)
+    best = shardc.plan(g, chips=64).best                  # the partitioning of least estimated latency
 
     # the paper's presets are data in role letters (x, y, z); bind one to a mesh,
     # choosing which mesh axis plays which role, or build a Preset of one's own
@@ -33,6 +34,7 @@ from shardc.ir.mesh import Mesh
 from shardc.ir.summary import Summary, summarize
 from shardc.language.lower import load, parse
 from shardc.language.printer import format_graph as format
+from shardc.planner.choose import Objective, Plan, Ranked, plan
 from shardc.sharding.presets import FFN, PRESETS, Attention, Preset, Role, Strategy, bind, default_roles
 from shardc.sharding.shard import shard, shard_program
 from shardc.sharding.sharded import CollectiveRecord, ShardResult, verify_sharded
@@ -71,6 +73,10 @@ __all__ = [
     "verify_sharded",
     "summarize",
     "export_jax",
+    "plan",
+    "Plan",
+    "Ranked",
+    "Objective",
     # the objects the results above refer to, for tools that keep or inspect them
     "ChipProfile",
     "CollectiveRecord",

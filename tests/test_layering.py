@@ -2,7 +2,7 @@
 
 The order (drawn in ``docs/design.md``)::
 
-    errors, units  <-  ir  <-  language, hardware  <-  sharding  <-  execute, cost  <-  export  <-  plan
+    errors, units  <-  ir  <-  language, hardware  <-  sharding  <-  execute, cost  <-  export  <-  planner
                    <-  testing, cli  <-  shardc (the public API)
 
 A layer may import from every layer below it and from itself, never from above.  ``language`` and
@@ -34,9 +34,9 @@ ALLOWED["sharding"] = ALLOWED["language"] | ALLOWED["hardware"] | {"language", "
 ALLOWED["execute"] = ALLOWED["sharding"] | {"sharding"}
 ALLOWED["cost"] = ALLOWED["sharding"] | {"sharding"}
 ALLOWED["export"] = ALLOWED["execute"] | ALLOWED["cost"] | {"execute", "cost"}
-ALLOWED["plan"] = ALLOWED["export"] | {"export"}
-ALLOWED["testing"] = ALLOWED["plan"] | {"plan"}
-ALLOWED["cli"] = ALLOWED["plan"] | {"plan"}
+ALLOWED["planner"] = ALLOWED["export"] | {"export"}
+ALLOWED["testing"] = ALLOWED["planner"] | {"planner"}
+ALLOWED["cli"] = ALLOWED["planner"] | {"planner"}
 ALLOWED["shardc"] = ALLOWED["cli"] | {"cli", "testing"}
 
 

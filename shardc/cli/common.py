@@ -238,6 +238,11 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
                         help="how the layouts within the preset are chosen: search (default: the plan of least "
                              "estimated time on --chip, exact over the candidate layouts of each op) or greedy "
                              "(op by op, the candidate moving the fewest bytes)")
+    chip_flags(parser)
+
+
+def chip_flags(parser: argparse.ArgumentParser) -> None:
+    """``--chip``/``--chip-file`` and ``--comm``: the chip a plan is made and costed for."""
     chip = parser.add_mutually_exclusive_group()
     chip.add_argument("--chip", metavar="NAME",
                       help=f"built-in chip profile: {', '.join(builtin_profiles())} (default tpu-v4)")

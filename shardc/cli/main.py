@@ -25,6 +25,7 @@ from shardc.cli.common import STDIN, Command, emit_json, load_graph, write_atomi
 from shardc.cli.compile import _compile_args, cmd_compile
 from shardc.cli.cost import _cost_args, cmd_cost
 from shardc.cli.export import _export_args, cmd_export
+from shardc.cli.plan import _plan_args, cmd_plan
 from shardc.cli.verify import _verify_args, cmd_verify
 from shardc.errors import ShardcError, render_diagnostic
 from shardc.ir.dataflow import unused
@@ -132,6 +133,13 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc cost examples/tiny_layer.model --mesh 2x2x2 --chip h100-nvlink --overlap\n"
             "  shardc cost my.model --chip-file my_chip.toml",
             _cost_args, cmd_cost),
+    Command("plan", "choose the partitioning for N chips: try every mesh, role assignment and preset (and, "
+                    "if asked, weight dtype, padding and batch), rank them, and say why the best wins",
+            "shardc plan examples/palm_540b_decode.model --chips 64\n"
+            "  shardc plan examples/palm_540b_prefill.model --chips 64 --batch 1,512 --objective cost\n"
+            "  shardc plan examples/palm_540b_decode.model --chips 64 --weights any --pad any --max-latency 30ms\n"
+            "  shardc plan examples/tiny_layer.model --mesh 2x2x2 --json",
+            _plan_args, cmd_plan),
     Command("export", "write the sharded program as a standalone JAX program (shard_map, the plan's "
                       "mesh, layouts and collectives; --check compares it with shardc's reference)",
             "shardc export examples/tiny_layer.model --mesh 2x2x2 --to jax -o tiny_layer_jax.py\n"

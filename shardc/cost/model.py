@@ -280,8 +280,8 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
                           f"{mode.value}; the bound alone")
     chips = sg.mesh.num_chips
     tokens = sizes.get("B", 1) * sizes.get("L", 1)
-    padded_params = _param_count(sg)
-    params = _param_count(sg, {**sizes, **{d: real for d, (real, _) in padding.items()}})
+    padded_params = param_count(sg)
+    params = param_count(sg, {**sizes, **{d: real for d, (real, _) in padding.items()}})
     weights, caches = resident_bytes(sg)
     peak = memory_peak(sg, gather_chunks)
     activations = peak.bytes
@@ -339,8 +339,9 @@ def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> tuple[f
     return total, ops, buckets
 
 
-def _param_count(g: Graph, sizes: Mapping[str, int] | None = None) -> int:
-    """Elements of every param (per layer of a repeat), with ``sizes`` (default the program's)."""
+def param_count(g: Graph, sizes: Mapping[str, int] | None = None) -> int:
+    """Parameters of the program: the elements of every param, each repeat's times its trip count,
+    at ``sizes`` (default the program's)."""
     total = 0
     sizes = sizes if sizes is not None else g.sizes
     for d, rep in g.decls():

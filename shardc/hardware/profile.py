@@ -75,6 +75,8 @@ class ChipProfile:
     node_size: int = 0
     internode_bandwidth: float = 0.0  # bytes/s per chip per direction between nodes
     internode_latency: float = 0.0  # seconds per step of a ring that crosses nodes
+    # Every mesh axis longer than one chip is a multiple of this (TPU v4 slices: 2); the planner's meshes.
+    axis_multiple: int = 1
 
     @property
     def ici_bandwidth(self) -> float:
@@ -179,6 +181,10 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
     if not isinstance(table, dict):
         raise ShardcError(f"{where}: 'calibration' must be a table ([calibration] with its terms), got {table!r}")
     calibration = _calibration(table, where)
+    axis_multiple = data.get("axis_multiple", 1)
+    if not isinstance(axis_multiple, int) or isinstance(axis_multiple, bool) or axis_multiple < 1:
+        raise ShardcError(f"{where}: 'axis_multiple' must be a whole number of chips, at least 1, "
+                          f"got {axis_multiple!r}")
     return ChipProfile(
         name=str(data.get("name", Path(where).stem)),
         description=str(data.get("description", "")),
@@ -192,6 +198,7 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         internode_bandwidth=internode_bandwidth,
         internode_latency=internode_latency,
         calibration=calibration,
+        axis_multiple=axis_multiple,
     )
 
 

@@ -1,0 +1,1 @@
+"""The planner: which partitioning suits the application (``shardc.plan``, ``shardc plan``)."""
