@@ -169,3 +169,20 @@ def test_bad_input_says_what_came_closest(capsys: pytest.CaptureFixture[str], ar
         assert w in err, err
     code, out, _ = run(capsys, "plan", str(EXAMPLES / "palm_540b_decode.model"), *argv, "--json")
     assert code == 2 and words[0] in json.loads(out)["error"]["message"]
+
+
+# --- --ffn auto / --attention auto -----------------------------------------------------------------
+def test_auto_presets_take_the_planners_choice_on_the_mesh(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(EXAMPLES / "palm_540b_decode.model")
+    code, out, _ = run(capsys, "compile", path, "--ffn", "auto", "--attention", "auto", "--json")
+    data = json.loads(out)
+    assert code == 0 and (data["ffn"], data["attention"]) == ("2d-ws", "batch")
+    ranked = data["planner"]["candidates"]
+    assert ranked[0]["latency_s"] == min(r["latency_s"] for r in ranked)
+    best = plan(load("palm_540b_decode.model"), mesh="4x4x4")
+    assert ranked[0] == best.best.to_json()
+    code, out, _ = run(capsys, "compile", path, "--ffn", "auto", "--explain")
+    assert code == 0 and "# presets chosen by the planner" in out
+    assert "#   ffn                       2d-ws (chosen by the planner)" in out
+    code, out, _ = run(capsys, "cost", path, "--ffn", "auto", "--attention", "auto")
+    assert code == 0 and "2d-ws / attention by batch" in out.splitlines()[0]

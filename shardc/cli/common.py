@@ -25,10 +25,12 @@ from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile,
 from shardc.ir.graph import Graph
 from shardc.ir.mesh import Mesh
 from shardc.language.lower import parse, read_text
-from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES
+from shardc.planner.choose import Plan
+from shardc.planner.choose import plan as choose
+from shardc.sharding.presets import ATTENTION_CHOICES, FFN_CHOICES, default_attention
 from shardc.sharding.replication import Replicated, replication_warning
 from shardc.sharding.search import Method
-from shardc.sharding.shard import shard_program
+from shardc.sharding.shard import resolve_mesh, shard_program
 from shardc.sharding.sharded import ShardResult
 from shardc.units import human_bytes, human_flops, whole_number
 
@@ -228,12 +230,13 @@ def preset_flags(parser: argparse.ArgumentParser) -> None:
     valid ones, JSON under ``--json``).
     """
     parser.add_argument("--ffn", metavar="PRESET",
-                        help=f"feed-forward layout: {', '.join(FFN_CHOICES)}, or none (layouts from the "
-                             "program's pins alone; default: chosen by the compiler, currently 2d-ws; "
-                             "shardc compile --explain shows it)")
+                        help=f"feed-forward layout: {', '.join(FFN_CHOICES)}, none (layouts from the "
+                             "program's pins alone), or auto (the planner's choice on this mesh; compile "
+                             "--explain shows its ranking); default 2d-ws")
     parser.add_argument("--attention", metavar="PRESET",
-                        help=f"attention layout: {' or '.join(ATTENTION_CHOICES)} (default: batch when "
-                             "the program reads a KV cache and B divides over the chips, else heads)")
+                        help=f"attention layout: {' or '.join(ATTENTION_CHOICES)}, or auto (the planner's "
+                             "choice); default: batch when the program reads a KV cache and B divides over "
+                             "the chips, else heads")
     parser.add_argument("--search", metavar="METHOD", default=None,
                         help="how the layouts within the preset are chosen: search (default: the plan of least "
                              "estimated time on --chip, exact over the candidate layouts of each op) or greedy "
@@ -276,14 +279,28 @@ def chip_profile(args: argparse.Namespace) -> ChipProfile:
     return profile_from_dict(data, str(path))
 
 
-def plan(g: Graph, args: argparse.Namespace, profile: ChipProfile | None = None) -> ShardResult:
+AUTO = "auto"
+
+
+def shard_as_asked(g: Graph, args: argparse.Namespace,
+                   profile: ChipProfile | None = None) -> tuple[ShardResult, Plan | None]:
     """Shard ``g`` as the command line says (the preset flags above; ``--explain`` adds the
-    alternative each choice of the search beat)."""
-    return shard_program(g, None, args.ffn, args.attention, method=args.search or Method.SEARCH.value,
-                         chip=profile or chip_profile(args), comm=args.comm,
-                         explain=bool(getattr(args, "explain", False)))
+    alternative each choice of the search beat).  ``--ffn auto`` / ``--attention auto`` let the
+    planner choose that preset on the program's mesh; its ranking is returned beside the result
+    (None when nothing was chosen)."""
+    profile = profile or chip_profile(args)
+    ffn, attention, ranking = args.ffn, args.attention, None
+    if AUTO in (ffn, attention) and not g.is_sharded:
+        mesh = resolve_mesh(g, None)
+        ranking = choose(g, mesh=mesh, chip=profile, comm=args.comm,
+                         ffn="any" if ffn == AUTO else (ffn or "2d-ws"),
+                         attention="any" if attention == AUTO else (attention or default_attention(g, mesh).value))
+        ffn, attention = ranking.best.candidate.ffn.value, ranking.best.candidate.attention.value
+    result = shard_program(g, None, ffn, attention, method=args.search or Method.SEARCH.value, chip=profile,
+                           comm=args.comm, explain=bool(getattr(args, "explain", False)))
+    return result, ranking
 
 
 __all__ = ["STDIN", "Command", "chip_profile", "emit_json", "human_bytes", "human_flops", "load_graph",
-           "parse_sets", "plan", "preset_flags", "print_warnings", "read_source", "replication_text", "table",
-           "warnings_json", "write_atomically"]
+           "parse_sets", "preset_flags", "print_warnings", "read_source", "replication_text", "shard_as_asked",
+           "table", "warnings_json", "write_atomically"]

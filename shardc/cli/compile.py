@@ -12,16 +12,18 @@ from shardc.cli.common import (
     emit_json,
     human_bytes,
     load_graph,
-    plan,
     preset_flags,
     print_warnings,
     replication_text,
+    shard_as_asked,
+    table,
     warnings_json,
     write_atomically,
 )
 from shardc.ir.graph import DeclKind, Graph, OpKind
 from shardc.ir.mesh import Mesh
 from shardc.language.printer import format_graph
+from shardc.planner.choose import Plan
 from shardc.sharding.replication import replication, replication_factor
 from shardc.sharding.search import Method
 from shardc.sharding.sharded import CollectiveRecord, ShardResult
@@ -44,12 +46,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     g = without_notes(g)
     if g.is_sharded and (args.ffn or args.attention) and not args.json:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
-    result = plan(g, args)
+    result, ranking = shard_as_asked(g, args)
     program = format_graph(result.graph)
     if args.output is not None:
         write_atomically(Path(args.output), program)
     if args.json:
-        emit_json(compile_json(result, program, args))
+        emit_json(compile_json(result, program, args, ranking))
         return 0
     # On standard output the notes are comments, so the whole output is itself a .model file.
     prefix = "" if args.output is not None else "# "
@@ -58,7 +60,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         lines = program.count("\n")
         parts.append(f"wrote the sharded program to {args.output} ({lines} lines)\n\n")
     if args.explain:
-        parts.append(_commented(explain_text(result, args), prefix) + "\n")
+        parts.append(_commented(explain_text(result, args, ranking), prefix) + "\n")
     if args.output is None:
         parts.append(program + "\n")
     parts.append(_commented(collectives_text(result), prefix))
@@ -177,8 +179,10 @@ def choices_text(result: ShardResult, source: Graph, args: argparse.Namespace) -
     mesh = result.graph.mesh
     assert mesh is not None and result.seconds is not None
     profile = chip_profile(args)
-    greedy = plan(source, argparse.Namespace(**{**vars(args), "search": Method.GREEDY.value, "explain": False}),
-                  profile)
+    presets = {"ffn": result.strategy.ffn.value, "attention": result.strategy.attention.value} if result.strategy \
+        else {}
+    greedy, _ = shard_as_asked(source, argparse.Namespace(**{**vars(args), **presets, "search": Method.GREEDY.value,
+                                                             "explain": False}), profile)
     assert greedy.seconds is not None
     lines = [f"layout search on {profile.name}: {human_seconds(result.seconds)} per run estimated "
              f"(op by op, --search greedy: {human_seconds(greedy.seconds)})"]
@@ -193,17 +197,32 @@ def choices_text(result: ShardResult, source: Graph, args: argparse.Namespace) -
     return "\n".join(lines) + "\n"
 
 
-def explain_text(result: ShardResult, args: argparse.Namespace) -> str:
-    """The preset in the paper's notation and where each param and cache lives."""
+def ranking_text(ranking: Plan) -> list[str]:
+    """``--ffn auto``/``--attention auto``: the planner's ranking on the mesh (the top five)."""
+    rows = [["rank", "ffn", "attention", "latency"]]
+    rows += [[str(i + 1), r.candidate.ffn.value, r.candidate.attention.value, human_seconds(r.figures.latency_s)]
+             for i, r in enumerate(ranking.candidates[:5])]
+    lines = [f"presets chosen by the planner ({len(ranking.candidates)} feasible of {ranking.considered}; "
+             "shardc plan shows every one)", *table(rows, {3})]
+    return lines + [f"  why: {ranking.why}"]
+
+
+def explain_text(result: ShardResult, args: argparse.Namespace, ranking: Plan | None = None) -> str:
+    """The preset in the paper's notation and where each param and cache lives (and, when the
+    planner chose the presets, its ranking)."""
     g = result.graph
     assert g.mesh is not None
-    lines = [f"preset on mesh {g.mesh.spec()} ({g.mesh.num_chips} chips)"]
+    lines = ranking_text(ranking) if ranking is not None else []
+    lines.append(f"preset on mesh {g.mesh.spec()} ({g.mesh.num_chips} chips)")
     if result.strategy is None:
         lines.append("  none: the program was already sharded; its layouts are verified as written")
     else:
         given = {"ffn": args.ffn, "attention": args.attention}
-        rows = [(k, v + (" (default)" if k in given and given[k] is None else ""))
-                for k, v in result.strategy.describe(set(g.sizes))]
+        def note(k: str) -> str:
+            if k not in given:
+                return ""
+            return " (default)" if given[k] is None else (" (chosen by the planner)" if given[k] == "auto" else "")
+        rows = [(k, v + note(k)) for k, v in result.strategy.describe(set(g.sizes))]
         width = max(len(k) for k, _ in rows)
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     lines.append("layouts of params and caches")
@@ -221,7 +240,8 @@ def explain_text(result: ShardResult, args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_json(result: ShardResult, program: str, args: argparse.Namespace) -> dict[str, object]:
+def compile_json(result: ShardResult, program: str, args: argparse.Namespace,
+                 ranking: Plan | None = None) -> dict[str, object]:
     """``shardc compile --json``: the program, the preset, the collectives (slices left out), the einsums
     computed redundantly and the whole run's replication factor, and any warning."""
     g = result.graph
@@ -239,6 +259,8 @@ def compile_json(result: ShardResult, program: str, args: argparse.Namespace) ->
     }
     if args.output is not None:
         obj["output"] = args.output
+    if ranking is not None:  # --ffn auto / --attention auto
+        obj["planner"] = {"why": ranking.why, "candidates": [r.to_json() for r in ranking.candidates]}
     if args.explain:
         obj["preset"] = dict(result.strategy.describe(set(g.sizes))) if result.strategy else None
         obj["layouts"] = {d.value.name: d.value.layout.format(g.mesh) for d, _ in g.decls()

@@ -12,10 +12,10 @@ from shardc.cli.common import (
     human_flops,
     load_graph,
     parse_sets,
-    plan,
     preset_flags,
     print_warnings,
     replication_text,
+    shard_as_asked,
     table,
     warnings_json,
 )
@@ -104,7 +104,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if next(g.ops(), None) is None:
         raise ShardcError(f"{g.source.filename if g.source else args.file}: the program has no operations, so "
                           "there is nothing to cost")
-    result = plan(g, args, profile)
+    result, _ = shard_as_asked(g, args, profile)
     report = estimate(result.graph, profile, args.comm, args.overlap, real_sizes=real,
                       gather_chunks=args.gather_chunks)
     context = None

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from shardc.cli.common import load_graph, plan, preset_flags, write_atomically
+from shardc.cli.common import load_graph, preset_flags, shard_as_asked, write_atomically
 from shardc.errors import ShardcError
 from shardc.execute.verification import shrink
 from shardc.export import export_jax
@@ -30,7 +30,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.to not in TARGETS:
         raise ShardcError(f"unknown export target {args.to!r}", hint=f"use --to {' or --to '.join(TARGETS)}")
     g, _ = load_graph(args)
-    sg = plan(g, args).graph
+    sg = shard_as_asked(g, args)[0].graph
     if args.shrink:
         sg = shrink(sg)
     text = export_jax(sg)

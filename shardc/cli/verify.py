@@ -5,7 +5,7 @@ import argparse
 import math
 import re
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, plan, preset_flags
+from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, shard_as_asked
 from shardc.errors import ShardcError
 from shardc.execute.reference import DEFAULT_MAX_BYTES
 from shardc.execute.verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
@@ -60,7 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ShardcError(f"--tolerance {args.tolerance}: expected a finite relative error, 0 or more "
                           "(such as 1e-4)")
     max_bytes = parse_bytes(args.max_memory) if args.max_memory else DEFAULT_MAX_BYTES
-    result = plan(g, args)
+    result, _ = shard_as_asked(g, args)
     sg = result.graph
     source = None if g.is_sharded else g
     if args.shrink:
