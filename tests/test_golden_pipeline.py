@@ -101,3 +101,10 @@ def test_golden_check_can_fail(request: pytest.FixtureRequest, tmp_path: Path) -
         check_golden(request, golden, "exit 0\nBLE_xy\n")
     with pytest.raises(AssertionError, match="length differs"):
         check_golden(request, golden, "exit 0\nBLE_xyz\nmore\n")
+
+
+def test_no_golden_records_an_internal_error() -> None:
+    """A golden regenerated over a crash would make the crash the expected output."""
+    for path in sorted(GOLDEN.rglob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        assert "Traceback" not in text and "internal error" not in text, path.name

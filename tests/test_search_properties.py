@@ -84,6 +84,9 @@ def test_the_search_is_never_slower_than_greedy_and_verifies(program, ffn, atten
     event("faster than greedy" if fast < slow * (1 - 1e-9) else "as fast as greedy")
     report = shardc.verify(searched.graph, source=g)
     assert report.passed, report
+    explained = shard_program(g, None, ffn, attention, explain=True)  # --explain's re-searches never fail
+    assert explained.graph == searched.graph
+    assert all(c.alternative for c in explained.collectives if c.alternative is not None)
 
 
 def test_the_brute_force_catches_a_worse_plan() -> None:

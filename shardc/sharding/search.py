@@ -199,6 +199,8 @@ class _Search:
         chosen: list[Option] = [walk.greedy(op, options)] if self.method is Method.GREEDY else options
         if self.forbid is not None and self.forbid[0] == where:
             chosen = [o for o in chosen if o.candidate.targets != self.forbid[1]]
+            if not chosen:
+                self.error = self.error or ShardcError(f"no other choice at {op.kind} -> {op.result.name}")
         out = []
         for option in chosen:
             t = st.copy() if len(chosen) > 1 else st

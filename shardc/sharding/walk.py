@@ -313,6 +313,8 @@ class Walk:
             except ShardcError as err:
                 errors.append(err.message)
                 continue
+            if any(o.candidate.targets == cand.targets for o in legal):
+                continue  # the same layouts offered again (for another reason): one option
             moved = sum(self.moved_bytes(v, t) for v, t in zip(current, cand.targets, strict=True))
             legal.append(Option(index, cand, result, moved))
         if not legal:
