@@ -86,7 +86,8 @@ def test_the_search_is_never_slower_than_greedy_and_verifies(program, ffn, atten
     assert report.passed, report
     explained = shard_program(g, None, ffn, attention, explain=True)  # --explain's re-searches never fail
     assert explained.graph == searched.graph
-    assert all(c.alternative for c in explained.collectives if c.alternative is not None)
+    assert all(c.alternative.startswith(("beat ", "tied with ", "the only way")) for c in explained.collectives
+               if c.alternative)
 
 
 def test_the_brute_force_catches_a_worse_plan() -> None:
