@@ -53,7 +53,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterator, Mapping, NoReturn
 
@@ -265,14 +265,27 @@ def reshard(src: Layout, dst: Layout, sizes: Mapping[str, int], mesh: Mesh,
             f"different dims [{', '.join(src.dims)}] and [{', '.join(dst.dims)}]")
     if not isinstance(itemsize, int) or itemsize < 1:
         raise ShardcError(f"itemsize must be a positive number of bytes, got {itemsize!r}")
-    return _reshard(src, dst, _sizes_key(src, sizes), mesh, itemsize)
+    return _scaled(src, dst, _sizes_key(src, sizes), mesh, itemsize)
 
 
-@lru_cache(maxsize=8192)
-def _reshard(src: Layout, dst: Layout, sizes: tuple[tuple[str, int], ...], mesh: Mesh,
-             itemsize: int) -> tuple[Step, ...]:
-    src.check(dict(sizes), mesh)
-    dst.check(dict(sizes), mesh)
+@lru_cache(maxsize=16384)
+def _scaled(src: Layout, dst: Layout, key: tuple[tuple[str, int], ...], mesh: Mesh,
+            itemsize: int) -> tuple[Step, ...]:
+    src.check(dict(key), mesh)
+    dst.check(dict(key), mesh)
+    # Which path is cheapest depends on the sizes only through which groups of axes divide each
+    # dim, and every group's size divides the chip count: so the search runs on each dim's gcd with
+    # the chip count (one search serves every batch and width), and the bytes are scaled back.
+    chips = mesh.num_chips
+    divisible = tuple((d, math.gcd(n, chips)) for d, n in key)
+    steps = _reshard(src, dst, divisible, mesh)
+    scale = itemsize * math.prod(n for _, n in key) / math.prod(n for _, n in divisible)
+    return tuple(replace(step, bytes_per_chip=step.bytes_per_chip * scale) for step in steps)
+
+
+@lru_cache(maxsize=16384)
+def _reshard(src: Layout, dst: Layout, sizes: tuple[tuple[str, int], ...], mesh: Mesh) -> tuple[Step, ...]:
+    """The cheapest path for one-byte elements at ``sizes`` (layouts already checked)."""
     new = dst.partial - src.partial
     if new:
         raise ShardcError(
@@ -280,13 +293,13 @@ def _reshard(src: Layout, dst: Layout, sizes: tuple[tuple[str, int], ...], mesh:
             f"partial sum over {''.join(mesh.sort_axes(new))}; no collective creates partial sums")
     # Partial axes that dst keeps are frozen: once summed they could never come back.
     sliceable = src.used_axes | dst.split_axes  # no detours through idle axes
-    return _search(src, dst.partial, sliceable, sizes, mesh, itemsize).steps_to(dst)
+    return _search(src, dst.partial, sliceable, sizes, mesh).steps_to(dst)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=4096)
 def _search(src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
-            sizes: tuple[tuple[str, int], ...], mesh: Mesh, itemsize: int) -> "_Search":
-    return _Search(src, frozen, sliceable, dict(sizes), mesh, itemsize)
+            sizes: tuple[tuple[str, int], ...], mesh: Mesh) -> "_Search":
+    return _Search(src, frozen, sliceable, dict(sizes), mesh, 1)
 
 
 class _Search:

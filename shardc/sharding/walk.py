@@ -157,8 +157,11 @@ class Walk:
         self.taken = g.names()
         self.sums = SumChains(g)
         self._options: dict[Hashable, list[Option] | ShardcError] = {}
-        self._reshards: dict[tuple[Layout, Layout, int], tuple[Step, ...]] = {}
-        self._seconds: dict[Hashable, float] = {}
+        # Reshards and op times depend on the sizes, mesh, chip and model only, not on the strategy:
+        # walks that share those (the planner's presets and attention layouts on one mesh) share them.
+        shared = _shared_memo((tuple(sorted(self.sizes.items())), mesh, chip, mode))
+        self._reshards: dict[tuple[Layout, Layout, int], tuple[Step, ...]] = shared[0]
+        self._seconds: dict[Hashable, float] = shared[1]
 
     # -- helpers -----------------------------------------------------------------------------
     def new_value(self, st: State, name: str | None, type_: TensorType, layout: Layout) -> Value:
@@ -416,6 +419,19 @@ class Walk:
         st.count = 1
         st.outs[-1].append(Repeat(rep.count, tuple(carries), Block(tuple(body)), rep.loc, rep.trivia,
                                   rep.close_trivia))
+
+
+_SHARED: dict[Hashable, tuple[dict, dict]] = {}
+_SHARED_MAX = 64  # contexts kept (each a few thousand entries at most)
+
+
+def _shared_memo(context: Hashable) -> tuple[dict, dict]:
+    """The reshard and op-time memo tables of one (sizes, mesh, chip, model) context."""
+    if context not in _SHARED:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[context] = ({}, {})
+    return _SHARED[context]
 
 
 def describe(op: Op) -> str:
