@@ -29,7 +29,7 @@ from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import DeclKind, DType, Graph
 from shardc.ir.mesh import Mesh
-from shardc.ir.transforms import with_sizes, with_weight_dtype
+from shardc.ir.transforms import with_mesh, with_sizes, with_weight_dtype
 from shardc.planner.space import Candidate, candidates, max_axes, meshes, pad_options
 from shardc.sharding.presets import FFN, PRESETS, Attention, bind
 from shardc.sharding.shard import shard_program
@@ -333,12 +333,13 @@ class _Evaluator:
         self.done: dict[tuple, Ranked | ShardcError] = {}
 
     def program(self, c: Candidate) -> Graph:
-        key = (c.weights, c.pad, c.batch)
+        """The program at the candidate's sizes and dtype, on its mesh (built once for all presets)."""
+        key = (c.weights, c.pad, c.batch, c.mesh)
         if key not in self.programs:
             g = self.g
             sized = with_sizes(g, {**dict(c.pad), **({"B": c.batch} if "B" in g.sizes else {})})
             same = self.declared == [c.weights]
-            self.programs[key] = sized if same else with_weight_dtype(sized, c.weights)
+            self.programs[key] = with_mesh(sized if same else with_weight_dtype(sized, c.weights), c.mesh)
         return self.programs[key]
 
     def __call__(self, c: Candidate) -> Ranked | ShardcError:
