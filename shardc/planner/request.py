@@ -208,7 +208,15 @@ def _phase(name: str, g: Graph, chips: int | None, batch: Batch, max_latency: fl
         return plan(g, chips, batch=batch, max_latency=max_latency, **common)  # type: ignore[arg-type]
     except ShardcError as err:
         context = f"L={g.sizes['L']}" if name == "prefill" else f"context S={g.sizes['S']}"
-        raise ShardcError(f"{name} ({context}): {err.message}", hint=err.hint) from None
+        hint = err.hint
+        if not hint and "do not fit in HBM" in err.message:
+            hint = ("a shorter --prompt or --generate, a smaller batch, int8 weights (--weights int8) or more "
+                    "chips" if name == "decode" else "a shorter --prompt, a smaller batch or more chips")
+        raise ShardcError(f"{name} ({context}): {err.message}", hint=hint) from None
+
+
+def _name(g: Graph) -> str:
+    return g.source.filename if g.source is not None and g.source.filename else g.name
 
 
 def _reads_cache_over(g: Graph, dim: str) -> bool:
@@ -222,19 +230,19 @@ def _check_request(prefill: Graph, decode: Graph, prompt: int, generate: int, hi
             raise ShardcError(f"{flag} {n}: must be at least {least}")
     for g, phase in ((prefill, "prefill"), (decode, "decode")):
         if g.is_sharded:
-            raise ShardcError(f"{g.name}: the {phase} program is already sharded; plan the unsharded program")
+            raise ShardcError(f"{_name(g)}: the {phase} program is already sharded; plan the unsharded program")
     if "L" not in prefill.sizes:
-        raise ShardcError(f"{prefill.name}: the prefill program has no dim L (the prompt's tokens)")
+        raise ShardcError(f"{_name(prefill)}: the prefill program has no dim L (the prompt's tokens)")
     if "S" not in decode.sizes or not _reads_cache_over(decode, "S"):
-        raise ShardcError(f"{decode.name}: the decode program reads no KV cache over a dim S, so its context "
+        raise ShardcError(f"{_name(decode)}: the decode program reads no KV cache over a dim S, so its context "
                           "cannot grow", hint="declare the cache as e.g. 'cache k : bf16[B, S, D]' "
                                               "(as examples/palm_540b_decode.model does)")
     if decode.sizes.get("L", 1) != 1:
-        raise ShardcError(f"{decode.name}: a decode step makes one token per sequence (L=1); "
+        raise ShardcError(f"{_name(decode)}: a decode step makes one token per sequence (L=1); "
                           f"this one has L={decode.sizes['L']}", hint="give the decode program second, "
                                                                       "after the prefill")
     if history and not _reads_cache_over(prefill, "S"):
-        raise ShardcError(f"--history {history}: the prefill program {prefill.name} reads no KV cache over S, "
+        raise ShardcError(f"--history {history}: the prefill program {_name(prefill)} reads no KV cache over S, "
                           "so it cannot attend to cached history",
                           hint="use a prefill that reads a cache of past tokens "
                                "(examples/palm_540b_chat_prefill.model)")
