@@ -59,6 +59,7 @@ class Step:
     context: int  # S: the cached positions the step reads (history + prompt + i)
     costed_context: int  # S as costed: the next multiple of the layout's split of S
     latency_s: float
+    bound_latency_s: float  # the roofline bound of the same step (no fitted terms)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RequestPlan:
     steps: tuple[Step, ...]
     params: int  # N_params at the real sizes (padding not counted)
     peak_flops: float = field(repr=False)
+    prefill_bound_s: float = 0.0  # the roofline bound of the prefill run
 
     @property
     def chips(self) -> int:
@@ -115,7 +117,7 @@ class RequestPlan:
     @property
     def chip_seconds_per_sequence(self) -> float:
         """Each phase's chip-seconds shared by the sequences of its batch."""
-        return self.chips * (self.prefill_latency_s / self.prefill_batch + self.decode_latency_s / self.decode_batch)
+        return self._chip_seconds(self.prefill_latency_s, self.decode_latency_s)
 
     @property
     def cost_chip_s_per_token(self) -> float:
@@ -124,8 +126,23 @@ class RequestPlan:
     @property
     def mfu(self) -> float:
         """2 N_params x tokens / (chips x peak x time) over the whole request."""
+        return self._mfu(self.chip_seconds_per_sequence)
+
+    @property
+    def bound_latency_s(self) -> float:
+        """End to end with the roofline bound of every phase and step (the same layouts)."""
+        return self.prefill_bound_s + math.fsum(s.bound_latency_s for s in self.steps)
+
+    @property
+    def bound_mfu(self) -> float:
+        return self._mfu(self._chip_seconds(self.prefill_bound_s, math.fsum(s.bound_latency_s for s in self.steps)))
+
+    def _chip_seconds(self, prefill_s: float, decode_s: float) -> float:
+        return self.chips * (prefill_s / self.prefill_batch + decode_s / self.decode_batch)
+
+    def _mfu(self, chip_seconds: float) -> float:
         useful = 2.0 * self.params * self.tokens_per_sequence
-        return useful / (self.peak_flops * self.chip_seconds_per_sequence)
+        return useful / (self.peak_flops * chip_seconds) if chip_seconds else 0.0
 
     def to_json(self) -> dict[str, object]:
         """``shardc plan FILE_PREFILL FILE_DECODE --prompt N --generate M --json``."""
@@ -142,6 +159,7 @@ class RequestPlan:
                         "tokens_per_sequence": self.tokens_per_sequence,
                         "chip_seconds_per_sequence": self.chip_seconds_per_sequence,
                         "cost_chip_s_per_token": self.cost_chip_s_per_token, "mfu": self.mfu,
+                        "bound_latency_s": self.bound_latency_s, "bound_mfu": self.bound_mfu,
                         "params": self.params},
         }
 
@@ -154,7 +172,8 @@ def _phase_json(r: Ranked) -> dict[str, object]:
 
 
 def _step_json(s: Step) -> dict[str, object]:
-    return {"context": s.context, "costed_context": s.costed_context, "latency_s": s.latency_s}
+    return {"context": s.context, "costed_context": s.costed_context, "latency_s": s.latency_s,
+            "bound_latency_s": s.bound_latency_s}
 
 
 def plan_request(prefill: Graph, decode: Graph, prompt: int, generate: int, chips: int | None = None, *,
@@ -186,19 +205,21 @@ def plan_request(prefill: Graph, decode: Graph, prompt: int, generate: int, chip
     best = decode_plan.best
     real = dict(best.real_sizes)
     split = _split_of(best.graph, "S")
-    cache: dict[int, float] = {}
+    cache: dict[int, tuple[float, float]] = {}
     steps = []
     for i in range(generate):
         context = history + prompt + i
         costed = -(-context // split) * split
         if costed not in cache:
-            sg = with_sizes(best.graph, {"S": costed})
-            cache[costed] = estimate(sg, decode_plan.profile, decode_plan.comm, real_sizes=real).latency_s
-        steps.append(Step(context, costed, cache[costed]))
+            r = estimate(with_sizes(best.graph, {"S": costed}), decode_plan.profile, decode_plan.comm,
+                         real_sizes=real)
+            cache[costed] = (r.latency_s, r.bound_latency_s)
+        steps.append(Step(context, costed, *cache[costed]))
     params = param_count(best.graph, {**best.graph.sizes, **real})
     assert decode_plan.profile is not None
+    prefill_bound = prefill_plan.best.report(prefill_plan.profile, prefill_plan.comm).bound_latency_s
     return RequestPlan(prompt, generate, history, prefill_plan, decode_plan, planned, tuple(steps), params,
-                       decode_plan.profile.peak_flops)
+                       decode_plan.profile.peak_flops, prefill_bound)
 
 
 def _phase(name: str, g: Graph, chips: int | None, batch: Batch, max_latency: float | None,
