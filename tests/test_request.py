@@ -41,6 +41,14 @@ def test_decode_steps_are_costed_at_their_growing_context(request_plan: RequestP
         assert step.latency_s == direct.latency_s and step.bound_latency_s == direct.bound_latency_s
 
 
+def test_steps_are_affine_in_the_context_for_this_layout(request_plan: RequestPlan) -> None:
+    """A fact about this layout, checked rather than assumed (plan_request estimates every step anyway)."""
+    lat = [s.latency_s for s in request_plan.steps]
+    slope = (lat[-1] - lat[0]) / (len(lat) - 1)
+    assert slope > 0
+    assert all(abs(t - (lat[0] + slope * i)) <= 1e-12 * lat[0] for i, t in enumerate(lat))
+
+
 def test_decode_layout_is_chosen_at_the_final_context(request_plan: RequestPlan) -> None:
     r = request_plan
     assert r.decode_context >= r.steps[-1].context and r.decode_context % r.chips == 0

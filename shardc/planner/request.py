@@ -18,10 +18,12 @@ Every decode step ``i`` (``i = 0 .. generate - 1``) is then costed at its real c
 ``S = history + prompt + i``: the sharded decode program with ``S`` set
 (:func:`shardc.ir.transforms.with_sizes`) and :func:`shardc.estimate` of it.  When the layout
 splits ``S`` over ``k`` chips and ``S`` does not divide, the step is costed at the next multiple of
-``k`` (a cache split ``k`` ways is allocated in blocks of ``k`` positions) and says so.  One estimate
-takes a few milliseconds on PaLM 540B, so every step is estimated rather than assuming latency is
-affine in ``S`` (it is not exactly: the matrix-unit fill term bends it); steps at the same costed
-context share one estimate.
+``k`` (a cache split ``k`` ways is allocated in blocks of ``k`` positions) and says so.  Every step
+is estimated (a few milliseconds each on PaLM 540B; steps at the same costed context share one
+estimate) rather than interpolated.  On the PaLM 540B decode layouts checked (1D and 2D
+weight-stationary, attention by heads or by batch, B from 1 to 512) step latency is affine in ``S``
+to rounding error, since ``S`` only lengthens the attention einsums and the cache reads; nothing in
+the cost model promises that for every program and chip profile, so it is not assumed.
 
 Request totals, per sequence (a phase's run serves its batch, so its time is shared by it):
 
