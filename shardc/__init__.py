@@ -10,6 +10,7 @@ The public API (stable; see docs/api.md)::
     rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
     prog = shardc.export_jax(shardc.shrink(sg))           # a standalone jax.shard_map program (text)
     best = shardc.plan(g, chips=64).best                  # the partitioning of least estimated latency
+    req = shardc.plan_request(prefill, decode, prompt=2048, generate=64, chips=64)  # a whole request
 
     # the paper's presets are data in role letters (x, y, z); bind one to a mesh,
     # choosing which mesh axis plays which role, or build a Preset of one's own
@@ -35,6 +36,7 @@ from shardc.ir.summary import Summary, summarize
 from shardc.language.lower import load, parse
 from shardc.language.printer import format_graph as format
 from shardc.planner.choose import Objective, Plan, Ranked, plan
+from shardc.planner.request import RequestPlan, plan_request
 from shardc.sharding.presets import FFN, PRESETS, Attention, Preset, Role, Strategy, bind, default_roles
 from shardc.sharding.shard import shard, shard_program
 from shardc.sharding.sharded import CollectiveRecord, ShardResult, verify_sharded
@@ -74,6 +76,8 @@ __all__ = [
     "summarize",
     "export_jax",
     "plan",
+    "plan_request",
+    "RequestPlan",
     "Plan",
     "Ranked",
     "Objective",

@@ -86,11 +86,11 @@ def _read_stdin() -> str:
         raise ShardcError(f"<stdin> is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
-def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
-    """FILE parsed and verified with the common flags applied, and its text."""
+def load_graph(args: argparse.Namespace, file: str | None = None) -> tuple[Graph, str]:
+    """FILE (or ``file``, another positional) parsed and verified with the common flags applied, and its text."""
     sizes = parse_sets(args.set)
     mesh = Mesh.parse(args.mesh) if args.mesh is not None else None
-    text, name = read_source(args.file)
+    text, name = read_source(args.file if file is None else file)
     return parse(text, name, sizes=sizes, mesh=mesh), text
 
 

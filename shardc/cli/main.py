@@ -134,11 +134,14 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc cost my.model --chip-file my_chip.toml",
             _cost_args, cmd_cost),
     Command("plan", "choose the partitioning for N chips: try every mesh, role assignment and preset (and, "
-                    "if asked, weight dtype, padding and batch), rank them, and say why the best wins",
+                    "if asked, weight dtype, padding and batch), rank them, and say why the best wins; with a "
+                    "prefill and a decode file, plan a whole request",
             "shardc plan examples/palm_540b_decode.model --chips 64\n"
             "  shardc plan examples/palm_540b_prefill.model --chips 64 --batch 1,512 --objective cost\n"
             "  shardc plan examples/palm_540b_decode.model --chips 64 --weights any --pad any --max-latency 30ms\n"
-            "  shardc plan examples/tiny_layer.model --mesh 2x2x2 --json",
+            "  shardc plan examples/tiny_layer.model --mesh 2x2x2 --json\n"
+            "  shardc plan examples/palm_8b_prefill.model examples/palm_8b_decode.model --prompt 2048 --generate 64 "
+            "--chips 8",
             _plan_args, cmd_plan),
     Command("export", "write the sharded program as a standalone JAX program (shard_map, the plan's "
                       "mesh, layouts and collectives; --check compares it with shardc's reference)",
