@@ -199,7 +199,9 @@ def test_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     out_file = tmp_path / "palm.sharded.model"
     code, out, err = run(capsys, "compile", PALM_DECODE, "--ffn", "2d-ws", "-o", out_file)
     assert code == 0, err
-    text = out_file.read_text(encoding="utf-8")
+    header, text = out_file.read_text(encoding="utf-8").split("\n", 1)
+    # The header names the source, relative to the written file (verify --against reads it).
+    assert header == "# shardc: sharded from " + os.path.relpath(Path(PALM_DECODE).resolve(), tmp_path)
     assert text == shardc.format(shard_program(shardc.load(PALM_DECODE), None, "2d-ws").graph)
     assert out.startswith(f"wrote the sharded program to {out_file} (")
     assert "repeat 118 {" not in out  # the program went to the file
@@ -224,7 +226,7 @@ def test_output_keeps_mode_and_replaces(capsys: pytest.CaptureFixture[str], tmp_
     out_file.chmod(0o640)
     code, _, err = run(capsys, "compile", TINY_FFN, "-o", out_file, "--json")
     assert code == 0, err
-    assert out_file.read_text().startswith("# A tiny feed-forward stack")
+    assert out_file.read_text().split("\n", 1)[1].startswith("# A tiny feed-forward stack")
     assert out_file.stat().st_mode & 0o777 == 0o640
 
 
@@ -333,3 +335,59 @@ def test_compiling_compiled_output_prints_one_table(capsys: pytest.CaptureFixtur
     assert again.count("# collectives on mesh") == 1 and again.count("# preset on mesh") == 1
     assert again.count("# total:") == out.count("# total:")
     assert shardc.parse(again).is_sharded
+
+
+# --- verify --against: a sharded file against its source --------------------------------------------
+def test_verify_against_catches_a_changed_computation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A sharded file whose maths was edited verifies against itself, but not against its source."""
+    out_file = tmp_path / "t.model"
+    code, _, err = run(capsys, "compile", ROOT / "examples" / "tiny_layer.model", "--mesh", "2x2x2", "-o", out_file)
+    assert code == 0, err
+    code, out, _ = run(capsys, "verify", out_file, "--against")
+    assert code == 0 and "PASSED" in out and "against  " in out
+    out_file.write_text(out_file.read_text().replace("silu(t2_1)", "relu(t2_1)"))
+    code, out, _ = run(capsys, "verify", out_file)
+    assert code == 0 and "PASSED" in out  # consistent with itself
+    code, out, _ = run(capsys, "verify", out_file, "--against")
+    assert code == 1 and "FAILED: output" in out
+    code, out, _ = run(capsys, "verify", out_file, "--against", ROOT / "examples" / "tiny_layer.model", "--json")
+    assert code == 1 and json.loads(out)["passed"] is False
+    # Recompiling the sharded file keeps naming the original source.
+    again = tmp_path / "sub" / "t2.model"
+    again.parent.mkdir()
+    code, _, _ = run(capsys, "compile", out_file, "-o", again)
+    assert code == 0 and again.read_text().splitlines()[0].endswith("examples/tiny_layer.model")
+
+
+@pytest.mark.parametrize("old, new", [
+    ("silu(t2_1)", "relu(t2_1)"),  # an activation
+    ("t1 * 0.5 ", "t1 * 0.25"),  # a constant
+    ("x    = x + ", "x    = x - "),  # + to -
+])
+def test_verify_against_catches_each_change_of_the_maths(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          old: str, new: str) -> None:
+    out_file = tmp_path / "t.model"
+    run(capsys, "compile", ROOT / "examples" / "tiny_layer.model", "--mesh", "2x2x2", "-o", out_file)
+    text = out_file.read_text()
+    assert old in text
+    out_file.write_text(text.replace(old, new, 1))
+    assert run(capsys, "verify", out_file)[0] == 0  # the edited file agrees with itself
+    assert run(capsys, "verify", out_file, "--against")[0] == 1
+
+
+@pytest.mark.parametrize("setup, words", [
+    ("unsharded", "is not sharded"),
+    ("no header", "names no source program"),
+    ("other program", "it is not the program this file was sharded from"),
+])
+def test_verify_against_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, setup: str,
+                               words: str) -> None:
+    sharded = tmp_path / "s.model"
+    run(capsys, "compile", ROOT / "examples" / "tiny_layer.model", "--mesh", "2x2x2", "-o", sharded)
+    argv = {"unsharded": ["verify", str(ROOT / "examples" / "tiny_layer.model"), "--against"],
+            "no header": ["verify", str(sharded), "--against"],
+            "other program": ["verify", str(sharded), "--against", str(TINY_FFN)]}[setup]
+    if setup == "no header":
+        sharded.write_text(sharded.read_text().split("\n", 1)[1])
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and words in err and "Traceback" not in err

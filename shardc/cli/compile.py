@@ -3,11 +3,13 @@ the preset explained."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from shardc.cli.common import (
+    STDIN,
     chip_profile,
     emit_json,
     human_bytes,
@@ -43,13 +45,15 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     """Shard FILE; print the sharded program and its collectives (or write the program to OUT)."""
     g, _ = load_graph(args)  # --mesh is applied here (and refused for an already-sharded FILE)
+    origin = header_source(g, args.file) if g.is_sharded else None  # recompiling keeps the source
     g = without_notes(g)
     if g.is_sharded and (args.ffn or args.attention) and not args.json:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
     result, ranking = shard_as_asked(g, args)
     program = format_graph(result.graph)
     if args.output is not None:
-        write_atomically(Path(args.output), program)
+        write_atomically(Path(args.output), source_header(str(origin) if origin else args.file, args.output)
+                         + program)
     if args.json:
         emit_json(compile_json(result, program, args, ranking))
         return 0
@@ -75,6 +79,28 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 _TABLE_HEAD = "# collectives on mesh "
+SOURCE_HEAD = "# shardc: sharded from "
+
+
+def source_header(source: str, output: str) -> str:
+    """The first line of a file ``compile -o`` writes: where its unsharded program is, relative to
+    the written file's folder when it can be (``shardc verify OUT --against`` reads it)."""
+    if source == STDIN:
+        return ""
+    src, out_dir = Path(source).resolve(), Path(output).resolve().parent
+    try:
+        shown = os.path.relpath(src, out_dir)
+    except ValueError:  # another drive
+        shown = str(src)
+    return f"{SOURCE_HEAD}{Path(shown).as_posix()}\n"
+
+
+def header_source(g: Graph, sharded_file: str) -> Path | None:
+    """The unsharded program a ``compile -o`` header names, resolved against the sharded file's folder."""
+    head = g.trivia.before
+    if not head or not head[0].startswith(SOURCE_HEAD):
+        return None
+    return (Path(sharded_file).resolve().parent / head[0][len(SOURCE_HEAD):].strip()).resolve()
 _EXPLAIN_HEAD = "# preset on mesh "
 
 
@@ -91,8 +117,12 @@ def without_notes(g: Graph) -> Graph:
         cut -= 1
     head = g.trivia.before
     skip = 0
-    if head and head[0].startswith(_EXPLAIN_HEAD):
-        skip = next((i for i, line in enumerate(head) if line == ""), len(head))
+    if head and head[0].startswith(SOURCE_HEAD):  # compile -o's header (a new one is written)
+        skip = 1
+        while skip < len(head) and head[skip] == "":
+            skip += 1
+    if skip < len(head) and head[skip].startswith(_EXPLAIN_HEAD):
+        skip = next((i for i, line in enumerate(head) if i > skip and line == ""), len(head))
         while skip < len(head) and head[skip] == "":
             skip += 1
     if cut == len(end) and not skip:

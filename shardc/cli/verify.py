@@ -6,6 +6,7 @@ import math
 import re
 
 from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, shard_as_asked
+from shardc.cli.compile import SOURCE_HEAD, header_source
 from shardc.errors import ShardcError
 from shardc.execute.reference import DEFAULT_MAX_BYTES
 from shardc.execute.verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
@@ -16,6 +17,7 @@ from shardc.sharding.sharded import ShardResult
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 DEFAULT_LAYERS = 2
+_FROM_HEADER = ""  # --against with no value: the source the compile -o header names
 
 
 def parse_bytes(text: str) -> int:
@@ -46,6 +48,10 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
                              + ", ".join(f"{t:g} in {d}" for d, t in DEFAULT_TOLERANCE.items()) + ")")
     parser.add_argument("--max-memory", default="4GiB", metavar="SIZE",
                         help="refuse runs estimated to need more host memory (default 4GiB)")
+    parser.add_argument("--against", nargs="?", const=_FROM_HEADER, metavar="SOURCE",
+                        help="for an already-sharded FILE: also check that it computes what the unsharded "
+                             "program SOURCE computes (its outputs against SOURCE's reference run, at FILE's "
+                             "sizes); without SOURCE, the program named by the header 'shardc compile -o' wrote")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -63,6 +69,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     result, _ = shard_as_asked(g, args)
     sg = result.graph
     source = None if g.is_sharded else g
+    if args.against is not None:
+        source = against(g, args)
     if args.shrink:
         sizes = shrink_sizes(sg)
         sg = with_sizes(sg, sizes)
@@ -82,6 +90,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def against(g: Graph, args: argparse.Namespace) -> Graph:
+    """The unsharded program ``--against`` names, at the sharded FILE's dim sizes."""
+    if not g.is_sharded:
+        raise ShardcError(f"--against: {args.file} is not sharded; verify already compares it with its own "
+                          "unsharded run", hint="give --against a sharded FILE, such as compile -o's output")
+    path = args.against
+    if path == _FROM_HEADER:
+        found = header_source(g, args.file)
+        if found is None:
+            raise ShardcError(f"--against: {args.file} names no source program (its first line is not the "
+                              f"'{SOURCE_HEAD.strip()} ...' header shardc compile -o writes)",
+                              hint="give the source: --against SOURCE.model")
+        path = str(found)
+    args.against_path = path
+    source, _ = load_graph(argparse.Namespace(**{**vars(args), "mesh": None, "set": []}), path)
+    if source.is_sharded:
+        raise ShardcError(f"--against {path}: the program is sharded; give the unsharded source")
+    missing = [d for d, _ in g.dims if d not in source.sizes]
+    if missing:
+        raise ShardcError(f"--against {path}: the source has no dim {missing[0]}, which {args.file} has; "
+                          "it is not the program this file was sharded from")
+    return with_sizes(source, dict(g.dims))
+
+
 def _report_text(report: VerifyReport, sg: Graph, result: ShardResult, layers: int,
                  args: argparse.Namespace) -> str:
     assert sg.mesh is not None
@@ -94,6 +126,8 @@ def _report_text(report: VerifyReport, sg: Graph, result: ShardResult, layers: i
         f"  dims     {dims}{' (shrunk)' if args.shrink else ''}",
         f"  run      {repeats}, {report.dtype}, seed {args.seed}",
     ]
+    if getattr(args, "against_path", None):
+        lines.append(f"  against  {args.against_path} (its outputs, from its own unsharded run)")
     if report.passed:
         lines.append(f"PASSED: every value matches the reference (max relative error "
                      f"{report.max_rel_error:.2g}, max absolute error {report.max_abs_error:.2g}; "
