@@ -64,14 +64,14 @@ def test_the_search_equals_the_brute_force_on_small_programs(model, ffn, attenti
     check_against_brute_force(shardc.parse(model.text()), ffn, attention)
 
 
-@settings(max_examples=examples(40), deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(program=layer_programs(), ffn=FFN, attention=ATTENTION)
 def test_the_search_equals_the_brute_force_on_layers(program, ffn, attention) -> None:
     text, _ = program
     check_against_brute_force(shardc.parse(text), ffn, attention)
 
 
-@settings(max_examples=examples(80), deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(program=layer_programs(), ffn=FFN, attention=ATTENTION)
 def test_the_search_is_never_slower_than_greedy_and_verifies(program, ffn, attention) -> None:
     text, _ = program

@@ -137,8 +137,8 @@ COMMANDS: tuple[Command, ...] = (
                     "if asked, weight dtype, padding and batch), rank them, and say why the best wins; with a "
                     "prefill and a decode file, plan a whole request",
             "shardc plan examples/palm_540b_decode.model --chips 64\n"
-            "  shardc plan examples/palm_540b_prefill.model --chips 64 --batch 1,512 --objective cost\n"
-            "  shardc plan examples/palm_540b_decode.model --chips 64 --weights any --pad any --max-latency 30ms\n"
+            "  shardc plan examples/palm_8b_prefill.model --chips 16 --batch 1,512 --objective cost\n"
+            "  shardc plan examples/palm_8b_decode.model --chips 16 --weights any --pad any --max-latency 15ms\n"
             "  shardc plan examples/tiny_layer.model --mesh 2x2x2 --json\n"
             "  shardc plan examples/palm_8b_prefill.model examples/palm_8b_decode.model --prompt 2048 --generate 64 "
             "--chips 8",
