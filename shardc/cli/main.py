@@ -26,6 +26,7 @@ from shardc.cli.compile import _compile_args, cmd_compile
 from shardc.cli.cost import _cost_args, cmd_cost
 from shardc.cli.export import _export_args, cmd_export
 from shardc.cli.plan import _plan_args, cmd_plan
+from shardc.cli.sweep import _sweep_args, cmd_sweep
 from shardc.cli.verify import _verify_args, cmd_verify
 from shardc.errors import ShardcError, render_diagnostic
 from shardc.ir.dataflow import unused
@@ -143,6 +144,12 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc plan examples/palm_8b_prefill.model examples/palm_8b_decode.model --prompt 2048 --generate 64 "
             "--chips 8",
             _plan_args, cmd_plan),
+    Command("sweep", "run the planner over chip counts, batches and weight dtypes and tabulate (or plot, "
+                     "--plot) the best layout at each point: the paper's Figure 1; --plot-layouts: Figure 3",
+            "shardc sweep examples/tiny_ffn.model --chips 2,4 --batch 1,2 --weights bf16,int8 --jobs 1\n"
+            "  shardc sweep examples/tiny_ffn.model examples/tiny_layer.model --chips 4 --batch 2 --json\n"
+            "  shardc sweep examples/tiny_ffn.model --chips 2,4 --batch 1,2 --csv sweep.csv",
+            _sweep_args, cmd_sweep),
     Command("export", "write the sharded program as a standalone JAX program (shard_map, the plan's "
                       "mesh, layouts and collectives; --check compares it with shardc's reference)",
             "shardc export examples/tiny_layer.model --mesh 2x2x2 --to jax -o tiny_layer_jax.py\n"
