@@ -99,8 +99,7 @@ class ProgressBar:
 def _graphs(args: argparse.Namespace) -> list[Graph]:
     out = []
     for f in [args.file, *args.more]:
-        one = argparse.Namespace(**{**vars(args), "file": f})
-        g = load_graph(one)[0]
+        g = load_graph(args, f)[0]
         if g.is_sharded:
             raise ShardcError(f"{f}: the program is already sharded; sweep the unsharded program")
         out.append(g)

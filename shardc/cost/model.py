@@ -41,7 +41,7 @@ from typing import Mapping
 
 from shardc.cost.memory import MemoryPeak, memory_peak, resident_bytes
 from shardc.errors import ShardcError
-from shardc.hardware.comm import COMM_CHOICES, CommMode, ring_steps
+from shardc.hardware.comm import CommMode, comm_mode, fitted_in, ring_steps
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import CollectiveAttrs, DeclKind, Graph, Op, OpKind
 from shardc.sharding.counts import local_bytes, op_comm_bytes, op_flops
@@ -258,15 +258,12 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
     verify_sharded(sg)
     profile = load_profile(chip)
     comm = comm if comm is not None else profile.default_comm
-    try:
-        mode = CommMode(comm)
-    except ValueError:
-        raise ShardcError(f"unknown --comm mode '{comm}'; choose {' or '.join(COMM_CHOICES)}") from None
+    mode = comm_mode(comm)
     assert sg.mesh is not None
     sizes = sg.sizes
     padding = _padding(sizes, real_sizes)
     cal = profile.calibration
-    calibrated = cal.is_zero() or mode.value == cal.comm  # terms apply only in the model they were fitted in
+    calibrated = fitted_in(profile, mode)  # terms apply only in the model they were fitted in
     bound, _, bound_buckets = _run(sg, profile.uncalibrated(), mode, overlap)
     if calibrated:
         latency, ops, buckets = _run(sg, profile, mode, overlap)
@@ -294,12 +291,11 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
             key = t.kind if t.kind in {k.value for k in OpKind if k.is_collective} else f"{t.kind} statistics"
             by_collective[key] = by_collective.get(key, 0.0) + t.comm_s
     per_token = latency / max(sizes.get("L", 1), 1)
-    useful = 2.0 * params * tokens
     return CostReport(
         chip=profile.name, mesh=sg.mesh.spec(), chips=chips, comm_mode=mode.value, overlap=overlap,
         latency_s=latency, bound_latency_s=bound, per_token_latency_s=per_token, tokens=tokens,
-        mfu=useful / (chips * profile.peak_flops * latency) if latency else 0.0,
-        bound_mfu=useful / (chips * profile.peak_flops * bound) if bound else 0.0,
+        mfu=mfu(params, tokens, chips, profile, latency),
+        bound_mfu=mfu(params, tokens, chips, profile, bound),
         cost_chip_s_per_token=chips * latency / tokens,
         flops_per_chip=sum(t.flops for t in ops), comm_bytes_per_chip=sum(t.comm_bytes for t in ops),
         hbm_bytes_per_chip=sum(t.hbm_bytes for t in ops),
@@ -337,6 +333,11 @@ def _run(sg: Graph, chip: ChipProfile, mode: CommMode, overlap: bool) -> tuple[f
     for rep in sg.repeats:
         total += model.block(rep.body.stmts, rep.count, ops, buckets)
     return total, ops, buckets
+
+
+def mfu(params: int, tokens: int, chips: int, chip: ChipProfile, seconds: float) -> float:
+    """Model FLOPs utilisation, the paper's: ``2 N_params tokens / (chips peak seconds)`` (0 for no time)."""
+    return 2.0 * params * tokens / (chips * chip.peak_flops * seconds) if seconds else 0.0
 
 
 def param_count(g: Graph, sizes: Mapping[str, int] | None = None) -> int:

@@ -33,6 +33,7 @@ import enum
 import functools
 import itertools
 
+from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, Topology
 from shardc.ir.graph import OpKind
 from shardc.ir.mesh import Mesh
@@ -44,6 +45,25 @@ class CommMode(enum.Enum):
 
 
 COMM_CHOICES = tuple(m.value for m in CommMode)
+
+
+def comm_mode(name: str) -> CommMode:
+    """The communication model called ``name`` (``--comm``), or a ShardcError naming the choices."""
+    try:
+        return CommMode(name)
+    except ValueError:
+        raise ShardcError(f"unknown --comm mode '{name}'; choose {' or '.join(COMM_CHOICES)}") from None
+
+
+def fitted_in(chip: ChipProfile, mode: CommMode) -> bool:
+    """Whether the chip's calibration terms hold in ``mode``: they were fitted in it (or there are none)."""
+    cal = chip.calibration
+    return cal.is_zero() or cal.comm == mode.value
+
+
+def priced_in(chip: ChipProfile, mode: CommMode) -> ChipProfile:
+    """The profile that prices ops in ``mode``: the chip with its terms where they hold, else without."""
+    return chip if fitted_in(chip, mode) else chip.uncalibrated()
 
 # Relative to an all-gather of the same bytes.
 _FACTOR = {OpKind.ALL_GATHER: 1.0, OpKind.REDUCE_SCATTER: 1.0, OpKind.ALL_REDUCE: 2.0,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 from shardc.cost.memory import memory_peak, resident_bytes
-from shardc.cost.model import CostReport, estimate, param_count
+from shardc.cost.model import CostReport, estimate, mfu, param_count
 from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import DeclKind, DType, Graph
@@ -76,7 +76,7 @@ def figures(sg: Graph, seconds: float, profile: ChipProfile, real: Mapping[str, 
     weights, caches = resident_bytes(sg)
     memory = weights + caches + memory_peak(sg).bytes
     return Figures(seconds, seconds / max(sizes.get("L", 1), 1), tokens,
-                   2.0 * params * tokens / (chips * profile.peak_flops * seconds) if seconds else 0.0,
+                   mfu(params, tokens, chips, profile, seconds),
                    chips * seconds / tokens, memory, profile.hbm_bytes)
 
 

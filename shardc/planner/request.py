@@ -243,7 +243,7 @@ def _name(g: Graph) -> str:
 
 
 def _reads_cache_over(g: Graph, dim: str) -> bool:
-    return any(isinstance(d, Decl) and d.kind is DeclKind.CACHE and dim in d.value.dims for d, _ in g.decls())
+    return any(d.kind is DeclKind.CACHE and dim in d.value.dims for d, _ in g.decls())
 
 
 def _check_request(prefill: Graph, decode: Graph, prompt: int, generate: int, history: int) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from shardc.errors import ShardcError
-from shardc.hardware.comm import COMM_CHOICES, CommMode
+from shardc.hardware.comm import CommMode, comm_mode, priced_in
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import Block, Graph, Op, Output, Repeat, Value
 from shardc.ir.layout import Layout
@@ -153,10 +153,9 @@ def shard_program(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoi
         g = with_mesh(g, mesh)
     bound = make_strategy(g, mesh, strategy, attention, roles)
     profile = load_profile(chip)
-    mode = _comm_mode(comm or profile.default_comm)
-    if not profile.calibration.is_zero() and profile.calibration.comm != mode.value:
-        profile = profile.uncalibrated()  # as the estimate does: fitted terms hold only in their own model
-    return _run(g, mesh, bound, _method(method), profile, mode, explain)
+    mode = comm_mode(comm or profile.default_comm)
+    # As the estimate does: fitted terms hold only in the model they were fitted in.
+    return _run(g, mesh, bound, _method(method), priced_in(profile, mode), mode, explain)
 
 
 def _finish(g: Graph, mesh: Mesh, st: State) -> tuple[Graph, dict[int, int]]:
@@ -190,12 +189,6 @@ def _method(method: Method | str) -> Method:
         raise ShardcError(f"unknown layout search '{method}'; choose "
                           f"{' or '.join(m.value for m in Method)}") from None
 
-
-def _comm_mode(comm: str) -> CommMode:
-    try:
-        return CommMode(comm)
-    except ValueError:
-        raise ShardcError(f"unknown --comm mode '{comm}'; choose {' or '.join(COMM_CHOICES)}") from None
 
 
 def shard(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoice = None,
