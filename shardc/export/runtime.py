@@ -9,6 +9,7 @@ needs NumPy, and jax to run; shardc only for ``--check``.
 RUNTIME = r'''
 INSTALL_HINT = 'this program needs jax; install it with: pip install "shardc[jax]"  (or: pip install jax)'
 EPS = 1e-6
+DTYPES = ("f32", "bf16")  # --dtype: every array in f32 or in bf16 (norm and softmax statistics stay f32)
 jax = jnp = lax = None  # set by load_jax(), after XLA_FLAGS
 
 
@@ -105,37 +106,42 @@ def _gain(normed, gain, axis):
 
 
 def layernorm(a, gain, axis, n, axes):
-    """Over a split dim: per-row sums of a and a*a on this block, one fused psum over `axes`.
+    """The emulator's sequence: the row mean (a psum of the sums over `axes`), then the variance of the
+    centred rows (a psum of their squares); over a whole dim the same without psums.
 
-    Over a whole dim: the centred two-pass variance, as shardc's reference computes it.
+    Two passes, not one psum of the sums of a and a*a: E[a*a] - mean**2 cancels in f32 when the
+    mean is large against the spread.  Statistics are f32 in every dtype (as shardc counts them).
     """
-    if not axes:
-        centered = a - a.mean(axis, keepdims=True)
-        var = (centered * centered).mean(axis, keepdims=True)
-        return _gain(centered / jnp.sqrt(var + EPS), gain, axis)
-    stats = lax.psum(jnp.stack([a.sum(axis, keepdims=True), (a * a).sum(axis, keepdims=True)]), axes)
-    mean = stats[0] / n
-    var = jnp.maximum(stats[1] / n - mean * mean, 0.0)
-    return _gain((a - mean) / jnp.sqrt(var + EPS), gain, axis)
+    x = a.astype(jnp.float32)
+    total = x.sum(axis, keepdims=True)
+    if axes:
+        total = lax.psum(total, axes)
+    centered = x - total / n
+    square = (centered * centered).sum(axis, keepdims=True)
+    if axes:
+        square = lax.psum(square, axes)
+    return _gain((centered / jnp.sqrt(square / n + EPS)).astype(a.dtype), gain, axis)
 
 
 def rmsnorm(a, gain, axis, n, axes):
-    square = (a * a).sum(axis, keepdims=True)
+    x = a.astype(jnp.float32)
+    square = (x * x).sum(axis, keepdims=True)
     if axes:
         square = lax.psum(square, axes)
-    return _gain(a / jnp.sqrt(square / n + EPS), gain, axis)
+    return _gain((x / jnp.sqrt(square / n + EPS)).astype(a.dtype), gain, axis)
 
 
 def softmax(a, axis, axes):
-    """The emulator's sequence: the row max (pmax over `axes`), then the sum of exponentials (psum)."""
-    top = a.max(axis, keepdims=True)
+    """The emulator's sequence: the row max (pmax over `axes`), then the sum of exponentials (psum), in f32."""
+    x = a.astype(jnp.float32)
+    top = x.max(axis, keepdims=True)
     if axes:
         top = lax.pmax(top, axes)
-    e = jnp.exp(a - top)
+    e = jnp.exp(x - top)
     total = e.sum(axis, keepdims=True)
     if axes:
         total = lax.psum(total, axes)
-    return e / total
+    return (e / total).astype(a.dtype)
 
 
 def block_start(axes, local):
@@ -192,16 +198,19 @@ def build():
     return mesh, jax.jit(program)
 
 
-def put(mesh, arrays):
-    return [jax.device_put(a, jax.sharding.NamedSharding(mesh, s)) for a, s in zip(arrays, in_specs())]
+def put(mesh, arrays, dtype="f32"):
+    """The arrays on the mesh, each split by its PartitionSpec, in `dtype` ("f32" or "bf16")."""
+    np_dtype = jnp.bfloat16 if dtype == "bf16" else np.float32
+    return [jax.device_put(a.astype(np_dtype), jax.sharding.NamedSharding(mesh, s))
+            for a, s in zip(arrays, in_specs())]
 
 
-def run(seed=0):
-    """Outputs by name, as NumPy arrays (global values; per-layer outputs stacked over layers)."""
+def run(seed=0, dtype="f32"):
+    """Outputs by name, as f32 NumPy arrays (global values; per-layer outputs stacked over layers)."""
     mesh, program = build()
-    result = program(*put(mesh, make_data(seed)))
+    result = program(*put(mesh, make_data(seed), dtype))
     jax.block_until_ready(result)
-    return {name: np.asarray(value) for name, value in zip(OUTPUTS, result)}
+    return {name: np.asarray(value, dtype=np.float32) for name, value in zip(OUTPUTS, result)}
 
 
 def check(outputs, seed=0):
@@ -222,10 +231,10 @@ def check(outputs, seed=0):
     return worst
 
 
-def time_calls(seed=0, calls=10):
+def time_calls(seed=0, calls=10, dtype="f32"):
     """Steady-state seconds per call (compiled and warmed up; blocking after every call)."""
     mesh, program = build()
-    args = put(mesh, make_data(seed))
+    args = put(mesh, make_data(seed), dtype)
     jax.block_until_ready(program(*args))
     start = time.perf_counter()
     for _ in range(calls):
@@ -239,17 +248,19 @@ def main(argv=None):
     parser.add_argument("--devices", type=int, default=None,
                         help=f"force this many host (CPU) devices; the mesh needs {n}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data (as shardc.reference's)")
+    parser.add_argument("--dtype", choices=DTYPES, default="f32",
+                        help="run every array in f32 (default) or bf16 (statistics of norms and softmax in f32)")
     parser.add_argument("--check", action="store_true", help="print the max relative error against shardc.reference")
     parser.add_argument("--time", action="store_true", help="print the steady-state time per call")
     args = parser.parse_args(argv)
     load_jax(args.devices)
-    outputs = run(args.seed)
+    outputs = run(args.seed, args.dtype)
     for name, value in outputs.items():
         print(f"{name}: shape {value.shape}, mean {float(value.mean()):.6g}")
     if args.check:
         check(outputs, args.seed)
     if args.time:
-        print(f"time per call: {time_calls(args.seed) * 1e3:.3f} ms")
+        print(f"time per call: {time_calls(args.seed, dtype=args.dtype) * 1e3:.3f} ms")
     return 0
 
 

@@ -20,8 +20,9 @@ Every op kind has one row in :data:`JAX_OPS`.  The rules that are easy to get wr
 * ``slice`` sends nothing: ``dynamic_slice_in_dim`` at ``axis_index(AXES) * local``;
 * ``causal`` on a split dim uses global positions from ``axis_index``, as the emulator's block
   offsets do;
-* a norm over a split dim all-reduces its per-row statistics in one fused ``psum`` (softmax:
-  the max, then the sum, as the emulator does).
+* a norm or softmax over a split dim all-reduces its per-row statistics as the emulator does:
+  rmsnorm one ``psum``; layernorm the sums, then the squares of the centred rows (two ``psum``,
+  numerically stable); softmax the max (``pmax``), then the sum of exponentials.
 
 Result layouts are never computed here: each comes from the sharded program.
 """
@@ -56,7 +57,7 @@ from shardc.ir.ops import OP_DEFS, spell_call
 from shardc.language.printer import format_graph, format_number
 from shardc.sharding.sharded import verify_sharded
 
-__all__ = ["JAX_OPS", "export_jax", "partition_spec"]
+__all__ = ["JAX_OPS", "export_jax", "partition_spec", "unsharded_body"]
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,19 @@ class _Ctx:
     mesh: Mesh
     sizes: dict[str, int]
     names: dict[int, str]
+    unsharded: bool = False  # translate to global arrays: no collectives, every dim whole
 
     def name(self, operand: Operand) -> str:
         if isinstance(operand, Const):
             return format_number(operand.value)
         return self.names[operand.id]
 
+    def axes_of(self, v: Value, dim: str) -> tuple[str, ...]:
+        """The mesh axes splitting ``dim`` of ``v`` (none in the unsharded translation)."""
+        return () if self.unsharded else _layout(v).axes_of(dim)
+
     def local(self, v: Value, dim: str) -> int:
-        layout = _layout(v)
-        return self.sizes[dim] // self.mesh.group_size(layout.axes_of(dim))
+        return self.sizes[dim] // self.mesh.group_size(self.axes_of(v, dim))
 
 
 def _layout(v: Value) -> Layout:
@@ -125,15 +130,15 @@ def _call(fn: str) -> Translate:
     return lambda c, op: f"{fn}({c.name(op.operands[0])})"
 
 
-def _over(op: Op) -> tuple[int, tuple[str, ...]]:
+def _over(c: _Ctx, op: Op) -> tuple[int, tuple[str, ...]]:
     dim = op.attrs_as(OverAttrs).dim
     operand = op.inputs[0]
-    return operand.dims.index(dim), _layout(operand).axes_of(dim)
+    return operand.dims.index(dim), c.axes_of(operand, dim)
 
 
 def _norm(fn: str) -> Translate:
     def translate(c: _Ctx, op: Op) -> str:
-        axis, axes = _over(op)
+        axis, axes = _over(c, op)
         gain = c.name(op.operands[1]) if len(op.operands) > 1 else "None"
         n = c.sizes[op.attrs_as(OverAttrs).dim]
         return f"{fn}({c.name(op.operands[0])}, {gain}, axis={axis}, n={n}, axes={_axes(axes)})"
@@ -141,21 +146,20 @@ def _norm(fn: str) -> Translate:
 
 
 def _softmax(c: _Ctx, op: Op) -> str:
-    axis, axes = _over(op)
+    axis, axes = _over(c, op)
     return f"softmax({c.name(op.operands[0])}, axis={axis}, axes={_axes(axes)})"
 
 
 def _sum(c: _Ctx, op: Op) -> str:
-    axis, _ = _over(op)
+    axis, _ = _over(c, op)
     return f"{c.name(op.operands[0])}.sum(axis={axis})"
 
 
 def _causal(c: _Ctx, op: Op) -> str:
     a = op.attrs_as(CausalAttrs)
     v = op.inputs[0]
-    layout = _layout(v)
     return (f"causal({c.name(v)}, {v.dims.index(a.query)}, {v.dims.index(a.key)}, "
-            f"{_axes(layout.axes_of(a.query))}, {_axes(layout.axes_of(a.key))}, "
+            f"{_axes(c.axes_of(v, a.query))}, {_axes(c.axes_of(v, a.key))}, "
             f"{c.sizes[a.query]}, {c.sizes[a.key]})")
 
 
@@ -176,6 +180,8 @@ def _collective(op: Op) -> tuple[Value, CollectiveAttrs]:
 
 def _all_gather(c: _Ctx, op: Op) -> str:
     v, a = _collective(op)
+    if c.unsharded:
+        return c.name(v)
     text = c.name(v)
     for i, (_, held) in enumerate(_layout(v).split):
         gathered = tuple(x for x in held if x in a.axes)  # a suffix of the dim's axes, in its order
@@ -186,17 +192,23 @@ def _all_gather(c: _Ctx, op: Op) -> str:
 
 def _reduce_scatter(c: _Ctx, op: Op) -> str:
     v, a = _collective(op)
+    if c.unsharded:
+        return c.name(v)
     assert a.dim is not None
     return f"lax.psum_scatter({c.name(v)}, {_axes(a.axes)}, scatter_dimension={v.dims.index(a.dim)}, tiled=True)"
 
 
 def _all_reduce(c: _Ctx, op: Op) -> str:
     v, a = _collective(op)
+    if c.unsharded:
+        return c.name(v)
     return f"lax.psum({c.name(v)}, {_axes(a.axes)})"
 
 
 def _all_to_all(c: _Ctx, op: Op) -> str:
     v, a = _collective(op)
+    if c.unsharded:
+        return c.name(v)
     assert a.src is not None and a.dst is not None
     return (f"lax.all_to_all({c.name(v)}, {_axes(a.axes)}, split_axis={v.dims.index(a.dst)}, "
             f"concat_axis={v.dims.index(a.src)}, tiled=True)")
@@ -204,6 +216,8 @@ def _all_to_all(c: _Ctx, op: Op) -> str:
 
 def _slice(c: _Ctx, op: Op) -> str:
     v, a = _collective(op)
+    if c.unsharded:
+        return c.name(v)
     assert a.dim is not None
     local = c.local(op.result, a.dim)
     return f"local_slice({c.name(v)}, {_axes(a.axes)}, axis={v.dims.index(a.dim)}, local={local})"
@@ -305,7 +319,7 @@ def _stacked(spec: str) -> str:
 
 
 def _vary_axes(c: _Ctx, v: Value) -> tuple[str, ...]:
-    return c.mesh.sort_axes(_layout(v).used_axes)
+    return () if c.unsharded else c.mesh.sort_axes(_layout(v).used_axes)
 
 
 def _decl_comment(c: _Ctx, d: Decl, rep: Repeat | None) -> str:
@@ -385,6 +399,21 @@ def export_jax(sg: Graph) -> str:
         RUNTIME,
     ]
     return "\n".join(text).rstrip() + "\n"
+
+
+def unsharded_body(sg: Graph, name: str = "unsharded_body") -> str:
+    """The text of ``def NAME(...)``: the program of ``sg`` on global arrays, without collectives.
+
+    It takes and returns what ``body`` of :func:`export_jax` does, as whole arrays; run in the
+    namespace of that module (its helpers), under ``jax.jit`` with the plan's shardings it is
+    the program XLA's own partitioner is given (:mod:`shardc.export.vs_xla`).
+    """
+    verify_sharded(sg)
+    assert sg.mesh is not None
+    c = _Ctx(sg.mesh, sg.sizes, _names(sg), unsharded=True)
+    lines, _, _ = _body(c, sg)
+    args = ", ".join(c.names[d.value.id] for d, _ in sg.decls())
+    return "\n".join([f"def {name}({args}):", *lines]) + "\n"
 
 
 def _body(c: _Ctx, sg: Graph) -> tuple[list[str], list[str], list[str]]:
