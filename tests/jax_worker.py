@@ -1,102 +1,37 @@
 """Run exported JAX programs and compare them with shardc (a subprocess of the JAX tests).
 
 ``python tests/jax_worker.py CASES.json RESULTS.json``: CASES is a list of
-``{"id", "program", "against"[, "collectives"]}`` (the sharded program's text; "emulate" or
-"reference"; collectives false skips their count, for programs with dead code).
-For each case the program is exported, run on the host devices that XLA_FLAGS forces
-(set by the caller before jax is imported), compared with ``shardc.emulate`` (or
-``shardc.reference``), and the collectives of its lowered module are counted against the
-sharded program's.  RESULTS gets one ``{"id", "error", "max_rel", "collectives", ...}`` each.
-Every call is blocked on: dispatching many sharded calls without blocking can deadlock XLA:CPU.
+``{"id", "program", "against"[, "collectives", "dtype"]}`` (the sharded program's text; "emulate"
+or "reference"; collectives false skips their count, for programs with dead code; dtype "f32"
+(default) or "bf16").  For each case the program is exported, compiled once, run on the host
+devices that XLA_FLAGS forces (set by the caller before jax is imported), and compared with
+``shardc.emulate`` (or ``shardc.reference``); the collectives of its compiled HLO (as
+:func:`shardc.export.vs_xla.compile_and_count` counts them: before XLA:CPU promotes bf16 to f32)
+and the dot FLOPs of its lowered module (XLA later turns a dot with a contracted size of 1 into a
+multiply) are compared with :func:`shardc.export.expected.expected_hlo`; in bf16 the bytes of the
+lowered module too.
+RESULTS gets one ``{"id", "error", "max_rel", ...}`` each.  Every call is blocked on:
+dispatching many sharded calls without blocking can deadlock XLA:CPU.
 """
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 import traceback
 import types
-from collections import Counter
 
 import numpy as np
 
 import shardc
 from shardc.export import export_jax
-from shardc.ir.graph import CollectiveAttrs, OpKind
-from shardc.sharding.reshard import collective_bytes
-from shardc.sharding.stats import op_stats
+from shardc.export.expected import expected_hlo
+from shardc.export.hlo import parse_hlo
+from shardc.export.vs_xla import compile_and_count
 
-_OP_RE = re.compile(r'"?stablehlo\.(all_gather|all_reduce|reduce_scatter|all_to_all)"?')
-_GROUPS_RE = re.compile(r"replica_groups = dense<.*?> : tensor<(\d+)x(\d+)xi64>")
-_TYPE_RE = re.compile(r"\(tensor<([0-9x]*)x?f32>[^)]*\) -> tensor<([0-9x]*)x?f32>")
-
-
-def _numel(shape: str) -> int:
-    return int(np.prod([int(s) for s in shape.split("x") if s])) if shape else 1
-
-
-def expected_collectives(sg: shardc.Graph) -> tuple[Counter, Counter]:
-    """What the lowered module should hold, per kind: op counts, and bytes per chip at 4 bytes an element.
-
-    One op per collective of the program (each repeat body once); an all_gather over several dims
-    is one per dim; a norm's statistics one all_reduce, a softmax's two (max, then sum).
-    """
-    counts: Counter = Counter()
-    sent: Counter = Counter()
-    mesh = sg.mesh
-    assert mesh is not None
-    for op in sg.ops():
-        stats = op_stats(op, sg.sizes, mesh)
-        if stats is not None:
-            counts["all_reduce"] += 2 if op.kind is OpKind.SOFTMAX else 1
-            sent["all_reduce"] += stats.bytes_per_chip
-        if not op.kind.is_collective or op.kind is OpKind.SLICE:
-            continue
-        a = op.attrs_as(CollectiveAttrs)
-        (v,) = op.inputs
-        assert v.layout is not None and op.result.layout is not None
-        if op.kind is OpKind.ALL_GATHER:
-            dims = [d for d, held in v.layout.split if set(held) & set(a.axes)]
-            counts["all_gather"] += len(dims)
-            if len(dims) > 1:
-                sent["multi_dim_gathers"] += 1
-                continue  # per-dim gathers send a different total; counted, not priced
-        else:
-            counts[op.kind.value] += 1
-        sent[op.kind.value] += collective_bytes(op.kind, a, v.layout, op.result.layout, sg.sizes, mesh, 4)
-    return counts, sent
-
-
-def _ring_bytes(kind: str, k: int, numel_in: int, numel_out: int) -> float:
-    """Bytes each chip sends (ring formulas of shardc.sharding.reshard), at 4 bytes an element."""
-    if kind == "all_gather":
-        return (k - 1) / k * numel_out * 4
-    if kind == "all_reduce":
-        return 2 * (k - 1) / k * numel_in * 4
-    return (k - 1) / k * numel_in * 4  # reduce_scatter, all_to_all
-
-
-def lowered_collectives(text: str) -> tuple[Counter, Counter]:
-    """Collectives of a lowered (StableHLO) module: op counts and ring bytes per chip, per kind.
-
-    An all_reduce or reduce_scatter has a region: its types are on the line that closes it.
-    """
-    counts: Counter = Counter()
-    sent: Counter = Counter()
-    pending: list[tuple[str, int]] = []
-    for line in text.splitlines():
-        m = _OP_RE.search(line)
-        types_ = _TYPE_RE.search(line)
-        if m and "=" in line.split(m.group(0))[0]:
-            kind = m.group(1)
-            counts[kind] += 1
-            groups = _GROUPS_RE.search(line)
-            pending.append((kind, int(groups.group(2)) if groups else 1))
-        if pending and types_ is not None and (m or line.strip().startswith("})")):
-            kind, k = pending.pop()
-            sent[kind] += _ring_bytes(kind, k, _numel(types_.group(1)), _numel(types_.group(2)))
-    return counts, sent
+#: Max relative error (to the largest |value|) of a bf16 run against the f32 emulator, per layer
+#: the program runs (rounding compounds along the residual stream): two bf16 ulps (2**-7).
+BF16_RTOL_PER_LAYER = 2.0 ** -7
 
 
 def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -111,19 +46,26 @@ def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(got[finite].astype(np.float64) - want[finite]))) / scale
 
 
+def _same(got: dict, want: dict, skip: frozenset = frozenset()) -> bool:
+    kinds = (set(got) | set(want)) - skip
+    return all(abs(got.get(k, 0) - want.get(k, 0)) <= 1e-6 * max(1.0, want.get(k, 0)) for k in kinds)
+
+
 def run_case(case: dict) -> dict:
     sg = shardc.parse(case["program"])
-    text = export_jax(sg)
+    dtype = case.get("dtype", "f32")
     module = types.ModuleType("exported")
-    exec(compile(text, f"<export of {case['id']}>", "exec"), module.__dict__)
+    exec(compile(export_jax(sg), f"<export of {case['id']}>", "exec"), module.__dict__)
     module.load_jax()
     mesh, program = module.build()
-    args = module.put(mesh, module.make_data(0))
+    args = module.put(mesh, module.make_data(0), dtype)
+    lowered = program.lower(*args)
+    compiled, hlo, _ = compile_and_count(lowered, mesh.size)
     start = time.perf_counter()
-    result = program(*args)
+    result = compiled(*args)
     module.jax.block_until_ready(result)
     seconds = time.perf_counter() - start
-    got = {name: np.asarray(v) for name, v in zip(module.OUTPUTS, result)}
+    got = {name: np.asarray(v, dtype=np.float32) for name, v in zip(module.OUTPUTS, result)}
     emulated = shardc.emulate(sg).outputs
     want = emulated if case["against"] == "emulate" else shardc.reference(sg, dtype="f64")
     worst = 0.0
@@ -134,23 +76,30 @@ def run_case(case: dict) -> dict:
         # shardc's own f32 emulator on the same program, whichever is larger (random programs can
         # be ill-conditioned: a division by a silu near 0).
         bound = 1e-5 if case["against"] == "emulate" else max(1e-5, 10 * _rel_error(emulated[name], value))
+        if dtype == "bf16":
+            bound = BF16_RTOL_PER_LAYER * (1 + sum(r.count for r in sg.repeats))
         if err > bound:
             mismatched.append(name)
         worst = max(worst, err)
-    lowered = program.lower(*args).as_text()
-    exp_counts, exp_bytes = expected_collectives(sg)
-    got_counts, got_bytes = lowered_collectives(lowered)
-    kinds = set(exp_counts) | set(got_counts)
-    # A shardc all_gather over several dims is priced as one; JAX's per-dim gathers are compared by count.
-    bytes_ok = {k: abs(got_bytes[k] - exp_bytes[k]) <= 1e-6 * max(1.0, exp_bytes[k]) for k in kinds
-                if not (k == "all_gather" and exp_bytes.get("multi_dim_gathers"))}
-    return {"id": case["id"], "error": None, "against": case["against"], "max_rel": worst,
-            "mismatched": mismatched, "seconds": seconds,
-            "expected": dict(exp_counts), "lowered": dict(got_counts),
-            "expected_bytes": dict(exp_bytes), "lowered_bytes": dict(got_bytes),
-            # jax drops dead code: collectives are compared only where every op feeds an output
-            "counts_ok": not case.get("collectives", True) or dict(exp_counts) == dict(got_counts),
-            "bytes_ok": not case.get("collectives", True) or all(bytes_ok.values())}
+    want_hlo = expected_hlo(sg, itemsize=2 if dtype == "bf16" else 4)
+    # Dots come from the lowered module: XLA turns a dot whose contracted size is 1 into a multiply.
+    low = parse_hlo(lowered.as_text(dialect="hlo"), mesh.size)
+    counts, sent = dict(hlo.counts()), dict(hlo.bytes_by_kind())
+    checked = case.get("collectives", True)  # jax drops dead code: compared only where every op feeds an output
+    out = {"id": case["id"], "error": None, "against": case["against"], "max_rel": worst,
+           "mismatched": mismatched, "seconds": seconds,
+           "expected": want_hlo.counts, "compiled": counts,
+           "expected_bytes": want_hlo.bytes_by_kind, "compiled_bytes": sent,
+           "expected_flops": want_hlo.einsum_flops, "lowered_flops": low.dot_flops(),
+           "counts_ok": not checked or counts == want_hlo.counts,
+           "bytes_ok": not checked or _same(sent, want_hlo.bytes_by_kind, want_hlo.unpriced),
+           "flops_ok": not checked or _same({"dot": low.dot_flops()}, {"dot": want_hlo.einsum_flops})}
+    if dtype == "bf16":  # and the lowered module's bytes (what the program asked for)
+        lowered_sent = dict(low.bytes_by_kind())
+        out["lowered_bytes"] = lowered_sent
+        out["bytes_ok"] = out["bytes_ok"] and (not checked or _same(lowered_sent, want_hlo.bytes_by_kind,
+                                                                    want_hlo.unpriced))
+    return out
 
 
 def main() -> int:

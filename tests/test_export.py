@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,14 +38,15 @@ def _palm(layers: int) -> shardc.Graph:
     return shardc.shard(shardc.parse(text, str(PALM_540B)))
 
 
-def test_a_118_layer_palm_540b_exports_in_under_a_second_and_its_size_does_not_grow() -> None:
-    sg = _palm(118)
-    start = time.perf_counter()
-    text = shardc.export_jax(sg)
-    assert time.perf_counter() - start < 1.0
+def test_the_size_of_a_palm_540b_export_does_not_grow_with_the_layer_count() -> None:
+    # (its time is benchmarks/export.py's)
+    text = shardc.export_jax(_palm(118))
     million = shardc.export_jax(_palm(1_000_000))
-    assert len(million) - len(text) < 100  # only the digits of the layer count differ
-    assert "lax.scan(" in text
+    assert "lax.scan(" in text and "length=118)" in text and "length=1000000)" in million
+    digits = len("1000000") - len("118")
+    # only the digits of the layer count differ, in each place it is written
+    assert len(million) - len(text) == digits * million.count("1000000")
+    assert million.replace("1000000", "118") == text
 
 
 def test_the_cli_writes_the_program(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
