@@ -21,8 +21,8 @@ from shardc.testing import meshes, program_models
 
 pytestmark = NEEDS_JAX
 
-#: Draws under the default profile (about half shard to a program with an output).
-EXAMPLES = 30
+#: Draws under the default profile (some shard to a program with an output, some repeat one).
+EXAMPLES = 60
 
 
 def sharded_random_programs(n: int) -> list[dict]:
