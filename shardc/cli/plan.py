@@ -7,6 +7,7 @@ the decode steps, each with its own layout and batch, and the request's totals.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
@@ -60,6 +61,9 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
                               "--max-latency bounds the decode step")
     parser.add_argument("--top", type=int, default=10, metavar="K",
                         help="how many ranked candidates to print (default 10; --json lists every one)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes for the layout searches (default: the core count, %(default)s; "
+                             "1 runs in this process)")
     chip_flags(parser)
 
 
@@ -96,6 +100,12 @@ def _is_request(args: argparse.Namespace) -> bool:
     return True
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise ShardcError(f"--jobs {args.jobs}: give at least 1")
+    return int(args.jobs)
+
+
 def _pad(args: argparse.Namespace) -> str | dict[str, int]:
     return args.pad if args.pad in ("none", "any") else parse_sets(args.pad.split(","))
 
@@ -110,7 +120,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ShardcError(f"{args.file}: the program is already sharded; plan the unsharded program")
     result = plan(g, args.chips, mesh=g.mesh if args.mesh else None, chip=chip_profile(args), comm=args.comm,
                   objective=args.objective, max_latency=parse_duration(args.max_latency) if args.max_latency else None,
-                  ffn=args.ffn, attention=args.attention, weights=args.weights, pad=_pad(args), batch=args.batch)
+                  ffn=args.ffn, attention=args.attention, weights=args.weights, pad=_pad(args), batch=args.batch,
+                  jobs=_jobs(args))
     if args.json:
         emit_json({"model": g.name, **result.to_json()})
         return 0
@@ -162,7 +173,7 @@ def cmd_plan_request(args: argparse.Namespace) -> int:
         objective=args.objective, max_latency=parse_duration(args.max_latency) if args.max_latency else None,
         ffn=args.ffn, attention=args.attention, weights=args.weights, pad=_pad(args),
         prefill_batch=args.prefill_batch if args.prefill_batch is not None else args.batch,
-        decode_batch=args.decode_batch if args.decode_batch is not None else args.batch)
+        decode_batch=args.decode_batch if args.decode_batch is not None else args.batch, jobs=_jobs(args))
     if args.json:
         emit_json({"models": {"prefill": prefill.name, "decode": decode.name}, "chip": result.decode.chip,
                    "objective": result.decode.objective.value, **result.to_json()})

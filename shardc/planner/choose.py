@@ -18,106 +18,28 @@ instead.
 """
 from __future__ import annotations
 
-import enum
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
-from shardc.cost.memory import memory_peak, resident_bytes
-from shardc.cost.model import CostReport, estimate, mfu, param_count
+from shardc.cost.model import CostReport
 from shardc.errors import ShardcError
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import DeclKind, DType, Graph
 from shardc.ir.mesh import Mesh
-from shardc.ir.transforms import with_mesh, with_sizes, with_weight_dtype
+from shardc.planner.bound import Floor
+from shardc.planner.evaluate import Evaluator, Objective, Ranked, evaluate_all, score
 from shardc.planner.space import Candidate, candidates, max_axes, meshes, pad_options
-from shardc.sharding.presets import FFN, PRESETS, Attention, bind
-from shardc.sharding.shard import shard_program
+from shardc.sharding.presets import FFN, Attention
 from shardc.units import human_seconds
 
 __all__ = ["Dropped", "Objective", "Plan", "Ranked", "plan"]
 
+PARALLEL_MIN = 48  # fewer candidates than this are costed in this process (workers take longer to start)
+
 WEIGHT_DTYPES = (DType.BF16, DType.INT8)
 BATCHES = tuple(2 ** i for i in range(11))  # --batch any: 1, 2, 4, ..., 1024
-
-
-class Objective(enum.Enum):
-    LATENCY = "latency"
-    THROUGHPUT = "throughput"
-    COST = "cost"
-
-
-@dataclass(frozen=True)
-class Figures:
-    """What the ranking reads of one candidate: the estimate's latency (the layout search's own
-    number, :attr:`shardc.sharding.sharded.ShardResult.seconds`) and what follows from it, and the
-    memory per chip."""
-
-    latency_s: float
-    per_token_latency_s: float
-    tokens: int
-    mfu: float
-    cost_chip_s_per_token: float
-    memory_bytes_per_chip: float
-    hbm_capacity: float
-
-    @property
-    def fits_hbm(self) -> bool:
-        return self.memory_bytes_per_chip <= self.hbm_capacity
-
-
-def figures(sg: Graph, seconds: float, profile: ChipProfile, real: Mapping[str, int]) -> Figures:
-    """The :class:`Figures` of the sharded program ``sg`` whose estimated run takes ``seconds``."""
-    assert sg.mesh is not None
-    sizes = sg.sizes
-    chips = sg.mesh.num_chips
-    tokens = sizes.get("B", 1) * sizes.get("L", 1)
-    params = param_count(sg, {**sizes, **real})
-    weights, caches = resident_bytes(sg)
-    memory = weights + caches + memory_peak(sg).bytes
-    return Figures(seconds, seconds / max(sizes.get("L", 1), 1), tokens,
-                   mfu(params, tokens, chips, profile, seconds),
-                   chips * seconds / tokens, memory, profile.hbm_bytes)
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """A feasible candidate, its figures, and its sharded program."""
-
-    candidate: Candidate
-    figures: Figures
-    graph: Graph = field(repr=False, compare=False)
-    real_sizes: tuple[tuple[str, int], ...] = ()
-
-    def score(self, objective: Objective) -> float:
-        """Lower is better."""
-        f = self.figures
-        if objective is Objective.LATENCY:
-            return f.latency_s
-        if objective is Objective.THROUGHPUT:
-            return -f.tokens / f.latency_s if f.latency_s else -math.inf
-        return f.cost_chip_s_per_token
-
-    def report(self, chip: str | ChipProfile | None = None, comm: str | None = None) -> CostReport:
-        """The full cost report of this candidate's program (``shardc cost`` of it)."""
-        return estimate(self.graph, chip, comm, real_sizes=dict(self.real_sizes))
-
-    def to_json(self) -> dict[str, object]:
-        c, f = self.candidate, self.figures
-        return {
-            "mesh": c.mesh.spec(),
-            "roles": {role.value: "".join(axes) for role, axes in c.roles.items()},
-            "ffn": c.ffn.value,
-            "attention": c.attention.value,
-            "weights": c.weights.value,
-            "pad": dict(c.pad),
-            "batch": c.batch,
-            "latency_s": f.latency_s,
-            "per_token_latency_s": f.per_token_latency_s,
-            "mfu": f.mfu,
-            "cost_chip_s_per_token": f.cost_chip_s_per_token,
-            "memory_bytes_per_chip": f.memory_bytes_per_chip,
-        }
 
 
 @dataclass(frozen=True)
@@ -147,6 +69,7 @@ class Plan:
     considered: int = 0
     profile: ChipProfile | None = field(default=None, repr=False, compare=False)
     comm: str | None = None
+    pruned: int = 0  # with prune=True: candidates not searched, their floor worse than the winner
 
     @property
     def runner_up(self) -> Ranked | None:
@@ -175,6 +98,7 @@ class Plan:
             "objective": self.objective.value,
             "max_latency_s": self.max_latency_s,
             "considered": self.considered,
+            "pruned": self.pruned,
             "best": self.best.to_json(),
             "why": self.why,
             "candidates": [r.to_json() for r in self.candidates],
@@ -273,7 +197,7 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
          comm: str | None = None, objective: Objective | str = Objective.LATENCY, max_latency: float | None = None,
          ffn: str | Sequence[FFN | str] = "any", attention: str | Sequence[Attention | str] = "any",
          weights: str | Sequence[DType | str] | None = None, pad: str | Mapping[str, int] = "none",
-         batch: int | str | Sequence[int] | None = None) -> Plan:
+         batch: int | str | Sequence[int] | None = None, prune: bool = False, jobs: int | None = None) -> Plan:
     """Choose the partitioning of ``g`` for ``chips`` chips (or for the one ``mesh``).
 
     ``ffn``, ``attention``: ``"any"`` (default) or the presets to try; ``weights``: the
@@ -283,6 +207,14 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
     ``max_latency``: seconds per token (per step in decode, where one step makes one token
     per sequence) a candidate may take.  Raises :class:`ShardcError` when no candidate is
     left, saying what came closest.
+
+    A candidate whose weights and caches alone overflow HBM is dropped without a search
+    (:mod:`shardc.planner.bound`).  ``prune``: search the candidates in the order of their
+    floors and skip those whose floor is already worse than the best found -- the same
+    winner for far fewer searches, but :attr:`Plan.candidates` then holds only those
+    searched, and :attr:`Plan.pruned` counts the others (what a sweep wants).  ``jobs``: worker
+    processes for the searches (default: one per core; :mod:`shardc.planner.evaluate`), used
+    without ``prune`` when there are at least :data:`PARALLEL_MIN` candidates to search.
     """
     profile = load_profile(chip)
     obj = objective if isinstance(objective, Objective) else _choices(objective, list(Objective), Objective,
@@ -294,11 +226,53 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
     todo = candidates(g, mesh_list, _choices(ffn, [f for f in FFN if f is not FFN.NONE], FFN, "--ffn"),
                       _choices(attention, list(Attention), Attention, "--attention"), dtypes,
                       pad_options(g, pad, chips), _batches(g, batch), user_mesh=mesh is not None)
-    ranked: list[Ranked] = []
+    evaluate = Evaluator(g, declared, profile, comm)
+    length = g.sizes.get("L", 1)
+    floors = [evaluate.floor(c) for c in todo]
+    order = list(range(len(todo)))
+    if prune:  # the most promising first, so the winner is found early and the rest are skipped
+        order.sort(key=lambda i: _floor_score(floors[i], todo[i], obj, length))
+    outcomes: dict[int, Ranked | ShardcError] = {}
+    workers = max(1, jobs if jobs is not None else os.cpu_count() or 1)
+    searched = [i for i in order if not isinstance(floors[i], ShardcError)
+                and floors[i].resident_bytes <= profile.hbm_bytes]  # type: ignore[union-attr]
+    if not prune and workers > 1 and len(searched) >= PARALLEL_MIN:
+        outcomes = dict(zip(searched, evaluate_all(evaluate, [todo[i] for i in searched], workers), strict=True))
+    ranked, drops, skipped = _rank(todo, order, floors, outcomes, evaluate, obj, max_latency, prune, length,
+                                   profile.hbm_bytes)
+    dropped = tuple(Dropped(reason, len(items), min(items)[1], min(items)[0] < math.inf)
+                    for reason, items in drops.items())
+    if not ranked:
+        raise ShardcError(_nothing_left(len(todo), dropped, max_latency))
+    ranked.sort(key=lambda t: (t[0], t[1]))  # ties keep the enumeration order
+    rows = tuple(r for _, _, r in ranked)
+    return Plan(chips, profile.name, obj, max_latency, rows[0], rows, dropped, len(todo), profile, comm,
+                pruned=skipped)
+
+
+def _rank(todo: list[Candidate], order: list[int], floors: list[Floor | ShardcError],
+          outcomes: dict[int, Ranked | ShardcError], evaluate: Evaluator, obj: Objective,
+          max_latency: float | None, prune: bool, length: int,
+          hbm_bytes: float) -> tuple[list[tuple[float, int, Ranked]], dict[str, list[tuple[float, str]]], int]:
+    """Go through the candidates in ``order``: drop, skip (``prune``) or search and rank each."""
+    ranked: list[tuple[float, int, Ranked]] = []
     drops: dict[str, list[tuple[float, str]]] = {}
-    evaluate = _Evaluator(g, declared, profile, comm)
-    for c in todo:
-        outcome = evaluate(c)
+    best, skipped = math.inf, 0
+    for i in order:
+        c, fl = todo[i], floors[i]
+        if isinstance(fl, ShardcError):
+            drops.setdefault(_dropped_reason(fl), []).append((math.inf, f"{c.label()}: {fl.message}"))
+            continue
+        if fl.resident_bytes > hbm_bytes:  # no search can make it fit
+            over = fl.resident_bytes / hbm_bytes
+            drops.setdefault("do not fit in HBM", []).append(
+                (over, f"{c.label()}: needs at least {over:.2f}x the {hbm_bytes / 2**30:.0f} GiB per chip "
+                       "for its weights and caches"))
+            continue
+        if prune and _floor_score(fl, c, obj, length) > best:
+            skipped += 1
+            continue
+        outcome = outcomes[i] if i in outcomes else evaluate(c)
         if isinstance(outcome, ShardcError):
             drops.setdefault(_dropped_reason(outcome), []).append((math.inf, f"{c.label()}: {outcome.message}"))
             continue
@@ -311,55 +285,18 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
             drops.setdefault("are slower than --max-latency", []).append(
                 (f.per_token_latency_s, f"{c.label()}: {human_seconds(f.per_token_latency_s)} per token"))
         else:
-            ranked.append(replace(outcome, candidate=c))
-    dropped = tuple(Dropped(reason, len(items), min(items)[1], min(items)[0] < math.inf)
-                    for reason, items in drops.items())
-    if not ranked:
-        raise ShardcError(_nothing_left(len(todo), dropped, max_latency))
-    ranked.sort(key=lambda r: r.score(obj))  # stable: ties keep the enumeration order
-    return Plan(chips, profile.name, obj, max_latency, ranked[0], tuple(ranked), dropped, len(todo), profile, comm)
+            r = replace(outcome, candidate=c)
+            ranked.append((r.score(obj), i, r))
+            best = min(best, r.score(obj))
+    return ranked, drops, skipped
 
 
-class _Evaluator:
-    """Shards and costs candidates, once per distinct program and concrete strategy.
-
-    Two candidates whose presets bind to the same strategy on the same mesh (a role left
-    unplayed makes 2D weight-stationary the 1D one, say) are one plan, costed once.
-    """
-
-    def __init__(self, g: Graph, declared: list[DType], profile: ChipProfile, comm: str | None) -> None:
-        self.g, self.declared, self.profile, self.comm = g, declared, profile, comm
-        self.programs: dict[tuple, Graph] = {}
-        self.done: dict[tuple, Ranked | ShardcError] = {}
-
-    def program(self, c: Candidate) -> Graph:
-        """The program at the candidate's sizes and dtype, on its mesh (built once for all presets)."""
-        key = (c.weights, c.pad, c.batch, c.mesh)
-        if key not in self.programs:
-            g = self.g
-            sized = with_sizes(g, {**dict(c.pad), **({"B": c.batch} if "B" in g.sizes else {})})
-            same = self.declared == [c.weights]
-            self.programs[key] = with_mesh(sized if same else with_weight_dtype(sized, c.weights), c.mesh)
-        return self.programs[key]
-
-    def __call__(self, c: Candidate) -> Ranked | ShardcError:
-        g = self.program(c)
-        try:
-            strategy = bind(PRESETS[c.ffn], c.mesh, c.attention, roles=c.roles)
-        except ShardcError as err:
-            return err
-        key = (c.weights, c.pad, c.batch, c.mesh, replace(strategy, ffn=FFN.NONE))
-        if key not in self.done:
-            real = tuple((d, self.g.sizes[d]) for d, _ in c.pad)
-            try:
-                result = shard_program(g, c.mesh, strategy, chip=self.profile, comm=self.comm)
-            except ShardcError as err:
-                self.done[key] = err
-            else:
-                assert result.seconds is not None
-                self.done[key] = Ranked(c, figures(result.graph, result.seconds, self.profile, dict(real)),
-                                        result.graph, real)
-        return self.done[key]
+def _floor_score(fl: Floor | ShardcError, c: Candidate, objective: Objective, length: int) -> float:
+    """The best score a candidate with floor ``fl`` could reach (-inf for an error: it is dropped
+    first); ``length``: the program's L (tokens per sequence in one run)."""
+    if isinstance(fl, ShardcError):
+        return -math.inf
+    return score(objective, fl.seconds, c.batch * length, c.mesh.num_chips)
 
 
 def _meshes(chips: int | None, mesh: Mesh | str | None, profile: ChipProfile) -> tuple[int, list[Mesh]]:

@@ -184,20 +184,20 @@ def plan_request(prefill: Graph, decode: Graph, prompt: int, generate: int, chip
                  max_latency: float | None = None, ffn: str | Sequence[FFN | str] = "any",
                  attention: str | Sequence[Attention | str] = "any",
                  weights: str | Sequence[DType | str] | None = None, pad: str | Mapping[str, int] = "none",
-                 prefill_batch: Batch = None, decode_batch: Batch = None) -> RequestPlan:
+                 prefill_batch: Batch = None, decode_batch: Batch = None, jobs: int | None = None) -> RequestPlan:
     """Plan a request of ``prompt`` new tokens (after ``history`` cached ones) and ``generate`` decode steps.
 
     ``prefill`` is a prefill program (dims ``L`` and, if it attends, ``S``; with ``history`` it
     must read a KV cache over ``S``); ``decode`` a decode step (``L = 1``) that reads a KV cache over
     ``S``.  ``prefill_batch``, ``decode_batch``: as :func:`~shardc.planner.choose.plan`'s ``batch``
     (a size, a list, ``"any"`` or None for the program's ``B``), one for each phase.
-    ``max_latency`` bounds the decode step.  The other arguments go to both phases' plans.
+    ``max_latency`` bounds the decode step.  The other arguments (``jobs`` too) go to both phases' plans.
     Raises :class:`ShardcError` on a program that is not a prefill or decode, on bad sizes, or when
     a phase has no candidate left (for a long prompt, none that fits in HBM).
     """
     _check_request(prefill, decode, prompt, generate, history)
     common = {"mesh": mesh, "chip": chip, "comm": comm, "objective": objective, "ffn": ffn,
-              "attention": attention, "weights": weights, "pad": pad}
+              "attention": attention, "weights": weights, "pad": pad, "jobs": jobs}
     sizes = {"L": prompt, **({"S": history + prompt} if "S" in prefill.sizes else {})}
     prefill_plan = _phase("prefill", with_sizes(prefill, sizes), chips, prefill_batch, None, common)
     chips = prefill_plan.chips

@@ -128,7 +128,8 @@ def point(g: Graph, chips: int, batch: int, weights: DType | str, *, chip: str |
     dtype = weights if isinstance(weights, DType) else DType(weights)
     head = SweepPoint(g.name, phase_of(g), chips, batch, dtype.value, feasible=False)
     try:
-        best = plan(g, chips, chip=chip, comm=comm, objective=objective, batch=batch, weights=[dtype], pad=pad).best
+        best = plan(g, chips, chip=chip, comm=comm, objective=objective, batch=batch, weights=[dtype], pad=pad,
+                    prune=True).best
     except ShardcError as err:
         return replace(head, reason=err.message)
     c, f = best.candidate, best.figures

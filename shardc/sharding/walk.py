@@ -45,7 +45,7 @@ from shardc.ir.mesh import Mesh
 from shardc.sharding.candidates import CANDIDATES, Candidate, OpView
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import Step, reshard
-from shardc.sharding.rules import infer, operand_layouts
+from shardc.sharding.rules import Inferred, infer, operand_layouts
 from shardc.sharding.stats import describe_stats
 from shardc.sharding.sums import SumChains
 from shardc.sharding.timing import op_seconds
@@ -63,8 +63,12 @@ class Option:
 
     index: int  # position in the op's candidate list
     candidate: Candidate
-    result: Layout
+    inferred: Inferred  # the rule's result for the candidate's operand layouts
     moved_bytes: float
+
+    @property
+    def result(self) -> Layout:
+        return self.inferred.layout
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ class Walk:
         self.taken = g.names()
         self.sums = SumChains(g)
         self._options: dict[Hashable, list[Option] | ShardcError] = {}
+        self._checked: dict[tuple[Layout, tuple[str, ...]], ShardcError | None] = {}
         # Reshards and op times depend on the sizes, mesh, chip and model only, not on the strategy:
         # walks that share those (the planner's presets and attention layouts on one mesh) share them.
         shared = _shared_memo((tuple(sorted(self.sizes.items())), mesh, chip, mode))
@@ -177,6 +182,19 @@ class Walk:
             n += 1
         st.names.add(f"{base}{n}")
         return f"{base}{n}"
+
+    def check(self, layout: Layout, dims: tuple[str, ...]) -> None:
+        """:meth:`Layout.check` on this walk's sizes and mesh (memoised: the same few layouts recur)."""
+        key = (layout, dims)
+        if key not in self._checked:
+            try:
+                layout.check(self.sizes, self.mesh, dims)
+                self._checked[key] = None
+            except ShardcError as err:
+                self._checked[key] = err
+        found = self._checked[key]
+        if found is not None:
+            raise found.with_traceback(None)  # the same error again, not a longer traceback
 
     def steps(self, src: Layout, dst: Layout, itemsize: int) -> tuple[Step, ...]:
         """The collectives taking ``src`` to ``dst`` (memoised: the search asks many times)."""
@@ -308,18 +326,18 @@ class Walk:
                 operands = tuple(
                     o if isinstance(o, Const) else Value(o.id, o.name, o.type, cand.targets[i])
                     for i, o in enumerate(op.operands))
-                result = infer(op.kind, op.attrs, operands, operand_layouts(operands), op.result.dims,
-                               self.mesh, self.sizes).layout
+                inferred = infer(op.kind, op.attrs, operands, operand_layouts(operands), op.result.dims,
+                                 self.mesh, self.sizes)
                 for t, o in zip(cand.targets, op.operands, strict=True):
                     if t is not None and isinstance(o, Value):
-                        t.check(self.sizes, self.mesh, o.dims)
+                        self.check(t, o.dims)
             except ShardcError as err:
                 errors.append(err.message)
                 continue
             if any(o.candidate.targets == cand.targets for o in legal):
                 continue  # the same layouts offered again (for another reason): one option
             moved = sum(self.moved_bytes(v, t) for v, t in zip(current, cand.targets, strict=True))
-            legal.append(Option(index, cand, result, moved))
+            legal.append(Option(index, cand, inferred, moved))
         if not legal:
             raise ShardcError(f"cannot shard {describe(op)}: " + "; ".join(errors or ["no candidate layout"]),
                               self.g.source, op.loc)
@@ -357,8 +375,10 @@ class Walk:
                 continue
             reason = f"{cand.reasons[i]}; feeds {describe(op)} on line {op.loc.line}"
             operands.append(self.reshard_to(st, value, target, reason, op.loc.line))
-        inferred = infer(op.kind, op.attrs, tuple(operands), operand_layouts(tuple(operands)),
-                         op.result.dims, self.mesh, self.sizes)
+        layouts = operand_layouts(tuple(operands))
+        # The operands now have the candidate's layouts, whose result the option already holds.
+        inferred = option.inferred if layouts == cand.targets else infer(
+            op.kind, op.attrs, tuple(operands), layouts, op.result.dims, self.mesh, self.sizes)
         want, why = self.post.get(op.result.id, (None, ""))
         final = inferred.layout if op.result.id not in self.post else (
             want if want is not None else self.strategy.complete(inferred.layout, self.sizes))

@@ -1,0 +1,113 @@
+"""The planner's shortcuts change nothing: floors are floors, pruning keeps the winner, workers give
+the serial figures (shardc/planner/bound.py, shardc/planner/evaluate.py).
+
+* Every candidate's floor (:func:`shardc.planner.bound.floor`) is at most the time its layout search
+  finds and its resident bytes at most the weights and caches of its sharded program -- on the PaLM
+  files at their real sizes and on random small programs.  A floor above the time would let
+  ``prune=True`` skip a winner; the mutation test below shows the winner check catches that.
+* ``plan(..., prune=True)`` picks the candidate the full ranking picks.
+* ``plan(..., jobs=2)`` ranks the same candidates with the same figures as ``jobs=1``, and a
+  candidate's program, searched again in this process, is the one the serial plan made.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, settings
+from test_shard_properties import examples, layer_programs
+
+import shardc
+from shardc.cost.memory import resident_bytes
+from shardc.errors import ShardcError
+from shardc.hardware.profile import load_profile
+from shardc.ir.graph import DeclKind
+from shardc.planner import choose
+from shardc.planner.bound import Floor
+from shardc.planner.choose import plan
+from shardc.planner.evaluate import Evaluator
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def floors_hold(p: choose.Plan, g: shardc.Graph) -> int:
+    """Check every ranked candidate's floor against its search; the number checked."""
+    declared = sorted({d.value.dtype for d, _ in g.decls() if d.kind is DeclKind.PARAM},
+                      key=lambda t: t.value)
+    ev = Evaluator(g, declared, load_profile(p.chip), p.comm)
+    for r in p.candidates:
+        fl = ev.floor(r.candidate)
+        assert isinstance(fl, Floor), r.candidate.label()
+        assert fl.seconds <= r.figures.latency_s, r.candidate.label()
+        assert fl.resident_bytes <= sum(resident_bytes(r.graph)) * (1 + 1e-12), r.candidate.label()
+    return len(p.candidates)
+
+
+@pytest.mark.parametrize(("name", "chips", "sizes"), [
+    ("palm_540b_decode.model", 64, {}),
+    ("palm_540b_prefill.model", 64, {"B": 32}),
+    ("palm_8b_decode.model", 16, {}),
+    ("gqa_decode.model", 8, {}),
+])
+def test_every_floor_is_below_its_search(name: str, chips: int, sizes: dict[str, int]) -> None:
+    g = shardc.load(EXAMPLES / name, sizes=sizes)
+    p = plan(g, chips, pad="any" if "540b_decode" in name else "none", jobs=1)
+    assert floors_hold(p, g) > 10
+
+
+@settings(max_examples=examples(15), deadline=None)
+@given(program=layer_programs())
+def test_floors_hold_and_pruning_keeps_the_winner_on_random_programs(program) -> None:
+    text, _ = program
+    g = shardc.parse(text)
+    try:
+        full = plan(g, mesh=g.mesh, jobs=1)
+    except ShardcError:
+        assume(False)
+        return
+    floors_hold(full, g)
+    pruned = plan(g, mesh=g.mesh, prune=True)
+    assert pruned.best.candidate == full.best.candidate
+    assert pruned.best.figures == full.best.figures
+
+
+@pytest.mark.parametrize(("chips", "batch", "weights"), [(64, 64, "bf16"), (64, 8, "int8"), (32, 1024, "int8")])
+def test_pruning_keeps_the_winner_and_skips_most(chips: int, batch: int, weights: str) -> None:
+    g = shardc.load(EXAMPLES / "palm_540b_decode.model")
+    full = plan(g, chips, batch=batch, weights=weights)
+    pruned = plan(g, chips, batch=batch, weights=weights, prune=True)
+    assert pruned.best.candidate == full.best.candidate
+    assert pruned.best.figures == full.best.figures
+    assert pruned.pruned > 0 and len(pruned.candidates) < len(full.candidates)
+    assert full.pruned == 0
+
+
+def test_a_floor_above_the_time_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: floors doubled for the full ranking's winner's presets make pruning skip the winner,
+    and the comparison with the full ranking sees it."""
+    g = shardc.load(EXAMPLES / "palm_540b_decode.model")
+    full = plan(g, 64, jobs=1)
+    real_floor = Evaluator.floor
+
+    def inflated(self: Evaluator, c: choose.Candidate) -> Floor | ShardcError:
+        fl = real_floor(self, c)
+        if isinstance(fl, Floor) and (c.ffn, c.attention) == (full.best.candidate.ffn, full.best.candidate.attention):
+            return replace(fl, seconds=fl.seconds * 10)
+        return fl
+
+    monkeypatch.setattr(Evaluator, "floor", inflated)
+    assert plan(g, 64, prune=True).best.candidate != full.best.candidate
+
+
+def test_workers_give_the_serial_ranking() -> None:
+    g = shardc.load(EXAMPLES / "palm_540b_decode.model")
+    serial = plan(g, 64, jobs=1)
+    parallel = plan(g, 64, jobs=2)
+    assert len(serial.candidates) >= choose.PARALLEL_MIN
+    assert [r.candidate for r in parallel.candidates] == [r.candidate for r in serial.candidates]
+    assert [r.figures for r in parallel.candidates] == [r.figures for r in serial.candidates]
+    assert parallel.dropped == serial.dropped
+    assert parallel.why == serial.why
+    assert parallel.candidates[3].built is None  # not sent back: searched again when asked for
+    assert parallel.candidates[3].graph == serial.candidates[3].graph
