@@ -131,6 +131,8 @@ def _load_jax(devices: int) -> types.ModuleType:
         flag = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        # XLA's C++ warnings (GSPMD's deprecation notice) are not shardc's output; errors still show.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import jax
     except ImportError:
