@@ -254,7 +254,10 @@ def _report(err: ShardcError, as_json: bool) -> int:
 
 def _internal_error(err: Exception, as_json: bool) -> int:
     """An unexpected exception: under --json an error object, else the traceback with a note; exit 2."""
-    message = (f"internal error: {type(err).__name__}: {err}. This is a bug in shardc; please report it "
+    # The executors note which statement was running ("while emulating 'h' = gelu (line 12)").
+    notes = "".join(f" ({n.removeprefix('shardc: ')})" for n in getattr(err, "__notes__", ())
+                    if isinstance(n, str) and n.startswith("shardc: "))
+    message = (f"internal error: {type(err).__name__}: {err}{notes}. This is a bug in shardc; please report it "
                "with the command line and input that caused it")
     if as_json:
         emit_json({"error": {"file": None, "line": None, "col": None, "message": message, "internal": True}})
