@@ -151,7 +151,7 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc sweep examples/tiny_ffn.model --chips 2,4 --batch 1,2 --csv sweep.csv",
             _sweep_args, cmd_sweep),
     Command("export", "write the sharded program as a standalone JAX program (shard_map, the plan's "
-                      "mesh, layouts and collectives; --check compares it with shardc's reference)",
+                      "mesh, layouts and collectives; python OUT --check compares it with shardc's reference)",
             "shardc export examples/tiny_layer.model --mesh 2x2x2 --to jax -o tiny_layer_jax.py\n"
             "  shardc export examples/tiny_ffn.model --mesh 2x4 --ffn 1d-ws --to jax\n"
             "  shardc export examples/palm_540b_prefill.model --to jax --shrink -o palm.py",
