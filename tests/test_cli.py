@@ -405,3 +405,12 @@ def test_the_full_size_refusal_sizes_the_tensor_at_the_compute_dtype(capsys: pyt
     assert f"wemb : bf16[V, E] ({v * e * 4 / 2**30:.1f} GiB in f32, the compute dtype)" in err, err
     assert main(["verify", str(EXAMPLES / "palm_540b_decode.model"), "--dtype", "f64"]) == 2
     assert f"({v * e * 8 / 2**30:.1f} GiB in f64, the compute dtype)" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_shows_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad flag printed the top-level usage (shardc [-h] [--version] COMMAND ...)."""
+    assert main(["cost", str(TINY_FFN), "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: shardc cost") and err.rstrip().endswith("unrecognized arguments: --bogus"), err
+    assert main(["--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("usage: shardc [-h]")

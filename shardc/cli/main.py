@@ -210,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand's parser, so the usage shown is the command's
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            command = sub.choices.get(getattr(args, "command", None) or "", parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as err:  # one message; JSON when --json was asked for, whatever else is wrong
         if "--json" in argv:
             emit_json({"error": {"file": None, "line": None, "col": None, "message": err.message}})
