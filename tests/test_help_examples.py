@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shlex
 import re
+import shlex
 import shutil
 from pathlib import Path
 
