@@ -247,3 +247,15 @@ def test_estimate_takes_the_weight_dtype() -> None:
     assert int8.latency_s < bf16.latency_s  # decode is bound by weight loading
     with pytest.raises(shardc.ShardcError, match="unknown dtype"):
         shardc.estimate(sg, weights="int4")
+
+
+def test_no_exported_name_hides_a_module() -> None:
+    """``import shardc.reference`` gave the function, not the module: an exported name and a
+    submodule of the same name cannot both be reached as shardc.NAME."""
+    import importlib.util
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(shardc.__path__)}
+    assert {"execute", "language", "testing"} <= modules  # the walk sees the package's modules
+    assert not modules & set(shardc.__all__), modules & set(shardc.__all__)
+    assert callable(shardc.reference) and importlib.util.find_spec("shardc.execute.reference") is not None
