@@ -10,6 +10,7 @@ The public API (stable; see docs/api.md)::
     rep = shardc.verify(shardc.shrink(sg), seed=0)        # emulated chips vs reference
     prog = shardc.export_jax(shardc.shrink(sg))           # a standalone jax.shard_map program (text)
     best = shardc.plan(g, chips=64).best                  # the partitioning of least estimated latency
+    b = shardc.Builder("m", dims={"B": 8, "E": 16})       # or build a program from Python, no text
     req = shardc.plan_request(prefill, decode, prompt=2048, generate=64, chips=64)  # a whole request
 
     # the paper's presets are data in role letters (x, y, z); bind one to a mesh,
@@ -21,73 +22,144 @@ Only what works is exported.
 """
 import importlib.metadata
 
-from shardc.cost.memory import max_context
-from shardc.cost.model import CostReport, estimate
-from shardc.errors import ShardcError
-from shardc.execute.emulate import Counters, Emulation, emulate
+from shardc.cost.memory import LiveValue, MemoryPeak, max_context
+from shardc.cost.model import CostReport, OpTime, estimate
+from shardc.errors import Loc, ShardcError, Source
+from shardc.execute.emulate import Counters, Emulation, OpCount, emulate
 from shardc.execute.reference import reference
-from shardc.execute.verification import Mismatch, VerifyReport, shrink, verify
+from shardc.execute.verification import DEFAULT_LAYERS, Mismatch, VerifyReport, shrink, verify
 from shardc.export import export_jax
-from shardc.hardware.profile import ChipProfile, load_profile
-from shardc.ir.graph import DType, Graph, OpKind, TensorType, Value
+from shardc.hardware.comm import CommMode
+from shardc.hardware.profile import Calibration, ChipProfile, Topology, load_profile
+from shardc.ir.graph import (
+    Block,
+    Carry,
+    CausalAttrs,
+    CollectiveAttrs,
+    Const,
+    Decl,
+    DeclKind,
+    DType,
+    EinsumAttrs,
+    Graph,
+    NoAttrs,
+    Op,
+    OpKind,
+    Output,
+    OverAttrs,
+    RelabelAttrs,
+    Repeat,
+    TensorType,
+    Trivia,
+    Value,
+)
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
-from shardc.ir.summary import Summary, summarize
+from shardc.ir.summary import Counts, RepeatSummary, Summary, TensorInfo, summarize
+from shardc.ir.transforms import with_weight_dtype
+from shardc.language.builder import Builder, Tensor
 from shardc.language.lower import load, parse
 from shardc.language.printer import format_graph as format
-from shardc.planner.choose import Objective, Plan, Ranked, plan
-from shardc.planner.request import RequestPlan, plan_request
+from shardc.planner.choose import Dropped, Objective, Plan, Ranked, plan
+from shardc.planner.evaluate import Figures
+from shardc.planner.request import RequestPlan, Step, plan_request
+from shardc.planner.space import Candidate
 from shardc.sharding.presets import FFN, PRESETS, Attention, Preset, Role, Strategy, bind, default_roles
+from shardc.sharding.replication import Replicated
+from shardc.sharding.search import Method
 from shardc.sharding.shard import shard, shard_program
 from shardc.sharding.sharded import CollectiveRecord, ShardResult, verify_sharded
 
 __all__ = [
-    "DType",
-    "Graph",
-    "Layout",
-    "Mesh",
-    "OpKind",
-    "ShardcError",
-    "TensorType",
-    "Summary",
-    "Value",
-    "format",
-    "estimate",
-    "load",
+    # reading, building and printing programs
     "parse",
-    "reference",
-    "emulate",
-    "Emulation",
-    "verify",
-    "VerifyReport",
-    "shrink",
+    "load",
+    "format",
+    "summarize",
+    "Builder",
+    "Tensor",
+    "with_weight_dtype",
+    # sharding
     "shard",
     "shard_program",
-    "Attention",
-    "FFN",
-    "PRESETS",
-    "Preset",
-    "Role",
-    "Strategy",
+    "verify_sharded",
     "bind",
     "default_roles",
-    "ShardResult",
-    "verify_sharded",
-    "summarize",
-    "export_jax",
+    "PRESETS",
+    "Preset",
+    "Strategy",
+    "FFN",
+    "Attention",
+    "Role",
+    "Method",
+    # running
+    "reference",
+    "emulate",
+    "verify",
+    "shrink",
+    "DEFAULT_LAYERS",
+    # costing, planning, export
+    "estimate",
+    "max_context",
+    "load_profile",
+    "CommMode",
     "plan",
     "plan_request",
-    "RequestPlan",
+    "Objective",
+    "export_jax",
+    # results, and the objects they refer to, for tools that keep or inspect them
+    "ShardResult",
+    "CollectiveRecord",
+    "Emulation",
+    "Counters",
+    "OpCount",
+    "VerifyReport",
+    "Mismatch",
+    "CostReport",
+    "OpTime",
+    "MemoryPeak",
+    "LiveValue",
+    "Replicated",
+    "ChipProfile",
+    "Calibration",
+    "Topology",
     "Plan",
     "Ranked",
-    "Objective",
-    # the objects the results above refer to, for tools that keep or inspect them
-    "ChipProfile",
-    "CollectiveRecord",
-    "CostReport",
-    "Counters",
-    "Mismatch",
-    "load_profile",
-    "max_context",
+    "Candidate",
+    "Figures",
+    "Dropped",
+    "RequestPlan",
+    "Step",
+    "Summary",
+    "TensorInfo",
+    "RepeatSummary",
+    "Counts",
+    # the IR
+    "Graph",
+    "Block",
+    "Decl",
+    "DeclKind",
+    "Op",
+    "OpKind",
+    "Output",
+    "Repeat",
+    "Carry",
+    "Value",
+    "Const",
+    "TensorType",
+    "DType",
+    "NoAttrs",
+    "EinsumAttrs",
+    "OverAttrs",
+    "CausalAttrs",
+    "RelabelAttrs",
+    "CollectiveAttrs",
+    "Trivia",
+    "Mesh",
+    "Layout",
+    # errors
+    "ShardcError",
+    "Loc",
+    "Source",
 ]
 __version__ = importlib.metadata.version("shardc")  # one version: pyproject.toml's

@@ -368,3 +368,49 @@ def test_fmt_refuses_size_and_mesh_overrides(capsys: pytest.CaptureFixture[str],
     assert main(["fmt", "-i", str(path), *flag]) == 2
     assert "does not apply" in capsys.readouterr().err
     assert path.read_text() == before
+
+
+def test_fmt_check_refuses_a_size_override(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """fmt --check --set B=128 called a canonical file non-canonical."""
+    path = tmp_path / "t.model"
+    path.write_text(shardc.format(shardc.load(TINY_FFN)))
+    assert main(["fmt", "--check", str(path)]) == 0
+    assert main(["fmt", "--check", str(path), "--set", "B=128"]) == 2
+    assert "--set does not apply" in capsys.readouterr().err
+
+
+def test_check_rejects_a_sharded_file_whose_annotation_contradicts(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+    """check exited 0 on a sharded file that compile, verify and cost reject."""
+    sharded = tmp_path / "s.model"
+    assert main(["compile", str(TINY_FFN), "-o", str(sharded)]) == 0
+    assert main(["check", str(sharded)]) == 0
+    text = sharded.read_text()
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "einsum(" in t and "@" in t)
+    lines = text.splitlines()
+    lines[line - 1] = lines[line - 1][:lines[line - 1].index("@")] + "@ BLF"
+    sharded.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    for command in ("check", "compile", "verify", "cost"):
+        assert main([command, str(sharded)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"s.model:{line}:" in err and "is annotated BLF but its operands' layouts give" in err, err
+
+
+def test_the_full_size_refusal_sizes_the_tensor_at_the_compute_dtype(capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal named 'k : bf16[...] (1.0 GiB)', its f32 size, as if it were the bf16 size."""
+    assert main(["verify", str(EXAMPLES / "palm_540b_decode.model")]) == 2
+    err = capsys.readouterr().err
+    v, e = 256128, 18432  # wemb : bf16[V, E], the largest tensor
+    assert f"wemb : bf16[V, E] ({v * e * 4 / 2**30:.1f} GiB in f32, the compute dtype)" in err, err
+    assert main(["verify", str(EXAMPLES / "palm_540b_decode.model"), "--dtype", "f64"]) == 2
+    assert f"({v * e * 8 / 2**30:.1f} GiB in f64, the compute dtype)" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_shows_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad flag printed the top-level usage (shardc [-h] [--version] COMMAND ...)."""
+    assert main(["cost", str(TINY_FFN), "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: shardc cost") and err.rstrip().endswith("unrecognized arguments: --bogus"), err
+    assert main(["--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("usage: shardc [-h]")

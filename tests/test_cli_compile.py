@@ -261,6 +261,77 @@ def test_explain_weight_gathered(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert re.search(r"^\s+win1\s+E_xF_yz$", out, re.M)  # stored as in 2D: one copy for both phases
 
 
+def _header_split(row: str) -> dict[str, tuple[str, ...]]:
+    """``B_yz E`` (before any parenthesised note) -> {"B": ("y", "z"), "E": ()}."""
+    out = {}
+    for word in row.split(" (")[0].split():
+        dim, _, axes = word.partition("_")
+        out[dim] = tuple(axes)
+    return out
+
+
+@pytest.mark.parametrize("path, mesh, args", [
+    (PALM_DECODE, "8x4x4", ["--attention", "batch"]),  # B=64 does not divide over 128 chips
+    (PALM_DECODE, "4x4x4", ["--attention", "batch"]),
+    (PALM_PREFILL, "4x4x4", ["--ffn", "wg-xyz"]),  # B=1: nothing to split activations over
+    (PALM_PREFILL, "4x4x4", ["--ffn", "wg-xyz", "--set", "B=64", "--attention", "batch"]),
+    (PALM_DECODE, "4x4x4", ["--ffn", "wg-x", "--set", "B=2", "--attention", "batch"]),
+])
+def test_explain_header_agrees_with_the_layouts_listed(capsys: pytest.CaptureFixture[str], path: Path, mesh: str,
+                                                       args: list[str]) -> None:
+    """The header said "KV cache B_yzx" over caches listed B_yzSD, and "activations rest as B_xyz E"
+    over replicated activations: it described the preset, not what the program gets."""
+    code, data = run_json(capsys, "compile", path, "--mesh", mesh, "--explain", *args)
+    assert code == 0
+    g = shardc.parse(data["program"])
+    assert g.mesh is not None
+    rest = _header_split(data["preset"]["activations rest as"])
+    x = next(d.value for d, _ in g.decls() if d.value.name == "x")
+    assert x.layout == shardc.Layout.of(x.dims, {d: a for d, a in rest.items() if d in x.dims})
+    caches = [d.value for d, _ in g.decls() if str(d.kind) == "cache"]
+    assert bool(caches) == (path == PALM_DECODE)
+    if "batch" in args and caches:
+        cache_b = _header_split(data["preset"]["KV cache"])["B"]
+        assert all(c.layout.axes_of("B") == cache_b for c in caches), (cache_b, caches[0].layout)
+
+
+def test_weight_gathered_reasons_name_the_axes_of_their_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """wk : E_xD is gathered over x alone under wg-xyz: its reason said "gathered over xyz"."""
+    code, data = run_json(capsys, "compile", PALM_PREFILL, "--ffn", "wg-xyz")
+    assert code == 0
+    gathered = [c for c in data["collectives"] if "weight-gathered" in c["reason"]]
+    assert {c["value"] for c in gathered} >= {"wk1", "wq1"}
+    for c in gathered:
+        said = re.search(r"is gathered over ([a-z]+) before", c["reason"]).group(1)
+        assert sorted(said) == sorted(c["axes"]), c
+    wk = next(c for c in gathered if c["value"] == "wk1")
+    assert wk["axes"] == "x" and "the preset gathers over xyz" in wk["reason"]
+
+
+@pytest.mark.parametrize("path, args", [(PALM_DECODE, []), (PALM_PREFILL, ["--ffn", "wg-xyz"]),
+                                        (TINY_LAYER, ["--mesh", "2x2x2", "--explain"])])
+def test_cited_lines_are_those_of_the_printed_program(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                      path: Path, args: list[str]) -> None:
+    """The reasons cited "line 45" of the source, which is not line 45 of the printed program;
+    now a reason names what the collective feeds, and every line cited is the printed one."""
+    code, data = run_json(capsys, "compile", path, *args)
+    assert code == 0
+    program = data["program"].splitlines()
+    for c in data["collectives"]:
+        assert re.match(rf"\s*{c['value']}\s+=", program[c["line"] - 1]), (c, program[c["line"] - 1])
+        assert "line" not in c["reason"], c["reason"]
+    for r in data["replication"]:
+        assert re.match(rf"\s*{r['value']}\s+= einsum", program[r["line"] - 1])
+    for out_file in (None, tmp_path / "s.model"):  # the table under the program, or the file written
+        code, out, _ = run(capsys, "compile", path, *args, *(["-o", out_file] if out_file else []))
+        assert code == 0
+        shown = (out_file.read_text() if out_file else out).splitlines()
+        table = out[out.index("collectives on mesh"):]
+        assert not re.search(r"on line \d", table), table
+        for value, line in re.findall(r"^#?\s+(\w+)\s+[A-Z]+,[A-Z,]*->[A-Z]+\s+(\d+)", table, re.M):
+            assert re.match(rf"\s*{value}\s+= einsum", shown[int(line) - 1]), (value, line)
+
+
 # --- errors, mesh, help -------------------------------------------------------------------------
 @pytest.mark.parametrize("flag,value,valid", [("--ffn", "3d-ws", "1d-ws, 2d-ws, wg-x, wg-xy, wg-xyz"),
                                               ("--attention", "sequence", "heads, batch")])

@@ -257,3 +257,12 @@ def test_no_references_to_the_private_specification() -> None:
             if _PRIVATE.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not hits, f"{len(hits)} mentions of the private specification:\n" + "\n".join(hits)
+
+
+def test_the_api_page_lists_exactly_what_is_exported() -> None:
+    page = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = page[page.index("## 10. Everything exported"):]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| for")]
+    listed = [name for row in rows for name in re.findall(r"`([A-Za-z_]+)`", row.split("|")[2])]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == set(shardc.__all__), set(listed) ^ set(shardc.__all__)

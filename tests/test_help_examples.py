@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -67,3 +68,30 @@ def test_the_runner_can_fail(workdir: Path) -> None:
     assert run_line("shardc check examples/no_such.model")[0] == 2
     assert run_line("shardc check examples/no_such.model || shardc check examples/tiny_ffn.model")[0] == 0
     assert run_line("shardc check examples/no_such.model && shardc check examples/tiny_ffn.model")[0] == 2
+
+
+def _options(parser: object) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}  # type: ignore[attr-defined]
+
+
+def test_every_flag_a_help_names_is_one_it_takes() -> None:
+    """verify's and cost's --ffn help said "--explain shows it", a flag both reject: a flag named in
+    a command's help is that command's, or is written after the command it belongs to."""
+    import argparse
+
+    from shardc.cli.main import build_parser
+
+    top = build_parser()
+    subparsers = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = subparsers.choices
+    checked = 0
+    for name, parser in parsers.items():
+        text = parser.format_help()
+        for program, owner, flag in re.findall(r"(python \S+\s+)?(?:\b(\w+)\s+)?(--[a-z][a-z-]*)", text):
+            if program:  # a flag of the program shardc writes ("python OUT --check")
+                continue
+            where = owner if owner in parsers else name
+            assert flag in _options(parsers[where]), f"shardc {name} --help names {where} {flag}"
+            checked += 1
+    assert checked > 50
+    assert "--explain" not in _options(parsers["verify"])  # the case that was wrong: now "compile --explain"

@@ -3,6 +3,7 @@ the run-replicated warning, and how ``shardc compile`` and ``shardc cost`` repor
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def test_compile_text_prints_the_section_and_the_warning(capsys: pytest.CaptureF
     assert section[0] == ("# redundant compute on mesh 4x4x4 (64 chips): the run's matmul FLOPs per chip are 64x "
                           "a perfect split")
     assert section[1].split() == ["#", "value", "einsum", "line", "replicated", "FLOPs/chip", "ideal"]
-    assert section[2].split() == ["#", "q", "BLE,EHD->BLHD", "43", "64x", "928", "GFLOP", "14.5", "GFLOP"]
+    q_line = next(n for n, text in enumerate(out.splitlines(), 1) if text.startswith("  q "))
+    # the line of q in what compile printed (source line 43 is not it)
+    assert section[2].split() == ["#", "q", "BLE,EHD->BLHD", str(q_line), "64x", "928", "GFLOP", "14.5", "GFLOP"]
     assert len(section) == 2 + 10 + 1  # head, header, the ten einsums, the note
     assert err == (f"{PALM_PREFILL}: warning: the matmuls run 64x replicated on mesh 4x4x4: its 64 chips do the "
                    "distinct work of 1 chip\n  hint: batch B=1 cannot split over the 64 chips wg-xyz gathers over; "
@@ -162,7 +165,8 @@ def test_compile_json_fields(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and data["replication_factor"] == 64.0
     assert [r["value"] for r in data["replication"]] == ["q", "kn", "vn", "t1", "a", "o", "t2", "t4", "f", "logits"]
     first = data["replication"][0]
-    assert first == {"value": "q", "line": 43, "kind": "einsum", "spec": "BLE,EHD->BLHD", "factor": 64.0,
+    q_line = next(n for n, text in enumerate(data["program"].splitlines(), 1) if text.startswith("  q "))
+    assert first == {"value": "q", "line": q_line, "kind": "einsum", "spec": "BLE,EHD->BLHD", "factor": 64.0,
                      "flops_per_chip": first["flops_per_chip"],
                      "ideal_flops_per_chip": first["flops_per_chip"] / 64}
     [warning] = data["warnings"]
@@ -178,13 +182,25 @@ def test_cost_reports_the_same(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "hint: batch B=1 cannot split" in err
     _, compiled, _ = run(capsys, "compile", PALM_PREFILL, *BATCH_1)
     section = compiled[compiled.index("# redundant compute"):]
-    assert out.endswith("\n" + "".join(line[2:] + "\n" for line in section.splitlines()))
+    # The same rows; cost prints no program, so its lines are the file's and compile's its output's.
+    source = PALM_PREFILL.read_text().splitlines()
+    rows = out[out.index("redundant compute"):].splitlines()
+    assert [_no_line(r) for r in rows] == [_no_line(line[2:]) for line in section.splitlines()]
+    assert out.endswith("\n".join(rows) + "\n")
+    for value, line in re.findall(r"^  (\w+)\s+[A-Z,]+->[A-Z]+\s+(\d+)", "\n".join(rows), re.M):
+        assert "einsum(" in source[int(line) - 1], (value, line)  # a line of the file, computing an einsum
     code, out, _ = run(capsys, "cost", PALM_PREFILL, *BATCH_1, "--json")
     data = json.loads(out)
     _, compiled, _ = run(capsys, "compile", PALM_PREFILL, *BATCH_1, "--json")
     expected = json.loads(compiled)
-    for key in ("replication", "replication_factor", "warnings"):
+    for key in ("replication_factor", "warnings"):
         assert data[key] == expected[key], key
+    assert [{**r, "line": 0} for r in data["replication"]] == [{**r, "line": 0} for r in expected["replication"]]
+
+
+def _no_line(row: str) -> str:
+    """A redundant-compute row without its line column."""
+    return re.sub(r"(->[A-Z]+\s+)\d+(\s)", r"\1#\2", row)
 
 
 def test_cost_report_fields() -> None:

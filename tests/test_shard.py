@@ -493,10 +493,13 @@ def test_records_of_the_pass_are_those_of_its_graph_with_reasons(name: str) -> N
     r = sharded(name, "2d-ws")
     derived = collectives_of(r.graph)
     assert [replace(c, reason="") for c in r.collectives] == [replace(c, reason="") for c in derived]
-    assert r.collectives and all(c.reason != d.reason for c, d in zip(r.collectives, derived, strict=True))
+    moved = [(c, d) for c, d in zip(r.collectives, derived, strict=True) if not c.implicit]
+    assert moved and all(c.reason != d.reason for c, d in moved)
     assert all("written in the sharded program" not in c.reason for c in r.collectives)
     stats = [c for c in r.collectives if c.implicit]
-    assert all(c.reason.endswith(f"(a small all-reduce inside the op on line {c.line})") for c in stats)
+    # A statistics all-reduce says what it is; the record's value names the op (no line: the
+    # pass's lines are the source's, not the printed program's).
+    assert all(c.reason.endswith("(a small all-reduce inside the op)") for c in stats)
 
 
 def test_sharded_program_keeps_its_mesh() -> None:

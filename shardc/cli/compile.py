@@ -24,11 +24,12 @@ from shardc.cli.common import (
 )
 from shardc.ir.graph import DeclKind, Graph, OpKind
 from shardc.ir.mesh import Mesh
+from shardc.language.lower import parse
 from shardc.language.printer import format_graph
 from shardc.planner.choose import Plan
 from shardc.sharding.replication import replication, replication_factor
 from shardc.sharding.search import Method
-from shardc.sharding.sharded import CollectiveRecord, ShardResult
+from shardc.sharding.sharded import CollectiveRecord, ShardResult, relocated
 from shardc.units import human_seconds
 
 
@@ -51,11 +52,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
     result, ranking = shard_as_asked(g, args)
     program = format_graph(result.graph)
+    written = ""
     if args.output is not None:
-        write_atomically(Path(args.output), source_header(str(origin) if origin else args.file, args.output)
-                         + program)
-    if args.json:
-        emit_json(compile_json(result, program, args, ranking))
+        written = source_header(str(origin) if origin else args.file, args.output) + program
+        write_atomically(Path(args.output), written)
+    if args.json:  # lines are those of the "program" text
+        emit_json(compile_json(relocated(result, parse(program, args.file)), program, args, ranking))
         return 0
     # On standard output the notes are comments, so the whole output is itself a .model file.
     prefix = "" if args.output is not None else "# "
@@ -67,6 +69,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         parts.append(_commented(explain_text(result, args, ranking), prefix) + "\n")
     if args.output is None:
         parts.append(program + "\n")
+    # Lines cited below are those of what was printed: the file written, or this output itself.
+    shown = written if args.output is not None else "".join(parts)
+    result = relocated(result, parse(shown, args.output or args.file))
     parts.append(_commented(collectives_text(result), prefix))
     redundant = redundant_text(result)
     if redundant:
@@ -161,7 +166,7 @@ def _row(c: CollectiveRecord, mesh: Mesh) -> list[str]:
         dim = c.dim or "-"
     before, after = c.before.format(mesh), c.after.format(mesh)
     move = before if c.implicit else f"{before} -> {after}"
-    return [c.value, kind, "".join(c.axes), dim, move, human_bytes(c.bytes_per_chip), c.reason]
+    return [c.value, kind, "".join(c.axes), dim, move, human_bytes(c.bytes_per_chip), c.why]
 
 
 def collectives_text(result: ShardResult) -> str:
@@ -252,7 +257,7 @@ def explain_text(result: ShardResult, args: argparse.Namespace, ranking: Plan | 
             if k not in given:
                 return ""
             return " (default)" if given[k] is None else (" (chosen by the planner)" if given[k] == "auto" else "")
-        rows = [(k, v + note(k)) for k, v in result.strategy.describe(set(g.sizes))]
+        rows = [(k, v + note(k)) for k, v in result.strategy.describe(g.sizes)]
         width = max(len(k) for k, _ in rows)
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     lines.append("layouts of params and caches")
@@ -292,7 +297,7 @@ def compile_json(result: ShardResult, program: str, args: argparse.Namespace,
     if ranking is not None:  # --ffn auto / --attention auto
         obj["planner"] = {"why": ranking.why, "candidates": [r.to_json() for r in ranking.candidates]}
     if args.explain:
-        obj["preset"] = dict(result.strategy.describe(set(g.sizes))) if result.strategy else None
+        obj["preset"] = dict(result.strategy.describe(g.sizes)) if result.strategy else None
         obj["layouts"] = {d.value.name: d.value.layout.format(g.mesh) for d, _ in g.decls()
                           if d.kind in (DeclKind.PARAM, DeclKind.CACHE) and d.value.layout is not None}
     return obj

@@ -151,7 +151,7 @@ COMMANDS: tuple[Command, ...] = (
             "  shardc sweep examples/tiny_ffn.model --chips 2,4 --batch 1,2 --csv sweep.csv",
             _sweep_args, cmd_sweep),
     Command("export", "write the sharded program as a standalone JAX program (shard_map, the plan's "
-                      "mesh, layouts and collectives; --check compares it with shardc's reference)",
+                      "mesh, layouts and collectives; python OUT --check compares it with shardc's reference)",
             "shardc export examples/tiny_layer.model --mesh 2x2x2 --to jax -o tiny_layer_jax.py\n"
             "  shardc export examples/tiny_ffn.model --mesh 2x4 --ffn 1d-ws --to jax\n"
             "  shardc export examples/palm_540b_prefill.model --to jax --shrink -o palm.py",
@@ -210,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand's parser, so the usage shown is the command's
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            command = sub.choices.get(getattr(args, "command", None) or "", parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as err:  # one message; JSON when --json was asked for, whatever else is wrong
         if "--json" in argv:
             emit_json({"error": {"file": None, "line": None, "col": None, "message": err.message}})
@@ -254,7 +258,10 @@ def _report(err: ShardcError, as_json: bool) -> int:
 
 def _internal_error(err: Exception, as_json: bool) -> int:
     """An unexpected exception: under --json an error object, else the traceback with a note; exit 2."""
-    message = (f"internal error: {type(err).__name__}: {err}. This is a bug in shardc; please report it "
+    # The executors note which statement was running ("while emulating 'h' = gelu (line 12)").
+    notes = "".join(f" ({n.removeprefix('shardc: ')})" for n in getattr(err, "__notes__", ())
+                    if isinstance(n, str) and n.startswith("shardc: "))
+    message = (f"internal error: {type(err).__name__}: {err}{notes}. This is a bug in shardc; please report it "
                "with the command line and input that caused it")
     if as_json:
         emit_json({"error": {"file": None, "line": None, "col": None, "message": message, "internal": True}})

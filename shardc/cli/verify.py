@@ -9,14 +9,13 @@ from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, 
 from shardc.cli.compile import SOURCE_HEAD, header_source
 from shardc.errors import ShardcError
 from shardc.execute.reference import DEFAULT_MAX_BYTES
-from shardc.execute.verification import DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
+from shardc.execute.verification import DEFAULT_LAYERS, DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
 from shardc.ir.graph import Graph
 from shardc.ir.transforms import with_sizes
 from shardc.sharding.sharded import ShardResult
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-DEFAULT_LAYERS = 2
 _FROM_HEADER = ""  # --against with no value: the source the compile -o header names
 
 

@@ -43,7 +43,8 @@ from shardc.cost.memory import MemoryPeak, memory_peak, resident_bytes
 from shardc.errors import ShardcError
 from shardc.hardware.comm import CommMode, comm_mode, fitted_in, ring_steps
 from shardc.hardware.profile import ChipProfile, load_profile
-from shardc.ir.graph import CollectiveAttrs, DeclKind, Graph, Op, OpKind
+from shardc.ir.graph import CollectiveAttrs, DeclKind, DType, Graph, Op, OpKind
+from shardc.ir.transforms import with_weight_dtype
 from shardc.sharding.counts import local_bytes, op_comm_bytes, op_flops
 from shardc.sharding.replication import Replicated, replication, replication_factor
 from shardc.sharding.sharded import verify_sharded
@@ -241,7 +242,7 @@ class _Model:
 
 def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None = None,
              overlap: bool = False, real_sizes: Mapping[str, int] | None = None,
-             gather_chunks: int | None = None) -> CostReport:
+             gather_chunks: int | None = None, *, weights: str | DType | None = None) -> CostReport:
     """Cost one run of the sharded program ``sg`` (a decode step, or a whole prefill).
 
     ``chip``: a built-in profile name, a profile TOML path or a :class:`ChipProfile`
@@ -253,9 +254,14 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
     their real sizes (``{"H": 48}``): the padded program is timed, but parameters and MFU
     count the real sizes, and the report says what the padding costs.  ``gather_chunks``:
     chunks a weight-gathered matmul streams its gathered operand in, for peak memory
-    (default one per chip of the gather; :mod:`shardc.cost.memory`).
+    (default one per chip of the gather; :mod:`shardc.cost.memory`).  ``weights``: a dtype
+    (``"int8"``, ``"bf16"``, ...) every ``param`` is stored as for this estimate, the layouts kept
+    as they are (``shardc cost --weights`` sets the dtype before sharding, so its layout search
+    can choose other layouts for it: ``shard(with_weight_dtype(g, "int8"))`` does the same).
     """
     verify_sharded(sg)
+    if weights is not None:
+        sg = with_weight_dtype(sg, weights)
     profile = load_profile(chip)
     comm = comm if comm is not None else profile.default_comm
     mode = comm_mode(comm)
@@ -279,10 +285,10 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
     tokens = sizes.get("B", 1) * sizes.get("L", 1)
     padded_params = param_count(sg)
     params = param_count(sg, {**sizes, **{d: real for d, (real, _) in padding.items()}})
-    weights, caches = resident_bytes(sg)
+    weight_bytes, caches = resident_bytes(sg)
     peak = memory_peak(sg, gather_chunks)
     activations = peak.bytes
-    memory = weights + caches + activations
+    memory = weight_bytes + caches + activations
     by_kind: dict[str, float] = {}
     by_collective: dict[str, float] = {}
     for t in ops:
@@ -299,7 +305,7 @@ def estimate(sg: Graph, chip: str | ChipProfile | None = None, comm: str | None 
         cost_chip_s_per_token=chips * latency / tokens,
         flops_per_chip=sum(t.flops for t in ops), comm_bytes_per_chip=sum(t.comm_bytes for t in ops),
         hbm_bytes_per_chip=sum(t.hbm_bytes for t in ops),
-        weight_bytes_per_chip=weights, cache_bytes_per_chip=caches, activation_bytes_per_chip=activations,
+        weight_bytes_per_chip=weight_bytes, cache_bytes_per_chip=caches, activation_bytes_per_chip=activations,
         memory_bytes_per_chip=memory, hbm_capacity=profile.hbm_bytes, fits_hbm=memory <= profile.hbm_bytes,
         bound=max(bound_buckets, key=lambda k: bound_buckets[k]) if bound_buckets else "compute", params=params,
         breakdown_by_kind=by_kind, breakdown_by_collective=by_collective, buckets=buckets,

@@ -118,6 +118,15 @@ class Emulation:
     def chips(self) -> int:
         return self.mesh.num_chips
 
+    def to_json(self) -> dict[str, object]:
+        """The run as JSON with stable keys: the mesh, the counters and each output's shape and values."""
+        return {
+            "mesh": self.mesh.spec(),
+            "chips": self.chips,
+            "counters": self.counters.to_json(),
+            "outputs": {name: {"shape": list(a.shape), "values": a.tolist()} for name, a in self.outputs.items()},
+        }
+
 
 # --- the run ----------------------------------------------------------------------------
 @dataclass

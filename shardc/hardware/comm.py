@@ -39,7 +39,7 @@ from shardc.ir.graph import OpKind
 from shardc.ir.mesh import Mesh
 
 
-class CommMode(enum.Enum):
+class CommMode(enum.StrEnum):
     PAPER = "paper"
     TORUS = "torus"
 

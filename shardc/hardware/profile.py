@@ -23,7 +23,7 @@ PROFILE_DIR = Path(__file__).with_name("profiles")
 DEFAULT_CHIP = "tpu-v4"
 
 
-class Topology(enum.Enum):
+class Topology(enum.StrEnum):
     """How chips are wired: a torus of rings per mesh axis, or a switch joining every pair."""
 
     TORUS = "torus"

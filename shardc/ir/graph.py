@@ -26,12 +26,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterator, TypeVar, Union
 
-from shardc.errors import NOLOC, Loc, Source
+from shardc.errors import NOLOC, Loc, ShardcError, Source
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 
 
-class DType(enum.Enum):
+class DType(enum.StrEnum):
     """Storage dtypes of the language."""
 
     F32 = "f32"
@@ -43,8 +43,13 @@ class DType(enum.Enum):
     def bytes(self) -> int:
         return {"f32": 4, "bf16": 2, "f16": 2, "int8": 1}[self.value]
 
-    def __str__(self) -> str:
-        return self.value
+
+def dtype_of(name: DType | str) -> DType:
+    """``name`` as a :class:`DType` (``"bf16"`` -> ``DType.BF16``), or a ShardcError naming the dtypes."""
+    try:
+        return DType(name)
+    except ValueError:
+        raise ShardcError(f"unknown dtype {name!r}; choose {', '.join(d.value for d in DType)}") from None
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ class TensorType:
 
     dtype: DType
     dims: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        # From Python, TensorType("bf16", "BLE") is TensorType(DType.BF16, ("B", "L", "E")).
+        if type(self.dtype) is not DType:
+            object.__setattr__(self, "dtype", dtype_of(self.dtype))
+        if type(self.dims) is not tuple:
+            object.__setattr__(self, "dims", tuple(self.dims))
 
     def __str__(self) -> str:
         return f"{self.dtype}[{', '.join(self.dims)}]"
@@ -86,7 +98,7 @@ class Const:
 Operand = Union[Value, Const]
 
 
-class OpKind(enum.Enum):
+class OpKind(enum.StrEnum):
     """Every op of the language.  Tables keyed by OpKind give each its rules."""
 
     EINSUM = "einsum"
@@ -116,9 +128,6 @@ class OpKind(enum.Enum):
     @property
     def is_collective(self) -> bool:
         return self in COLLECTIVES
-
-    def __str__(self) -> str:
-        return self.value
 
 
 COLLECTIVES = frozenset(
@@ -203,13 +212,10 @@ class Trivia:
 NO_TRIVIA = Trivia()
 
 
-class DeclKind(enum.Enum):
+class DeclKind(enum.StrEnum):
     INPUT = "input"
     PARAM = "param"
     CACHE = "cache"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from shardc.ir.graph import (
     TensorType,
     Trivia,
     Value,
+    dtype_of,
 )
 from shardc.ir.mesh import Mesh
 from shardc.ir.ops import result_dtype
@@ -83,8 +84,9 @@ def renumber(g: Graph) -> tuple[Graph, dict[int, int]]:
     return verify_graph(new), {old: v.id for old, v in values.items()}
 
 
-def with_weight_dtype(g: Graph, dtype: DType) -> Graph:
+def with_weight_dtype(g: Graph, dtype: DType | str) -> Graph:
     """``g`` with every ``param`` stored as ``dtype`` (``--weights int8``); op dtypes follow."""
+    dtype = dtype_of(dtype)
 
     def define(v: Value, stmt: Stmt) -> Value:
         if isinstance(stmt, Decl) and stmt.kind is DeclKind.PARAM:

@@ -32,7 +32,7 @@ from shardc.sharding.shard import shard_program
 __all__ = ["Evaluator", "Figures", "Objective", "Ranked", "evaluate_all", "figures", "score"]
 
 
-class Objective(enum.Enum):
+class Objective(enum.StrEnum):
     LATENCY = "latency"
     THROUGHPUT = "throughput"
     COST = "cost"

@@ -117,8 +117,7 @@ def einsum_candidates(v: OpView) -> list[Candidate]:
         if v.gatherable[f]:
             gathered = v.strategy.compute_layout(fixed)
             if gathered != fixed:
-                reasons[f] = (f"weight-gathered ({v.strategy.ffn.value}): {v.names[f]} is gathered over "
-                              f"{''.join(v.strategy.gathered)} before the matmul")
+                reasons[f] = _gathered_reason(v, f, fixed, gathered)
             fixed = gathered
         fixed_choices = [(fixed, reasons[f])]
         if fixed.partial and not v.stationary[f]:
@@ -130,6 +129,18 @@ def einsum_candidates(v: OpView) -> list[Candidate]:
     if len(order) == 1:
         out.extend(_free_slices(v, order[0]))
     return out
+
+
+def _gathered_reason(v: OpView, f: int, stored: Layout, gathered: Layout) -> str:
+    """Why a weight-gathered preset all-gathers operand ``f``: the axes it really gathers (those
+    its stored layout splits that the matmul layout does not), which are the preset's gathered
+    axes only when the weight is split over all of them."""
+    axes = "".join(a for d in stored.dims for a in stored.axes_of(d) if a not in gathered.axes_of(d))
+    preset = "".join(v.strategy.gathered)
+    why = f"weight-gathered ({v.strategy.ffn.value}): {v.names[f]} is gathered over {axes} before the matmul"
+    if sorted(axes) != sorted(preset):
+        why += f" (the preset gathers over {preset}; {v.names[f]} is split over {axes} of them)"
+    return why
 
 
 def _einsum_moves(v: OpView, f: int, m: int, fixed: Layout, why_fixed: str) -> list[Candidate]:

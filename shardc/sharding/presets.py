@@ -55,7 +55,7 @@ from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 
 
-class FFN(enum.Enum):
+class FFN(enum.StrEnum):
     """Feed-forward layouts of the paper (§3.2)."""
 
     WS_1D = "1d-ws"
@@ -66,14 +66,14 @@ class FFN(enum.Enum):
     NONE = "none"  # pins only
 
 
-class Attention(enum.Enum):
+class Attention(enum.StrEnum):
     """Attention layouts of the paper (§3.3)."""
 
     HEADS = "heads"
     BATCH = "batch"
 
 
-class Role(enum.Enum):
+class Role(enum.StrEnum):
     """The paper's axis roles; :func:`bind` says which mesh axes play each."""
 
     X = "x"
@@ -274,25 +274,46 @@ class Strategy:
         out.append(layout.with_partial(frozenset()))
         return list(dict.fromkeys(out))
 
-    def describe(self, dims: frozenset[str] | set[str] | None = None) -> list[tuple[str, str]]:
+    def describe(self, sizes: Mapping[str, int] | None = None) -> list[tuple[str, str]]:
         """The preset in the paper's notation, for ``shardc compile --explain``.
 
-        ``dims``: the program's dims; the preset's other dims are left out.
+        ``sizes``: the program's dims and sizes.  The preset's other dims are left out, and where a
+        dim does not divide over the axes the preset gives it, the row shows the split the program
+        gets (the axes that divide, as :meth:`activation_layout` and :meth:`cache_layout` place
+        them) and says why, so the header agrees with the layouts listed under it.
         """
         def show(pairs: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
-            pairs = tuple((d, a) for d, a in pairs if dims is None or d in dims)
+            pairs = tuple((d, a) for d, a in pairs if sizes is None or d in sizes)
             return " ".join(f"{d}_{''.join(a)}" if a else d for d, a in pairs) or "(replicated)"
+
+        def placed(pairs: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+            if sizes is None:
+                return show(pairs)
+            got: list[tuple[str, tuple[str, ...]]] = []
+            short: list[str] = []
+            used: set[str] = set()
+            for d, axes in pairs:
+                if d not in sizes:
+                    continue
+                axes = tuple(a for a in axes if a not in used)
+                fits = _divisible_prefix(axes, sizes[d], self.mesh)
+                used.update(fits)
+                got.append((d, fits))
+                if fits != axes:
+                    short.append(f"{d}={sizes[d]} does not divide over {''.join(axes)}")
+            text = show(tuple(got))
+            return text if not short else f"{text} (the preset's {show(pairs)}; {', '.join(short)})"
 
         rows = [("ffn", self.ffn.value), ("attention", self.attention.value),
                 ("weights (stored)", show(self.weights))]
         if self.gathered:
             rows.append(("weights (gathered over " + "".join(self.gathered) + ")",
                          show(self.compute_weights())))
-        rows.append(("activations rest as", show(self.activations)))
+        rows.append(("activations rest as", placed(self.activations)))
         rows.append(("partial sums reduce into",
-                     ", ".join(d for d in self.reduce_into if dims is None or d in dims)))
+                     ", ".join(d for d in self.reduce_into if sizes is None or d in sizes)))
         if self.attention is Attention.BATCH:
-            rows.append(("KV cache", f"B_{''.join(self.cache_batch_axes)}" if self.cache_batch_axes else "B"))
+            rows.append(("KV cache", placed((("B", self.cache_batch_axes),))))
         else:
             rows.append(("KV cache", "split over heads like the weights; replicated without a head dim"))
         return rows

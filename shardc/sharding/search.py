@@ -46,7 +46,7 @@ PinMessage = Callable[[State, Value, Value, Layout], str]
 _REL_TIE = 1e-9
 
 
-class Method(enum.Enum):
+class Method(enum.StrEnum):
     """How the pass chooses among an op's candidates."""
 
     SEARCH = "search"

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shardc.errors import ShardcError
+from shardc.errors import Loc, ShardcError
 from shardc.hardware.comm import CommMode, comm_mode, priced_in
 from shardc.hardware.profile import ChipProfile, load_profile
 from shardc.ir.graph import Block, Graph, Op, Output, Repeat, Value
@@ -53,16 +53,24 @@ __all__ = [
 ]
 
 
+def _in_source(g: Graph, loc: Loc) -> str:
+    """Where a pin was written: in the program the pass read, whose lines are not the printed
+    sharded program's (``at ffn.model:12``)."""
+    if not loc.line:
+        return "in the source program"
+    return f"at {g.source.filename if g.source else 'the source program'}:{loc.line}"
+
+
 def _post_requirements(g: Graph, mesh: Mesh) -> dict[int, PostRequirement]:
     """Values whose final layout is constrained: (layout or None = complete, reason)."""
     post: dict[int, PostRequirement] = {}
     for stmt, _ in g.walk():
         if isinstance(stmt, Op) and stmt.result.layout is not None:
             post[stmt.result.id] = (stmt.result.layout, f"pinned @ {stmt.result.layout.format(mesh)} "
-                                    f"on line {stmt.loc.line}")
+                                    f"{_in_source(g, stmt.loc)}")
         elif isinstance(stmt, Output):
             for v in stmt.values:
-                reason = (f"output pinned @ {stmt.pin.format(mesh)} on line {stmt.loc.line}"
+                reason = (f"output pinned @ {stmt.pin.format(mesh)} {_in_source(g, stmt.loc)}"
                           if stmt.pin is not None else "outputs hold complete values")
                 post.setdefault(v.id, (stmt.pin, reason))
         elif isinstance(stmt, Repeat):

@@ -17,7 +17,7 @@ the same records with reasons saying they were written in it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from shardc.errors import ShardcError
@@ -25,6 +25,7 @@ from shardc.ir.graph import CollectiveAttrs, Decl, Graph, Op, OpKind, Output
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.verifier import verify_graph
+from shardc.language.printer import format_graph
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import collective_bytes
 from shardc.sharding.rules import infer, operand_layouts
@@ -51,8 +52,21 @@ class CollectiveRecord:
     reason: str
     implicit: bool = False  # statistics all-reduce inside a norm or softmax
     alternative: str = ""  # what the layout search's choice beat, and by how much (``--explain``)
+    feeds: str = ""  # the ops its result flows into, past further collectives: "einsum -> q, einsum -> k"
 
-    def to_json(self, mesh: Mesh) -> dict[str, object]:
+    @property
+    def why(self) -> str:
+        """The reason and what it feeds, as the ``shardc compile`` table prints them."""
+        return f"{self.reason}; feeds {self.feeds}" if self.feeds else self.reason
+
+    mesh: Mesh | None = field(default=None, compare=False, repr=False)  # the program's, to print layouts
+
+    def to_json(self, mesh: Mesh | None = None) -> dict[str, object]:
+        """The record as JSON (stable keys, strings and numbers only); layouts printed on ``mesh``,
+        by default the mesh of the program the record came from."""
+        mesh = mesh or self.mesh
+        if mesh is None:
+            raise ShardcError("this record has no mesh to print its layouts on", hint="pass one: to_json(mesh)")
         return {
             "kind": self.kind.value,
             "axes": "".join(self.axes),
@@ -67,6 +81,7 @@ class CollectiveRecord:
             "repeat": self.repeat,
             "implicit": self.implicit,
             "alternative": self.alternative or None,
+            "feeds": self.feeds or None,
         }
 
 
@@ -83,6 +98,54 @@ class ShardResult:
     collectives: tuple[CollectiveRecord, ...] = field(default=())
     method: Method | None = None
     seconds: float | None = None
+
+    @property
+    def collective_ops(self) -> tuple[CollectiveRecord, ...]:
+        """The records of the collective ops of ``graph``, in program order: as many as
+        ``[op for op in graph.ops() if op.kind.is_collective]`` (slices included)."""
+        return tuple(c for c in self.collectives if not c.implicit)
+
+    @property
+    def statistics(self) -> tuple[CollectiveRecord, ...]:
+        """The statistics all-reduces inside norms and softmaxes over a split dim (``implicit``):
+        collectives the program runs that are part of an op, not ops of their own."""
+        return tuple(c for c in self.collectives if c.implicit)
+
+    def to_json(self) -> dict[str, object]:
+        """The result as JSON with stable keys (strings, numbers, lists and objects only)."""
+        mesh = self.graph.mesh
+        assert mesh is not None
+        s = self.strategy
+        return {
+            "mesh": mesh.spec(),
+            "ffn": s.ffn.value if s else None,
+            "attention": s.attention.value if s else None,
+            "preset": dict(s.describe(self.graph.sizes)) if s else None,
+            "method": self.method.value if self.method else None,
+            "seconds": self.seconds,
+            "program": format_graph(self.graph),
+            "collectives": [c.to_json(mesh) for c in self.collectives],
+        }
+
+
+def relocated(result: ShardResult, located: Graph) -> ShardResult:
+    """``result`` with ``located`` as its graph and every record's ``line`` taken from it.
+
+    ``located`` is the sharded program read back from the text it was printed as (an equal
+    graph whose locations are the printed lines), so the records cite the lines a reader sees
+    rather than those of the program the pass read.
+    """
+    if located != result.graph:
+        raise ValueError("the located graph is not the result's graph")
+    lines = []
+    for op in located.ops():  # the order collectives_of makes records in
+        if located.mesh is not None and op_stats(op, located.sizes, located.mesh) is not None:
+            lines.append(op.loc.line)
+        if op.kind.is_collective:
+            lines.append(op.loc.line)
+    assert len(lines) == len(result.collectives)
+    return replace(result, graph=located,
+                   collectives=tuple(replace(c, line=n) for c, n in zip(result.collectives, lines)))
 
 
 def verify_sharded(g: Graph) -> Graph:
@@ -163,6 +226,7 @@ def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None,
     assert g.mesh is not None
     reasons = reasons or {}
     alternatives = alternatives or {}
+    feeds = _feeds(g)
     out = []
     repeats = g.repeats
     for stmt, rep in g.walk():
@@ -175,7 +239,7 @@ def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None,
             out.append(CollectiveRecord(
                 value=result.name or "", kind=OpKind.ALL_REDUCE, axes=stats.axes, dim=None, src_dim=None,
                 dst_dim=None, before=stats.layout, after=stats.layout, bytes_per_chip=stats.bytes_per_chip,
-                count=count, repeat=repeat, line=line, implicit=True,
+                count=count, repeat=repeat, line=line, implicit=True, mesh=g.mesh,
                 reason=reasons.get(result.id, describe_stats(stmt.kind, stats.over, stats.axes))))
         if stmt.kind.is_collective:
             (operand,) = stmt.inputs
@@ -187,6 +251,36 @@ def collectives_of(g: Graph, reasons: Mapping[int, str] | None = None,
                 bytes_per_chip=collective_bytes(stmt.kind, a, operand.layout, result.layout, g.sizes, g.mesh,
                                                 operand.dtype.bytes),
                 count=count, repeat=repeat, line=line,
-                reason=reasons.get(result.id, "written in the sharded program"),
+                reason=reasons.get(result.id, "written in the sharded program"), feeds=feeds.get(result.id, ""),
+                mesh=g.mesh,
                 alternative=alternatives.get(result.id, "")))
     return tuple(out)
+
+
+def _feeds(g: Graph) -> dict[int, str]:
+    """For each collective's result id, the ops it feeds, in the printed program's names
+    (``einsum -> q, einsum -> kn``): the first ops past any further collectives that use it."""
+    users: dict[int, list[Op]] = {}
+    for op in g.ops():
+        for v in dict.fromkeys(op.inputs):
+            users.setdefault(v.id, []).append(op)
+
+    def reached(vid: int, seen: set[int]) -> list[Op]:
+        found: list[Op] = []
+        for op in users.get(vid, []):
+            if op.kind.is_collective:
+                if op.result.id not in seen:
+                    seen.add(op.result.id)
+                    found += reached(op.result.id, seen)
+            else:
+                found.append(op)
+        return found
+
+    out = {}
+    for op in g.ops():
+        if op.kind.is_collective:
+            targets = dict.fromkeys(f"{u.kind} -> {u.result.name or 'a temporary'}"
+                                    for u in reached(op.result.id, set()))
+            if targets:
+                out[op.result.id] = ", ".join(targets)
+    return out

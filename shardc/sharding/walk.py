@@ -373,8 +373,8 @@ class Walk:
                 else:  # the same weight twice in one op: placed by its first operand
                     operands.append(self.reshard_to(st, st.env[o.id], target, cand.reasons[i], op.loc.line))
                 continue
-            reason = f"{cand.reasons[i]}; feeds {describe(op)} on line {op.loc.line}"
-            operands.append(self.reshard_to(st, value, target, reason, op.loc.line))
+            # What it feeds is read off the sharded program (collectives_of), in its printed names.
+            operands.append(self.reshard_to(st, value, target, cand.reasons[i], op.loc.line))
         layouts = operand_layouts(tuple(operands))
         # The operands now have the candidate's layouts, whose result the option already holds.
         inferred = option.inferred if layouts == cand.targets else infer(
@@ -388,7 +388,7 @@ class Walk:
         stats = None
         if inferred.stats_axes:
             assert isinstance(op.attrs, OverAttrs)
-            stats = describe_stats(op.kind, op.attrs.dim, inferred.stats_axes, op.loc.line)
+            stats = describe_stats(op.kind, op.attrs.dim, inferred.stats_axes)
         self.emit(st, Op(op.kind, result, tuple(operands), op.attrs, op.loc, op.trivia), stats)
         if needs_post:
             final_name = op.result.name or self.fresh(st, None)
