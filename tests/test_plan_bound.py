@@ -90,8 +90,8 @@ def test_a_floor_above_the_time_is_caught(monkeypatch: pytest.MonkeyPatch) -> No
     full = plan(g, 64, jobs=1)
     real_floor = Evaluator.floor
 
-    def inflated(self: Evaluator, c: choose.Candidate) -> Floor | ShardcError:
-        fl = real_floor(self, c)
+    def inflated(self: Evaluator, c: choose.Candidate, gathers: bool = True) -> Floor | ShardcError:
+        fl = real_floor(self, c, gathers)
         if isinstance(fl, Floor) and (c.ffn, c.attention) == (full.best.candidate.ffn, full.best.candidate.attention):
             return replace(fl, seconds=fl.seconds * 10)
         return fl

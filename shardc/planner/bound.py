@@ -92,10 +92,11 @@ def _einsum_operands(g: Graph) -> set[int]:
 
 
 def floor(g: Graph, mesh: Mesh, strategy: Strategy, chip: ChipProfile, mode: CommMode,
-          shared: float) -> Floor:
+          shared: float, gathers: bool = True) -> Floor:
     """The :class:`Floor` of sharding ``g`` on ``mesh`` with ``strategy``, priced on ``chip`` (as
     the search prices, :func:`~shardc.hardware.comm.priced_in`); ``shared`` is
-    :func:`roofline_floor` of the program."""
+    :func:`roofline_floor` of the program.  ``gathers=False`` leaves the weight gathers out of
+    the time (a lower floor, without their reshard searches: for when only memory is asked)."""
     sizes = g.sizes
     chips = mesh.num_chips
     every_axis = frozenset(a for a, n in mesh.axes if n > 1)
@@ -109,8 +110,8 @@ def floor(g: Graph, mesh: Mesh, strategy: Strategy, chip: ChipProfile, mode: Com
             # A floating weight (no stored layout yet) takes at least its share of the chips.
             local = nbytes / chips if stored is None else stored.local_numel(sizes, mesh) * d.value.dtype.bytes
             resident += local * trips
-        if (d.kind is DeclKind.PARAM and stored is not None and d.value.layout is None and strategy.gathered
-                and d.value.id in used and stored.used_axes >= every_axis):
+        if (gathers and d.kind is DeclKind.PARAM and stored is not None and d.value.layout is None
+                and strategy.gathered and d.value.id in used and stored.used_axes >= every_axis):
             seconds += _gather_seconds(d.value, stored, strategy.compute_layout(stored), sizes, mesh, chip,
                                        mode) * trips
     return Floor(seconds * (1 - _ROUNDING), resident)

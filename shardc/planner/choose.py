@@ -228,7 +228,7 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
                       pad_options(g, pad, chips), _batches(g, batch), user_mesh=mesh is not None)
     evaluate = Evaluator(g, declared, profile, comm)
     length = g.sizes.get("L", 1)
-    floors = [evaluate.floor(c) for c in todo]
+    floors = [evaluate.floor(c, gathers=prune) for c in todo]  # without pruning only memory is read
     order = list(range(len(todo)))
     if prune:  # the most promising first, so the winner is found early and the rest are skipped
         order.sort(key=lambda i: _floor_score(floors[i], todo[i], obj, length))

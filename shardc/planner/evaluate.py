@@ -151,16 +151,17 @@ class Evaluator:
             self.programs[key] = with_mesh(sized if same else with_weight_dtype(sized, c.weights), c.mesh)
         return self.programs[key]
 
-    def floor(self, c: Candidate) -> Floor | ShardcError:
+    def floor(self, c: Candidate, gathers: bool = True) -> Floor | ShardcError:
         """The candidate's :class:`~shardc.planner.bound.Floor`, or why its preset cannot bind to the
-        mesh or place a declaration (the error its search would meet)."""
+        mesh or place a declaration (the error its search would meet); ``gathers``: as
+        :func:`~shardc.planner.bound.floor`'s."""
         g = self.program(c)
         try:
             strategy = bind(PRESETS[c.ffn], c.mesh, c.attention, roles=c.roles)
             key = (c.weights, c.pad, c.batch, c.mesh.num_chips)
             if key not in self.rooflines:
                 self.rooflines[key] = roofline_floor(g, c.mesh.num_chips, self.priced)
-            return floor(g, c.mesh, strategy, self.priced, self.mode, self.rooflines[key])
+            return floor(g, c.mesh, strategy, self.priced, self.mode, self.rooflines[key], gathers)
         except ShardcError as err:
             return err
 
