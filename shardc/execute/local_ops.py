@@ -69,38 +69,92 @@ def _local_einsum(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> 
     return batched_einsum(op.attrs.inputs[0], op.attrs.inputs[1], op.attrs.output, arrays[0], arrays[1], ctx.m)
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The emulator's one matrix product, ``np.matmul`` (one entry point, so a test can watch its operands)."""
+    return np.matmul(a, b)
+
+
+def inner_contiguous(x: np.ndarray) -> bool:
+    """Whether the two inner dims of ``x`` are one contiguous matrix, row- or column-major.
+
+    That is what ``np.matmul`` needs to hand each matrix of a batch to BLAS (a
+    transposed matrix is fine: BLAS takes a transpose flag); otherwise it runs
+    its own loop, some 50 times slower.  A dim of size 1 may have any stride.
+    """
+    if x.ndim < 2:
+        return True
+    (m, n), (sm, sn), item = x.shape[-2:], x.strides[-2:], x.itemsize
+    row_major = (n == 1 or sn == item) and (m == 1 or sm == n * item)
+    column_major = (m == 1 or sm == item) and (n == 1 or sn == m * item)
+    return row_major or column_major
+
+
 def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> np.ndarray:
     """``einsum(f"{left},{right}->{out}")`` on every chip at once, as one batched matmul.
 
-    ``a`` and ``b`` carry ``lead`` mesh dims first.  Letters are sorted into
-    batch (both operands and the result), contracted (both, not the result)
-    and free (one operand and the result); letters of one operand only that
-    the result lacks are summed first.  Each operand is transposed to
-    ``[*mesh, batch, free, contracted]`` (resp. ``[*mesh, batch, contracted,
-    free]``), flattened to 3 dims, multiplied with ``np.matmul`` (BLAS per
-    chip and batch), and the product is unflattened and transposed to ``out``.
+    ``a`` and ``b`` carry ``lead`` mesh dims first; a mesh dim of size 1 means
+    every chip along it holds the same block.  Letters are sorted into batch
+    (both operands and the result), contracted (both, not the result) and free
+    (one operand and the result); letters of one operand only that the result
+    lacks are summed first.  Mesh dims on which both operands vary are batch
+    dims; a mesh dim on which only one varies joins that operand's free dims,
+    so a block every chip holds is multiplied once against all the chips'
+    blocks of the other operand (one GEMM with a long side instead of many
+    small ones).  Each operand becomes ``[*batch, free, contracted]`` (resp.
+    ``[*batch, contracted, free]``) with the inner pair contiguous -- a view
+    when its strides allow, else one copy (:func:`_as_matrices`) -- and goes to
+    :func:`matmul`; the product is unflattened and transposed to ``out`` (a view).
     """
     a, left = _sum_away(a, left, right + out, lead)
     b, right = _sum_away(b, right, left + out, lead)
     batch = [c for c in out if c in left and c in right]
-    contract = [c for c in left if c in right and c not in out]
-    free_a = [c for c in out if c in left and c not in right]
-    free_b = [c for c in out if c in right and c not in left]
-    mesh_shape = a.shape[:lead]
-    size = {c: a.shape[lead + left.index(c)] for c in left}
-    size.update({c: b.shape[lead + right.index(c)] for c in right})
+    # The contraction order of the larger operand, so that it is the one more likely left as a view.
+    contract = [c for c in (left if a.size >= b.size else right) if c in left and c in right and c not in out]
+    free_a = [c for c in left if c not in right]
+    free_b = [c for c in right if c not in left]
+    ea, eb = a.shape[:lead], b.shape[:lead]
+    fold_a = [p for p in range(lead) if ea[p] > 1 and eb[p] == 1]
+    fold_b = [p for p in range(lead) if eb[p] > 1 and ea[p] == 1]
+    outer = [p for p in range(lead) if p not in fold_a and p not in fold_b]
 
-    def flat(arr: np.ndarray, letters: str, groups: list[list[str]]) -> np.ndarray:
-        perm = list(range(lead)) + [lead + letters.index(c) for g in groups for c in g]
-        shape = tuple(math.prod(size[c] for c in g) for g in groups)
-        # Contiguous, or np.matmul may leave BLAS for a slow strided loop (size-1 dims make
-        # the reshape a view with odd strides).
-        return np.ascontiguousarray(arr.transpose(perm).reshape(mesh_shape + shape))
+    def axes(letters: str, wanted: list[str]) -> list[int]:
+        return [lead + letters.index(c) for c in wanted]
 
-    product = np.matmul(flat(a, left, [batch, free_a, contract]), flat(b, right, [batch, contract, free_b]))
-    order = batch + free_a + free_b
-    product = product.reshape(mesh_shape + tuple(size[c] for c in order))
-    return product.transpose(list(range(lead)) + [lead + order.index(c) for c in out])
+    ma = _as_matrices(a, outer + axes(left, batch), fold_a + axes(left, free_a), axes(left, contract), fold_b)
+    mb = _as_matrices(b, outer + axes(right, batch), axes(right, contract), fold_b + axes(right, free_b), fold_a)
+    product = matmul(ma, mb)
+    # Unflatten: [*outer mesh, *batch, *fold_a, *free_a, *fold_b, *free_b], then mesh dims and ``out``.
+    shape_a, shape_b = a.shape, b.shape
+    sizes = ([max(ea[p], eb[p]) for p in outer] + [shape_a[lead + left.index(c)] for c in batch]
+             + [ea[p] for p in fold_a] + [shape_a[lead + left.index(c)] for c in free_a]
+             + [eb[p] for p in fold_b] + [shape_b[lead + right.index(c)] for c in free_b])
+    names: list[int | str] = [*outer, *batch, *fold_a, *free_a, *fold_b, *free_b]
+    product = product.reshape(sizes)
+    return product.transpose([names.index(p) for p in range(lead)] + [names.index(c) for c in out])
+
+
+def _as_matrices(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[int], drop: list[int]) -> np.ndarray:
+    """``arr`` as ``[*outer, prod(rows), prod(cols)]`` with the inner pair contiguous (:func:`inner_contiguous`).
+
+    ``drop`` are axes of size 1 left out.  A view when the strides allow it
+    (rows then cols, or cols then rows seen transposed), else one copy.
+    """
+    shape = [arr.shape[p] for p in outer] + [math.prod(arr.shape[p] for p in g) for g in (rows, cols)]
+    assert all(arr.shape[p] == 1 for p in drop)
+    for first, second, swap in ((rows, cols, False), (cols, rows, True)):
+        order = outer + first + second + drop
+        target = shape[:-2] + ([shape[-1], shape[-2]] if swap else shape[-2:])
+        try:
+            view = np.reshape(arr.transpose(order), target, copy=False)
+        except ValueError:  # the dims of a group are not evenly strided: no view
+            continue
+        view = view.swapaxes(-1, -2) if swap else view
+        if _blas_ready(view):
+            return view
+    return np.ascontiguousarray(arr.transpose(outer + rows + cols + drop)).reshape(shape)
+
+
+_blas_ready = inner_contiguous  # the layout choice's test (a test swaps it to show the check can fail)
 
 
 def _sum_away(arr: np.ndarray, letters: str, keep: str, lead: int) -> tuple[np.ndarray, str]:
