@@ -31,7 +31,7 @@ import numpy as np
 from shardc.errors import ShardcError
 from shardc.execute import chips
 from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
-from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, where
+from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, seeded_data, where
 from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
@@ -230,7 +230,7 @@ def _estimate(g: Graph, dtype: np.dtype, layers: int | None) -> int:
 def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
             check_replicas: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
             on_value: Callable[[Op, int, np.ndarray], None] | None = None,
-            inputs: Inputs | None = None) -> Emulation:
+            inputs: Inputs | SeededData | None = None) -> Emulation:
     """Run the sharded program ``sg`` on emulated chips; outputs as global arrays, plus counters.
 
     ``layers`` runs ``min(layers, count)`` layers of each repeat (None: all).
@@ -240,7 +240,8 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     every op's per-chip result.  Raises :class:`ShardcError` for a program that
     is not sharded, or one whose run needs more than ``max_bytes`` of host
     memory (estimated before anything is allocated).  ``inputs`` gives arrays of one's
-    own by declaration name, as for :func:`~shardc.execute.reference.reference`.
+    own by declaration name, or a shared ``SeededData``, as for
+    :func:`~shardc.execute.reference.reference`.
     """
     np_dtype = _np_dtype(dtype)
     verify_sharded(sg)
@@ -251,7 +252,7 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
         raise ShardcError(
             f"emulating this program would need about {human_bytes(need)} of host memory (limit "
             f"{human_bytes(max_bytes)})", hint="shrink the dims with --shrink or --set, or run fewer --layers")
-    data = SeededData(sg, seed, dtype, inputs)
+    data = seeded_data(sg, seed, dtype, inputs)
     ctx = _Ctx(mesh, sg.sizes, np_dtype, Counters(), check_replicas, on_value)
     env: dict[int, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
