@@ -98,8 +98,9 @@ def naive_block(array: np.ndarray, layout: Layout, mesh: Mesh, chip: tuple[int, 
 
 def with_partials(array: np.ndarray, layout: Layout, mesh: Mesh, seed: int) -> np.ndarray:
     """A stacked array whose chips hold *partial sums* of ``array`` over ``layout.partial``:
-    each chip holds its block / K plus noise that sums to zero over the partial axes."""
-    base = chips.scatter(array, layout.with_partial(frozenset()), mesh)
+    each chip holds its block / K plus noise that sums to zero over the partial axes.  Copies are
+    materialised (every mesh dim at full size), as chips that computed them one by one hold them."""
+    base = every_chip(chips.scatter(array, layout.with_partial(frozenset()), mesh), mesh)
     if not layout.partial:
         return base
     positions = tuple(mesh.index(a) for a in layout.partial)
@@ -108,6 +109,16 @@ def with_partials(array: np.ndarray, layout: Layout, mesh: Mesh, seed: int) -> n
     noise = np.random.default_rng(seed).standard_normal(shape)
     noise -= noise.mean(axis=positions, keepdims=True)
     return base / mesh.group_size(tuple(layout.partial)) + noise
+
+
+def every_chip(stacked: np.ndarray, mesh: Mesh) -> np.ndarray:
+    """A stacked array with every mesh dim at full size (copies held once made real)."""
+    return np.array(chips.full(stacked, list(range(len(mesh.axes))), mesh))
+
+
+def held_once_along(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> list[str]:
+    """The replicated axes along which ``stacked`` holds one copy (a mesh dim of size 1)."""
+    return [a for p, a in enumerate(mesh.names) if a not in layout.used_axes and stacked.shape[p] == 1]
 
 
 def legal_collectives(layout: Layout, sizes: dict[str, int],
@@ -140,11 +151,16 @@ def test_scatter_puts_each_block_on_its_chip_and_assemble_inverts_it(spec, data,
     dims, sizes, layout = data.draw(tensors(mesh, partial=False))
     array = global_array(dims, sizes, seed)
     stacked = chips.scatter(array, layout, mesh)
-    assert stacked.shape == mesh.shape + layout.local_sizes(sizes, mesh)
+    # Held once along the axes the layout replicates over, one block per chip along the others.
+    assert stacked.shape == tuple(k if a in layout.used_axes else 1 for a, k in mesh.axes) + \
+        layout.local_sizes(sizes, mesh)
+    every = every_chip(stacked, mesh)
     for chip in itertools.product(*(range(k) for k in mesh.shape)):
-        np.testing.assert_array_equal(stacked[chip], naive_block(array, layout, mesh, chip))
+        np.testing.assert_array_equal(every[chip], naive_block(array, layout, mesh, chip))
     assert np.array_equal(chips.assemble(stacked, layout, mesh), array)
+    assert np.array_equal(chips.assemble(every, layout, mesh), array)
     assert chips.replica_mismatch(stacked, layout, mesh) is None
+    assert chips.replica_mismatch(every, layout, mesh) is None
 
 
 @pytest.mark.parametrize("spec", sorted(CHIP_MESHES))
@@ -178,8 +194,11 @@ def test_every_collective_is_the_scatter_of_its_target_layout(spec, data, seed) 
     array = global_array(dims, sizes, seed)
     stacked = with_partials(array, before, mesh, seed + 1)
     got = chips.run_collective(stacked, kind, attrs, before, mesh)
+    if kind in (OpKind.ALL_GATHER, OpKind.ALL_REDUCE):  # identical along the axes it went over: held once
+        assert set(attrs.axes) <= set(held_once_along(got, after, mesh)), got.shape
+    got = every_chip(got, mesh)
     assert got.shape == mesh.shape + after.local_sizes(sizes, mesh)
-    want = chips.scatter(array, after.with_partial(frozenset()), mesh)
+    want = every_chip(chips.scatter(array, after.with_partial(frozenset()), mesh), mesh)
     positions = tuple(mesh.index(a) for a in after.partial)
     summed = got.sum(axis=positions, keepdims=True) if positions else got
     want = want[tuple(slice(0, 1) if p in positions else slice(None) for p in range(len(mesh.axes)))]
@@ -213,7 +232,8 @@ def test_replica_mismatch_names_an_altered_copy(spec, data, seed) -> None:
     dims, sizes, layout = data.draw(tensors(mesh, partial=False))
     replicated = [a for a in mesh.names if a not in layout.used_axes and mesh.size(a) > 1]
     assume(replicated)
-    stacked = chips.scatter(global_array(dims, sizes, seed), layout, mesh)
+    stacked = every_chip(chips.scatter(global_array(dims, sizes, seed), layout, mesh), mesh)
+    assert chips.replica_mismatch(stacked, layout, mesh) is None
     chip = tuple(data.draw(st.integers(0, k - 1)) for k in mesh.shape)
     stacked[chip].flat[data.draw(st.integers(0, stacked[chip].size - 1))] += 1.0
     found = chips.replica_mismatch(stacked, layout, mesh)
@@ -263,6 +283,8 @@ def test_block_order_on_a_tiny_array() -> None:
     # Gathering z (the minor axis) of E_xyz concatenates adjacent blocks: chip (i, j, *) gets
     # blocks [i*4 + j*2, i*4 + j*2 + 1].
     gathered = chips.all_gather(stacked, Layout.parse("E_xyz"), ("z",), mesh)
+    assert gathered.shape == (2, 2, 1, 2)  # one copy along z, which every chip there sees
+    gathered = every_chip(gathered, mesh)
     for i, j, k in itertools.product(range(2), repeat=3):
         assert gathered[i, j, k].tolist() == [i * 4 + j * 2, i * 4 + j * 2 + 1]
 

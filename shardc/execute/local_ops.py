@@ -1,8 +1,9 @@
 """Per-chip op implementations: what every chip computes for one op of a sharded program.
 
 Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
-(:mod:`shardc.execute.chips`), and each entry of :data:`LOCAL_IMPLS` runs its op on all
-chips at once with vectorised NumPy calls -- a local einsum is
+(:mod:`shardc.execute.chips`; a mesh dim of size 1: one copy every chip along it
+holds), and each entry of :data:`LOCAL_IMPLS` runs its op on all chips at once with
+vectorised NumPy calls, broadcasting such dims, so a replicated value is computed once -- a local einsum is
 ``np.einsum("...BLE,...EF->...BLF")`` with the mesh dims riding along in the
 ellipsis (two operands: :func:`batched_einsum`, one batched matmul) -- and each
 collective is a reshape/transpose/sum over mesh dims (:mod:`shardc.execute.chips`).
@@ -238,9 +239,9 @@ def _local_softmax(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) ->
     assert isinstance(a, np.ndarray)
     axis, axes, _ = _over(ctx, op)
     top = a.max(axis=axis, keepdims=True)
-    if axes:
-        positions = tuple(ctx.mesh.index(x) for x in axes)
-        top = np.broadcast_to(top.max(axis=positions, keepdims=True), top.shape)
+    if axes:  # the max over the chips of the split dim, held once along their axes
+        positions = [ctx.mesh.index(x) for x in axes]
+        top = chips.full(top, positions, ctx.mesh).max(axis=tuple(positions), keepdims=True)
     e = np.exp(a - top)
     return e / _all_sum(ctx, e.sum(axis=axis, keepdims=True), axes)
 
@@ -263,6 +264,9 @@ def _local_causal(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> 
         q = ctx.m + operand.dims.index(dim)
         local = a.shape[q]
         offsets = chips.block_offsets(layout, dim, local, ctx.mesh)
+        # Equal along the axes that do not split ``dim``: keep them at size 1 (not a copy per chip).
+        split = layout.axes_of(dim)
+        offsets = offsets[tuple(slice(None) if x in split else slice(0, 1) for x in ctx.mesh.names)]
         shape = [1] * a.ndim
         shape[: ctx.m] = offsets.shape
         index = offsets.reshape(shape)
