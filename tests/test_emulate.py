@@ -381,6 +381,33 @@ def test_check_replicas_does_not_change_the_outputs() -> None:
         assert on.outputs[name].tobytes() == off.outputs[name].tobytes()
 
 
+def test_gathered_weights_are_held_once_and_computed_copies_are_checked(monkeypatch) -> None:
+    """An all-gather's result is one copy along the gathered axes (nothing to check); copies that
+    chips computed one by one are checked: a corrupted copy raises ReplicaError."""
+    from shardc.execute.emulate import ReplicaError
+
+    sg = shard_program(shardc.load(TINY[1]), "2x2x2", "wg-xyz", "batch").graph
+    shapes = {}
+    emulate(sg, seed=1, on_value=lambda op, layer, a: shapes.setdefault(op, a.shape))
+    gathers = [op for op in shapes if op.kind is OpKind.ALL_GATHER]
+    assert gathers
+    for op in gathers:
+        assert all(shapes[op][sg.mesh.index(a)] == 1 for a in op.attrs.axes), (op.result.name, shapes[op])
+    assert any(shapes[op][:3] == (1, 1, 1) for op in gathers)  # a weight gathered whole: one copy for 8 chips
+    real = chips.all_gather
+
+    def corrupted(stacked, layout, axes, mesh):
+        once = real(stacked, layout, axes, mesh)
+        copies = np.array(chips.full(once, [mesh.index(a) for a in axes], mesh))  # as if computed chip by chip
+        copies[(-1,) * len(mesh.axes)].flat[0] += 1.0
+        return copies
+
+    monkeypatch.setattr(chips, "all_gather", corrupted)
+    with pytest.raises(ReplicaError, match="differs between chips"):
+        emulate(sg, seed=1)
+    emulate(sg, seed=1, check_replicas=False)  # unchecked, the first chip's copy is kept
+
+
 # --- the memory guard -----------------------------------------------------------------------------
 def test_verify_refuses_palm_540b_without_shrink_at_once() -> None:
     out, err = io.StringIO(), io.StringIO()
