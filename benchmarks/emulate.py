@@ -15,7 +15,8 @@ measures, in one process, execution only: the seeded data is drawn once beforeha
    (slowest / fastest - 1), and the ratio of the best times.  Then the emulator's peak host
    memory (tracemalloc, a separate run that draws its own data) over the chips' peak bytes
    (``counters.peak_bytes x chips`` at the f32 itemsize the emulator computes in; every
-   value of this program is declared bf16, so the counter's 2-byte figure is doubled).
+   value of this program is declared bf16, so the counter's 2-byte figure is doubled), and
+   the memory guard's estimate (``emulation_footprint``) over that peak.
 2. A small layer (same file, ``E=256 F=1024 H=64 D=16 B=8 L=32 S=32 V=256``, 2d-ws /
    heads) on 8, 64 and 512 chips (2x2x2, 4x4x4, 8x8x8), timed the same way.
 
@@ -65,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 import shardc  # noqa: E402
 from shardc.execute.emulate import emulate  # noqa: E402
+from shardc.execute.footprint import emulation_footprint  # noqa: E402
 from shardc.execute.reference import reference, seeded_inputs  # noqa: E402
 from shardc.sharding.shard import shard_program  # noqa: E402
 
@@ -160,7 +162,8 @@ def measure_big(ffn: str, attention: str, extra: dict[str, int], runs: int) -> d
     assert declared_itemsizes(sg) == {2}  # every value bf16: the counter's bytes x 2 are its f32 bytes
     chips_bytes = counters[0].peak_bytes * (F32 // 2) * sg.mesh.num_chips
     out.update({"emulate_peak_bytes": peak, "reference_peak_bytes": peak_memory(lambda: reference(g, 0, "f32")),
-                "chips_peak_bytes_f32": chips_bytes, "peak_over_chips": peak / chips_bytes})
+                "chips_peak_bytes_f32": chips_bytes, "peak_over_chips": peak / chips_bytes,
+                "estimate_bytes": emulation_footprint(sg, "f32")})
     return out
 
 
@@ -217,10 +220,13 @@ def main() -> int:
     print(f"PaLM-540B-shaped layer, 1 layer, {dims} (1d-ws: H=64 D=16), f32, 4x4x4")
     print_table(big, "config", 1.0, "s")
     print("  peak host memory of one emulate run (tracemalloc, drawing included) over the chips' peak bytes,")
-    print("  i.e. counters.peak_bytes x chips at the f32 itemsize (the counter is at bf16, x2):")
+    print("  i.e. counters.peak_bytes x chips at the f32 itemsize (the counter is at bf16, x2), and the")
+    print("  memory guard's estimate over that peak:")
     for r in big:
         print(f"  {r['config']:<16}{mib(r['emulate_peak_bytes']):>12} / {mib(r['chips_peak_bytes_f32']):>11}"
-              f" = {r['peak_over_chips']:.2f}x   (reference peak {mib(r['reference_peak_bytes'])})")
+              f" = {r['peak_over_chips']:.2f}x   estimate {mib(r['estimate_bytes'])}"
+              f" = {r['estimate_bytes'] / r['emulate_peak_bytes']:.2f}x   (reference peak "
+              f"{mib(r['reference_peak_bytes'])})")
     dims = " ".join(f"{d}={n}" for d, n in SMALL.items())
     print(f"\nsmall layer, 1 layer, {dims}, 2d-ws/heads, f32")
     print_table(small, "mesh (chips)", 1e3, "ms")

@@ -25,7 +25,7 @@ from shardc.cost.memory import max_context
 from shardc.cost.model import CostReport, estimate
 from shardc.errors import ShardcError
 from shardc.execute.emulate import Counters, Emulation, emulate
-from shardc.execute.reference import reference
+from shardc.execute.reference import reference, seeded_inputs
 from shardc.execute.verification import Mismatch, VerifyReport, shrink, verify
 from shardc.export import export_jax
 from shardc.hardware.profile import ChipProfile, load_profile
@@ -56,6 +56,7 @@ __all__ = [
     "load",
     "parse",
     "reference",
+    "seeded_inputs",
     "emulate",
     "Emulation",
     "verify",

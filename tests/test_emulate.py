@@ -33,8 +33,9 @@ import shardc
 from shardc.cli.main import main
 from shardc.execute import chips
 from shardc.execute.emulate import emulate
+from shardc.execute.footprint import emulation_footprint
 from shardc.execute.reference import reference
-from shardc.execute.verification import shrink_sizes, verify
+from shardc.execute.verification import shrink, shrink_sizes, verify
 from shardc.ir.graph import CollectiveAttrs, OpKind
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
@@ -443,6 +444,18 @@ def test_emulate_refuses_before_allocating() -> None:
     assert peak < 50 * 2**20
 
 
+def traced_peak(run) -> int:
+    """tracemalloc's peak during ``run()`` (NumPy reports its buffers to it), after a warm-up
+    that imports what a first run imports (numpy.random alone is half a MiB)."""
+    np.random.default_rng(0).standard_normal(1)
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_the_memory_estimate_bounds_the_real_peak() -> None:
     """Regression: the estimate left out the temporaries of collectives and replica checks."""
     sg = shardc.parse("""\
@@ -456,16 +469,45 @@ w2 = all_gather(w1, over=x) @ EF
 y = einsum("BE,EF->BF", h, w2) @ BF
 output y
 """)
-    from shardc.execute.emulate import emulation_footprint
-
-    tracemalloc.start()
-    try:
-        emulate(sg, 0, "f32")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = traced_peak(lambda: emulate(sg, 0, "f32"))
     bound = emulation_footprint(sg, "f32")
     assert peak <= bound, f"peak {peak / 2**20:.1f} MiB > estimate {bound / 2**20:.1f} MiB"
+
+
+MEMORY_PRESETS = [(f, a) for f in ("1d-ws", "2d-ws", "wg-xyz") for a in ATTENTIONS]
+
+
+@pytest.mark.parametrize("mesh", ["2x2x2", "4x4x4"])
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.stem)
+def test_the_memory_estimate_is_never_below_the_peak_and_close_to_it(path: Path, mesh: str) -> None:
+    """For every example under the weight-stationary and weight-gathered presets (shrunk, dims at
+    least 32, 2 layers, f32): tracemalloc's peak <= the estimate, and the estimate is within 1.5x
+    of the peak wherever the run holds at least 1 MiB (below that, the fixed allowance for Python
+    objects dominates)."""
+    for ffn, attention in MEMORY_PRESETS:
+        try:
+            sg = shrink(shard_program(load_example(path, ffn), mesh, ffn, attention).graph, floor=32)
+        except shardc.ShardcError:
+            continue
+        peak = traced_peak(lambda sg=sg: emulate(sg, 0, "f32", 2))
+        bound = emulation_footprint(sg, "f32", 2)
+        assert peak <= bound, (ffn, attention, peak, bound)
+        if peak >= 2**20:
+            assert bound <= 1.5 * peak, (ffn, attention, peak, bound)
+
+
+def test_the_memory_estimate_of_a_benchmark_shaped_layer() -> None:
+    """The benchmark's PaLM-shaped layer at a quarter of its width, on 4x4x4 (also f64, whose draw
+    holds the float32 normals and their cast at once)."""
+    text = re.sub(r"^repeat 118 \{", "repeat 1 {", PALM_540B.with_name("palm_540b_prefill.model").read_text(),
+                  flags=re.M)
+    sizes = {"E": 256, "F": 1024, "H": 16, "D": 16, "B": 4, "L": 64, "S": 64, "V": 256}
+    g = shardc.parse(text, "palm_540b_prefill.model", sizes=sizes)
+    for ffn, dtype in (("2d-ws", "f32"), ("wg-xyz", "f32"), ("2d-ws", "f64")):
+        sg = shard_program(g, "4x4x4", ffn, "heads").graph
+        peak = traced_peak(lambda sg=sg, dtype=dtype: emulate(sg, 0, dtype))
+        bound = emulation_footprint(sg, dtype)
+        assert peak <= bound <= 1.5 * peak, (ffn, dtype, peak / 2**20, bound / 2**20)
 
 
 def test_an_unsharded_graph_is_refused_with_a_hint() -> None:

@@ -150,9 +150,10 @@ def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim
     """Each chip keeps its own block of ``dim`` for the appended ``axes`` (free, local)."""
     m = len(mesh.axes)
     q = m + layout.dims.index(dim)
-    data = full(stacked, [mesh.index(a) for a in axes], mesh)
+    data = stacked
     for a in axes:  # appending a1 then a2 gives block i_a1 * K_a2 + i_a2, as appending (a1, a2)
         p, k = mesh.index(a), mesh.size(a)
+        data = full(data, [p], mesh)  # one axis at a time: the others stay held once
         shape = list(data.shape)
         blocks = data.reshape(shape[:q] + [k, shape[q] // k] + shape[q + 1:])
         # Chip i along a keeps block i: the diagonal of (mesh axis p, block axis q).

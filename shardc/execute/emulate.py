@@ -25,7 +25,6 @@ Counters (per chip; every chip does the same work under these layouts):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from shardc.errors import ShardcError
 from shardc.execute import chips
+from shardc.execute.footprint import emulation_footprint
 from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
 from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, seeded_data, where
 from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
@@ -46,7 +46,6 @@ __all__ = [
     "Emulation",
     "OpCount",
     "ReplicaError",
-    "SCRATCH_ARRAYS",
     "emulate",
     "emulation_footprint",
 ]
@@ -174,44 +173,6 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     return result
 
 
-# Scratch one op may need beyond the values it keeps, in units of its largest stacked array:
-# a collective's reshape copy and its copies to the replicas, a matmul's transposed operands,
-# and the replica check's comparison.
-SCRATCH_ARRAYS = 3
-
-
-def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
-    """Bytes an emulated run of the sharded ``g`` holds at most (Python ints; nothing allocated).
-
-    Every stacked value of the top level and of one layer of each repeat (all
-    kept until the block ends), the stacked per-layer outputs, scratch for one
-    op (``SCRATCH_ARRAYS`` times the largest stacked value) and for the largest
-    global draw (drawn in float64, then cast).
-    """
-    return _estimate(g, _np_dtype(dtype), layers)
-
-
-def _estimate(g: Graph, dtype: np.dtype, layers: int | None) -> int:
-    mesh = g.mesh
-    assert mesh is not None
-    sizes = g.sizes
-    total, biggest, biggest_stacked = 0, 0, 0
-    for stmt, rep in g.walk():
-        values = [stmt.value] if isinstance(stmt, Decl) else [stmt.result] if isinstance(stmt, Op) else []
-        for v in values:
-            assert v.layout is not None
-            stacked = v.layout.local_numel(sizes, mesh) * mesh.num_chips * dtype.itemsize
-            total += stacked
-            biggest_stacked = max(biggest_stacked, stacked)
-            n = math.prod(sizes[d] for d in v.dims)
-            biggest = max(biggest, n)
-            if isinstance(stmt, Op) and rep is not None and any(
-                    isinstance(s, Output) and v in s.values for s in rep.body):
-                run = rep.count if layers is None else min(layers, rep.count)
-                total += n * dtype.itemsize * run
-    return total + SCRATCH_ARRAYS * biggest_stacked + biggest * (8 + dtype.itemsize) * 2
-
-
 def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
             check_replicas: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
             on_value: Callable[[Op, int, np.ndarray], None] | None = None,
@@ -233,7 +194,7 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     verify_sharded(sg)
     mesh = sg.mesh
     assert mesh is not None
-    need = _estimate(sg, np_dtype, layers)
+    need = emulation_footprint(sg, dtype, layers)
     if need > max_bytes:
         raise ShardcError(
             f"emulating this program would need about {human_bytes(need)} of host memory (limit "

@@ -108,12 +108,25 @@ def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray
     """
     a, left = _sum_away(a, left, right + out, lead)
     b, right = _sum_away(b, right, left + out, lead)
+    ga, gb, names, sizes = _groups(left, right, out, a.shape, b.shape, lead)
+    product = matmul(_as_matrices(a, *ga), _as_matrices(b, *gb)).reshape(sizes)
+    return product.transpose([names.index(p) for p in range(lead)] + [names.index(c) for c in out])
+
+
+Groups = tuple[list[int], list[int], list[int], list[int]]  # an operand's outer, row, column and dropped axes
+
+
+def _groups(left: str, right: str, out: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+            lead: int) -> tuple[Groups, Groups, list[int | str], list[int]]:
+    """Each operand's axes grouped for :func:`_as_matrices`, and how to unflatten the product:
+    the names (mesh positions and letters) and sizes of its dims."""
     batch = [c for c in out if c in left and c in right]
     # The contraction order of the larger operand, so that it is the one more likely left as a view.
-    contract = [c for c in (left if a.size >= b.size else right) if c in left and c in right and c not in out]
+    larger = left if math.prod(shape_a) >= math.prod(shape_b) else right
+    contract = [c for c in larger if c in left and c in right and c not in out]
     free_a = [c for c in left if c not in right]
     free_b = [c for c in right if c not in left]
-    ea, eb = a.shape[:lead], b.shape[:lead]
+    ea, eb = shape_a[:lead], shape_b[:lead]
     fold_a = [p for p in range(lead) if ea[p] > 1 and eb[p] == 1]
     fold_b = [p for p in range(lead) if eb[p] > 1 and ea[p] == 1]
     outer = [p for p in range(lead) if p not in fold_a and p not in fold_b]
@@ -121,25 +134,28 @@ def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray
     def axes(letters: str, wanted: list[str]) -> list[int]:
         return [lead + letters.index(c) for c in wanted]
 
-    ma = _as_matrices(a, outer + axes(left, batch), fold_a + axes(left, free_a), axes(left, contract), fold_b)
-    mb = _as_matrices(b, outer + axes(right, batch), axes(right, contract), fold_b + axes(right, free_b), fold_a)
-    product = matmul(ma, mb)
-    # Unflatten: [*outer mesh, *batch, *fold_a, *free_a, *fold_b, *free_b], then mesh dims and ``out``.
-    shape_a, shape_b = a.shape, b.shape
+    ga = (outer + axes(left, batch), fold_a + axes(left, free_a), axes(left, contract), fold_b)
+    gb = (outer + axes(right, batch), axes(right, contract), fold_b + axes(right, free_b), fold_a)
+    # The product: [*outer mesh, *batch, *fold_a, *free_a, *fold_b, *free_b].
+    names: list[int | str] = [*outer, *batch, *fold_a, *free_a, *fold_b, *free_b]
     sizes = ([max(ea[p], eb[p]) for p in outer] + [shape_a[lead + left.index(c)] for c in batch]
              + [ea[p] for p in fold_a] + [shape_a[lead + left.index(c)] for c in free_a]
              + [eb[p] for p in fold_b] + [shape_b[lead + right.index(c)] for c in free_b])
-    names: list[int | str] = [*outer, *batch, *fold_a, *free_a, *fold_b, *free_b]
-    product = product.reshape(sizes)
-    return product.transpose([names.index(p) for p in range(lead)] + [names.index(c) for c in out])
+    return ga, gb, names, sizes
 
 
-def _as_matrices(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[int], drop: list[int]) -> np.ndarray:
-    """``arr`` as ``[*outer, prod(rows), prod(cols)]`` with the inner pair contiguous (:func:`inner_contiguous`).
+def copies_operands(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> tuple[bool, bool]:
+    """Whether :func:`batched_einsum` copies ``a`` and ``b`` (read for shapes and strides only, so
+    stand-ins over no real data do).  An operand with a letter of its own to sum away counts as copied."""
+    if any(c not in right + out for c in left) or any(c not in left + out for c in right):
+        return True, True
+    ga, gb, _, _ = _groups(left, right, out, a.shape, b.shape, lead)
+    return _as_view(a, *ga) is None, _as_view(b, *gb) is None
 
-    ``drop`` are axes of size 1 left out.  A view when the strides allow it
-    (rows then cols, or cols then rows seen transposed), else one copy.
-    """
+
+def _as_view(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[int], drop: list[int]) -> np.ndarray | None:
+    """``arr`` as ``[*outer, prod(rows), prod(cols)]`` with the inner pair contiguous, without copying,
+    or None: rows then cols, or cols then rows seen transposed (``drop``: axes of size 1 left out)."""
     shape = [arr.shape[p] for p in outer] + [math.prod(arr.shape[p] for p in g) for g in (rows, cols)]
     assert all(arr.shape[p] == 1 for p in drop)
     for first, second, swap in ((rows, cols, False), (cols, rows, True)):
@@ -152,6 +168,16 @@ def _as_matrices(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[
         view = view.swapaxes(-1, -2) if swap else view
         if _blas_ready(view):
             return view
+    return None
+
+
+def _as_matrices(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[int], drop: list[int]) -> np.ndarray:
+    """``arr`` as ``[*outer, prod(rows), prod(cols)]`` with the inner pair contiguous (:func:`inner_contiguous`):
+    a view when the strides allow it (:func:`_as_view`), else one copy."""
+    view = _as_view(arr, outer, rows, cols, drop)
+    if view is not None:
+        return view
+    shape = [arr.shape[p] for p in outer] + [math.prod(arr.shape[p] for p in g) for g in (rows, cols)]
     return np.ascontiguousarray(arr.transpose(outer + rows + cols + drop)).reshape(shape)
 
 
