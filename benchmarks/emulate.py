@@ -11,7 +11,7 @@ measures, in one process, execution only: the seeded data is drawn once beforeha
    S=128 V=1024``, sharded on 4x4x4 as 2d-ws / attention by heads, as 1d-ws (which splits
    heads over all 64 chips: H=64 D=16, the same H x D) and as wg-xyz.  For each: the
    reference, the emulator, and the emulator without ``check_replicas``, timed in turn
-   (interleaved) after a warm-up round; best of ``--runs`` (default 5) with the spread
+   (interleaved, the order rotating each round) after a warm-up round; best of ``--runs`` (default 5) with the spread
    (slowest / fastest - 1), and the ratio of the best times.  Then the emulator's peak host
    memory (tracemalloc, a separate run that draws its own data) over the chips' peak bytes
    (``counters.peak_bytes x chips`` at the f32 itemsize the emulator computes in; every
@@ -113,12 +113,17 @@ def one_layer(sizes: dict[str, int]) -> shardc.Graph:
 def interleaved(sides: dict[str, Callable[[], object]], runs: int) -> dict[str, dict[str, float]]:
     """Each side called in turn, one warm-up round then ``runs`` timed rounds: best and spread.
 
-    Interleaving spreads a change of machine load over every side alike; the warm-up pays
-    for first-call costs (imports, fresh pages) that later calls do not.
+    Interleaving spreads a change of machine load over every side alike, and rotating the
+    order spreads the allocator's state; the warm-up pays for first-call costs (imports)
+    that later calls do not.
     """
     times: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
     for round_ in range(runs + 1):
-        for name, fn in sides.items():
+        # Each round starts with another side: whichever runs right after the reference finds the
+        # allocator's freed pages handed back (page faults), so no side always takes that place.
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            fn = sides[name]
             gc.collect()
             start = time.perf_counter()
             fn()
