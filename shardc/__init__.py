@@ -26,7 +26,7 @@ from shardc.cost.memory import LiveValue, MemoryPeak, max_context
 from shardc.cost.model import CostReport, OpTime, estimate
 from shardc.errors import Loc, ShardcError, Source
 from shardc.execute.emulate import Counters, Emulation, OpCount, emulate
-from shardc.execute.reference import reference
+from shardc.execute.reference import reference, seeded_inputs
 from shardc.execute.verification import DEFAULT_LAYERS, Mismatch, VerifyReport, shrink, verify
 from shardc.export import export_jax
 from shardc.hardware.comm import CommMode
@@ -94,6 +94,7 @@ __all__ = [
     "Method",
     # running
     "reference",
+    "seeded_inputs",
     "emulate",
     "verify",
     "shrink",

@@ -33,8 +33,9 @@ import shardc
 from shardc.cli.main import main
 from shardc.execute import chips
 from shardc.execute.emulate import emulate
+from shardc.execute.footprint import emulation_footprint
 from shardc.execute.reference import reference
-from shardc.execute.verification import shrink_sizes, verify
+from shardc.execute.verification import shrink, shrink_sizes, verify
 from shardc.ir.graph import CollectiveAttrs, OpKind
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
@@ -98,8 +99,9 @@ def naive_block(array: np.ndarray, layout: Layout, mesh: Mesh, chip: tuple[int, 
 
 def with_partials(array: np.ndarray, layout: Layout, mesh: Mesh, seed: int) -> np.ndarray:
     """A stacked array whose chips hold *partial sums* of ``array`` over ``layout.partial``:
-    each chip holds its block / K plus noise that sums to zero over the partial axes."""
-    base = chips.scatter(array, layout.with_partial(frozenset()), mesh)
+    each chip holds its block / K plus noise that sums to zero over the partial axes.  Copies are
+    materialised (every mesh dim at full size), as chips that computed them one by one hold them."""
+    base = every_chip(chips.scatter(array, layout.with_partial(frozenset()), mesh), mesh)
     if not layout.partial:
         return base
     positions = tuple(mesh.index(a) for a in layout.partial)
@@ -108,6 +110,16 @@ def with_partials(array: np.ndarray, layout: Layout, mesh: Mesh, seed: int) -> n
     noise = np.random.default_rng(seed).standard_normal(shape)
     noise -= noise.mean(axis=positions, keepdims=True)
     return base / mesh.group_size(tuple(layout.partial)) + noise
+
+
+def every_chip(stacked: np.ndarray, mesh: Mesh) -> np.ndarray:
+    """A stacked array with every mesh dim at full size (copies held once made real)."""
+    return np.array(chips.full(stacked, list(range(len(mesh.axes))), mesh))
+
+
+def held_once_along(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> list[str]:
+    """The replicated axes along which ``stacked`` holds one copy (a mesh dim of size 1)."""
+    return [a for p, a in enumerate(mesh.names) if a not in layout.used_axes and stacked.shape[p] == 1]
 
 
 def legal_collectives(layout: Layout, sizes: dict[str, int],
@@ -140,11 +152,16 @@ def test_scatter_puts_each_block_on_its_chip_and_assemble_inverts_it(spec, data,
     dims, sizes, layout = data.draw(tensors(mesh, partial=False))
     array = global_array(dims, sizes, seed)
     stacked = chips.scatter(array, layout, mesh)
-    assert stacked.shape == mesh.shape + layout.local_sizes(sizes, mesh)
+    # Held once along the axes the layout replicates over, one block per chip along the others.
+    assert stacked.shape == tuple(k if a in layout.used_axes else 1 for a, k in mesh.axes) + \
+        layout.local_sizes(sizes, mesh)
+    every = every_chip(stacked, mesh)
     for chip in itertools.product(*(range(k) for k in mesh.shape)):
-        np.testing.assert_array_equal(stacked[chip], naive_block(array, layout, mesh, chip))
+        np.testing.assert_array_equal(every[chip], naive_block(array, layout, mesh, chip))
     assert np.array_equal(chips.assemble(stacked, layout, mesh), array)
+    assert np.array_equal(chips.assemble(every, layout, mesh), array)
     assert chips.replica_mismatch(stacked, layout, mesh) is None
+    assert chips.replica_mismatch(every, layout, mesh) is None
 
 
 @pytest.mark.parametrize("spec", sorted(CHIP_MESHES))
@@ -178,8 +195,11 @@ def test_every_collective_is_the_scatter_of_its_target_layout(spec, data, seed) 
     array = global_array(dims, sizes, seed)
     stacked = with_partials(array, before, mesh, seed + 1)
     got = chips.run_collective(stacked, kind, attrs, before, mesh)
+    if kind in (OpKind.ALL_GATHER, OpKind.ALL_REDUCE):  # identical along the axes it went over: held once
+        assert set(attrs.axes) <= set(held_once_along(got, after, mesh)), got.shape
+    got = every_chip(got, mesh)
     assert got.shape == mesh.shape + after.local_sizes(sizes, mesh)
-    want = chips.scatter(array, after.with_partial(frozenset()), mesh)
+    want = every_chip(chips.scatter(array, after.with_partial(frozenset()), mesh), mesh)
     positions = tuple(mesh.index(a) for a in after.partial)
     summed = got.sum(axis=positions, keepdims=True) if positions else got
     want = want[tuple(slice(0, 1) if p in positions else slice(None) for p in range(len(mesh.axes)))]
@@ -213,7 +233,8 @@ def test_replica_mismatch_names_an_altered_copy(spec, data, seed) -> None:
     dims, sizes, layout = data.draw(tensors(mesh, partial=False))
     replicated = [a for a in mesh.names if a not in layout.used_axes and mesh.size(a) > 1]
     assume(replicated)
-    stacked = chips.scatter(global_array(dims, sizes, seed), layout, mesh)
+    stacked = every_chip(chips.scatter(global_array(dims, sizes, seed), layout, mesh), mesh)
+    assert chips.replica_mismatch(stacked, layout, mesh) is None
     chip = tuple(data.draw(st.integers(0, k - 1)) for k in mesh.shape)
     stacked[chip].flat[data.draw(st.integers(0, stacked[chip].size - 1))] += 1.0
     found = chips.replica_mismatch(stacked, layout, mesh)
@@ -263,6 +284,8 @@ def test_block_order_on_a_tiny_array() -> None:
     # Gathering z (the minor axis) of E_xyz concatenates adjacent blocks: chip (i, j, *) gets
     # blocks [i*4 + j*2, i*4 + j*2 + 1].
     gathered = chips.all_gather(stacked, Layout.parse("E_xyz"), ("z",), mesh)
+    assert gathered.shape == (2, 2, 1, 2)  # one copy along z, which every chip there sees
+    gathered = every_chip(gathered, mesh)
     for i, j, k in itertools.product(range(2), repeat=3):
         assert gathered[i, j, k].tolist() == [i * 4 + j * 2, i * 4 + j * 2 + 1]
 
@@ -359,6 +382,33 @@ def test_check_replicas_does_not_change_the_outputs() -> None:
         assert on.outputs[name].tobytes() == off.outputs[name].tobytes()
 
 
+def test_gathered_weights_are_held_once_and_computed_copies_are_checked(monkeypatch) -> None:
+    """An all-gather's result is one copy along the gathered axes (nothing to check); copies that
+    chips computed one by one are checked: a corrupted copy raises ReplicaError."""
+    from shardc.execute.emulate import ReplicaError
+
+    sg = shard_program(shardc.load(TINY[1]), "2x2x2", "wg-xyz", "batch").graph
+    shapes = {}
+    emulate(sg, seed=1, on_value=lambda op, layer, a: shapes.setdefault(op, a.shape))
+    gathers = [op for op in shapes if op.kind is OpKind.ALL_GATHER]
+    assert gathers
+    for op in gathers:
+        assert all(shapes[op][sg.mesh.index(a)] == 1 for a in op.attrs.axes), (op.result.name, shapes[op])
+    assert any(shapes[op][:3] == (1, 1, 1) for op in gathers)  # a weight gathered whole: one copy for 8 chips
+    real = chips.all_gather
+
+    def corrupted(stacked, layout, axes, mesh):
+        once = real(stacked, layout, axes, mesh)
+        copies = np.array(chips.full(once, [mesh.index(a) for a in axes], mesh))  # as if computed chip by chip
+        copies[(-1,) * len(mesh.axes)].flat[0] += 1.0
+        return copies
+
+    monkeypatch.setattr(chips, "all_gather", corrupted)
+    with pytest.raises(ReplicaError, match="differs between chips"):
+        emulate(sg, seed=1)
+    emulate(sg, seed=1, check_replicas=False)  # unchecked, the first chip's copy is kept
+
+
 # --- the memory guard -----------------------------------------------------------------------------
 def test_verify_refuses_palm_540b_without_shrink_at_once() -> None:
     out, err = io.StringIO(), io.StringIO()
@@ -394,6 +444,18 @@ def test_emulate_refuses_before_allocating() -> None:
     assert peak < 50 * 2**20
 
 
+def traced_peak(run) -> int:
+    """tracemalloc's peak during ``run()`` (NumPy reports its buffers to it), after a warm-up
+    that imports what a first run imports (numpy.random alone is half a MiB)."""
+    np.random.default_rng(0).standard_normal(1)
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_the_memory_estimate_bounds_the_real_peak() -> None:
     """Regression: the estimate left out the temporaries of collectives and replica checks."""
     sg = shardc.parse("""\
@@ -407,16 +469,45 @@ w2 = all_gather(w1, over=x) @ EF
 y = einsum("BE,EF->BF", h, w2) @ BF
 output y
 """)
-    from shardc.execute.emulate import emulation_footprint
-
-    tracemalloc.start()
-    try:
-        emulate(sg, 0, "f32")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = traced_peak(lambda: emulate(sg, 0, "f32"))
     bound = emulation_footprint(sg, "f32")
     assert peak <= bound, f"peak {peak / 2**20:.1f} MiB > estimate {bound / 2**20:.1f} MiB"
+
+
+MEMORY_PRESETS = [(f, a) for f in ("1d-ws", "2d-ws", "wg-xyz") for a in ATTENTIONS]
+
+
+@pytest.mark.parametrize("mesh", ["2x2x2", "4x4x4"])
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.stem)
+def test_the_memory_estimate_is_never_below_the_peak_and_close_to_it(path: Path, mesh: str) -> None:
+    """For every example under the weight-stationary and weight-gathered presets (shrunk, dims at
+    least 32, 2 layers, f32): tracemalloc's peak <= the estimate, and the estimate is within 1.5x
+    of the peak wherever the run holds at least 1 MiB (below that, the fixed allowance for Python
+    objects dominates)."""
+    for ffn, attention in MEMORY_PRESETS:
+        try:
+            sg = shrink(shard_program(load_example(path, ffn), mesh, ffn, attention).graph, floor=32)
+        except shardc.ShardcError:
+            continue
+        peak = traced_peak(lambda sg=sg: emulate(sg, 0, "f32", 2))
+        bound = emulation_footprint(sg, "f32", 2)
+        assert peak <= bound, (ffn, attention, peak, bound)
+        if peak >= 2**20:
+            assert bound <= 1.5 * peak, (ffn, attention, peak, bound)
+
+
+def test_the_memory_estimate_of_a_benchmark_shaped_layer() -> None:
+    """The benchmark's PaLM-shaped layer at a quarter of its width, on 4x4x4 (also f64, whose draw
+    holds the float32 normals and their cast at once)."""
+    text = re.sub(r"^repeat 118 \{", "repeat 1 {", PALM_540B.with_name("palm_540b_prefill.model").read_text(),
+                  flags=re.M)
+    sizes = {"E": 256, "F": 1024, "H": 16, "D": 16, "B": 4, "L": 64, "S": 64, "V": 256}
+    g = shardc.parse(text, "palm_540b_prefill.model", sizes=sizes)
+    for ffn, dtype in (("2d-ws", "f32"), ("wg-xyz", "f32"), ("2d-ws", "f64")):
+        sg = shard_program(g, "4x4x4", ffn, "heads").graph
+        peak = traced_peak(lambda sg=sg, dtype=dtype: emulate(sg, 0, dtype))
+        bound = emulation_footprint(sg, dtype)
+        assert peak <= bound <= 1.5 * peak, (ffn, dtype, peak / 2**20, bound / 2**20)
 
 
 def test_an_unsharded_graph_is_refused_with_a_hint() -> None:

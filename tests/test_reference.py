@@ -18,6 +18,7 @@ from shardc.execute.reference import (
     reference,
     reference_footprint,
     seed_key,
+    seeded_inputs,
 )
 from shardc.ir.graph import Decl, OpKind
 
@@ -43,7 +44,7 @@ def drawn(g, name, layer=0, *, seed=0, fan_in=None, dtype="f64"):
 
 
 def normals(key, shape):
-    return np.random.default_rng(np.random.SeedSequence(key)).standard_normal(shape)
+    return np.random.default_rng(np.random.SeedSequence(key)).standard_normal(shape, dtype=np.float32)
 
 
 def layernorm(a, g):
@@ -232,8 +233,31 @@ output y
         assert np.abs(q).max() <= 127
         z = normals(seed_key(2, None, 0, name), arr.shape)
         v = z / math.sqrt(fan_in) if fan_in else 1 + 0.1 * z
-        np.testing.assert_array_equal(arr, np.clip(np.round(v * 127), -127, 127) / 127)
+        np.testing.assert_array_equal(arr, np.clip(np.round(v * 127), -127, 127).astype(np.float64) / 127)
     assert len(np.unique(data(decl_of(g, "w")[0], None, 0))) > 3
+
+
+def test_seeded_inputs_are_the_drawn_data_and_shared_data_is_drawn_once(monkeypatch):
+    g = shardc.load(EXAMPLES / "tiny_layer.model")
+    drawn_run = reference(g, seed=4)
+    fed = seeded_inputs(g, seed=4)
+    assert {d.value.name for d, _ in g.decls()} == set(fed)
+    for name, array in reference(g, seed=4, inputs=fed).items():
+        assert array.tobytes() == drawn_run[name].tobytes()
+    calls = []
+    real = draw
+    monkeypatch.setattr("shardc.execute.reference.draw", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = SeededData(g, 4, "f32", keep=True)
+    first = reference(g, seed=4, inputs=data)
+    n = len(calls)
+    second = reference(g, seed=4, inputs=data)
+    assert n == sum(1 if rep is None else rep.count for _, rep in g.decls()) and len(calls) == n  # none drawn again
+    for name in first:
+        assert first[name].tobytes() == second[name].tobytes() == drawn_run[name].tobytes()
+    kept = next(iter(data.kept.values()))
+    assert not kept.flags.writeable  # a run cannot alter the data the next run reads
+    with pytest.raises(shardc.ShardcError, match="seed 4, dtype f32"):
+        reference(g, seed=5, inputs=data)
 
 
 # --- every op kind ---------------------------------------------------------------------------

@@ -2,8 +2,14 @@
 
 A value on a mesh with axes ``(x, y, z)`` of sizes ``(X, Y, Z)`` is held as an
 array of shape ``[X, Y, Z, *local_shape]``: index ``[i, j, k]`` is chip
-``(i, j, k)``'s own memory.  Replicas are real copies, so a bug that lets them
-diverge is visible (:func:`replica_mismatch`).
+``(i, j, k)``'s own memory.  A mesh dim of size 1 instead of its axis size means
+every chip along that axis holds the same data, held once (NumPy broadcasting
+gives each chip its copy): so it is for every axis a value is replicated over
+(:func:`scatter`, :func:`all_gather`, :func:`sum_over`), and an op computes such a
+value once.  Where chips that should hold copies hold separately computed data
+(a mesh dim of full size on an axis the layout replicates over), the copies can
+diverge, and :func:`replica_mismatch` finds two that do; :func:`held_once` then
+keeps one.
 
 Block order (docs/language.md): on a dim split over axes ``(a1, ..., am)`` (major
 first), chip coordinates ``(i_a1, ..., i_am)`` hold block
@@ -25,7 +31,6 @@ from shardc.ir.mesh import Mesh
 def scatter(array: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
     """The stacked per-chip array of a global ``array`` in ``layout`` (no partial sums)."""
     assert not layout.partial
-    m = len(mesh.axes)
     shape: list[int] = []
     block_pos: dict[str, int] = {}  # mesh axis -> position of its block axis after the reshape
     local_pos: list[int] = []
@@ -42,15 +47,28 @@ def scatter(array: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
     for n, a in enumerate(extra):
         block_pos[a] = len(shape) + n
     order = [block_pos[a] for a in mesh.names] + local_pos
-    stacked = blocks.transpose(order)
-    full = tuple(mesh.shape) + stacked.shape[m:]
-    return np.ascontiguousarray(np.broadcast_to(stacked, full))
+    return blocks.transpose(order)  # a view: size 1 along the axes the layout replicates over
+
+
+def full(stacked: np.ndarray, positions: list[int], mesh: Mesh) -> np.ndarray:
+    """``stacked`` with its mesh dims at ``positions`` at full size (a broadcast view, no copy)."""
+    shape = list(stacked.shape)
+    for p in positions:
+        shape[p] = mesh.shape[p]
+    return np.broadcast_to(stacked, shape) if tuple(shape) != stacked.shape else stacked
+
+
+def held_once(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
+    """``stacked`` with size 1 along the axes ``layout`` replicates over (chip 0's copy is kept)."""
+    index = tuple(slice(0, 1) if (a not in layout.used_axes and stacked.shape[p] > 1) or stacked.strides[p] == 0
+                  else slice(None) for p, a in enumerate(mesh.names))
+    return stacked[index]
 
 
 def assemble(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
     """The global value of a stacked array: partial sums summed, replicas taken from chip 0."""
     names = mesh.names
-    data = stacked
+    data = full(stacked, list(range(len(names))), mesh)
     for p, a in enumerate(names):
         if a in layout.partial:
             data = data.sum(axis=p, keepdims=True)
@@ -68,8 +86,12 @@ def assemble(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> np.ndarray:
 
 
 def replica_mismatch(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """Two chips that should hold equal data (replicas) but do not, or None."""
-    replicated = [p for p, a in enumerate(mesh.names) if a not in layout.used_axes and mesh.size(a) > 1]
+    """Two chips that should hold equal data (replicas) but do not, or None.
+
+    Only mesh dims of full size can differ: one of size 1 (or stride 0) is one copy held once.
+    """
+    replicated = [p for p, a in enumerate(mesh.names)
+                  if a not in layout.used_axes and stacked.shape[p] > 1 and stacked.strides[p] != 0]
     if not replicated:
         return None
     # One pass over the data for the common case: every replica equals the first (a view).
@@ -89,17 +111,17 @@ def replica_mismatch(stacked: np.ndarray, layout: Layout, mesh: Mesh) -> tuple[t
 
 
 def copy_to(data: np.ndarray, positions: list[int], mesh: Mesh) -> np.ndarray:
-    """Copy ``data`` (size 1 at mesh ``positions``) to every chip along them (real copies)."""
-    full = list(data.shape)
-    for p in positions:
-        full[p] = mesh.shape[p]
-    return np.ascontiguousarray(np.broadcast_to(data, full))
+    """``data`` (size 1 at mesh ``positions``) seen by every chip along them (a broadcast view)."""
+    return full(data, positions, mesh)
 
 
 def all_gather(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], mesh: Mesh) -> np.ndarray:
-    """Concatenate the blocks of ``axes`` (a suffix of each dim holding them) on every chip."""
+    """Concatenate the blocks of ``axes`` (a suffix of each dim holding them) on every chip.
+
+    The result is held once along ``axes``: every chip there has the same gathered blocks.
+    """
     m = len(mesh.axes)
-    data = stacked
+    data = full(stacked, [mesh.index(a) for a in axes], mesh)
     for i, (_, held) in enumerate(layout.split):
         gathered = [a for a in held if a in axes]
         if not gathered:
@@ -107,7 +129,7 @@ def all_gather(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], mesh:
         mesh_pos = [mesh.index(a) for a in gathered]
         local = m + i
         # Move the gathered mesh axes (in the dim's major->minor order) before the local dim,
-        # merge them into it, then put size-1 mesh axes back and copy to every chip.
+        # merge them into it, then put size-1 mesh axes back.
         moved = np.moveaxis(data, mesh_pos, [local - len(mesh_pos) + k for k in range(len(mesh_pos))])
         shape = list(moved.shape)
         start = local - len(mesh_pos)
@@ -115,14 +137,13 @@ def all_gather(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], mesh:
         data = moved.reshape(merged)
         for p in sorted(mesh_pos):
             data = np.expand_dims(data, p)
-        data = copy_to(data, mesh_pos, mesh)
     return data
 
 
 def sum_over(stacked: np.ndarray, axes: tuple[str, ...], mesh: Mesh) -> np.ndarray:
-    """All-reduce: every chip gets the sum over the chips along ``axes``."""
+    """All-reduce: every chip gets the sum over the chips along ``axes`` (held once along them)."""
     positions = [mesh.index(a) for a in axes]
-    return copy_to(stacked.sum(axis=tuple(positions), keepdims=True), positions, mesh)
+    return full(stacked, positions, mesh).sum(axis=tuple(positions), keepdims=True)
 
 
 def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str, mesh: Mesh) -> np.ndarray:
@@ -132,6 +153,7 @@ def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim
     data = stacked
     for a in axes:  # appending a1 then a2 gives block i_a1 * K_a2 + i_a2, as appending (a1, a2)
         p, k = mesh.index(a), mesh.size(a)
+        data = full(data, [p], mesh)  # one axis at a time: the others stay held once
         shape = list(data.shape)
         blocks = data.reshape(shape[:q] + [k, shape[q] // k] + shape[q + 1:])
         # Chip i along a keeps block i: the diagonal of (mesh axis p, block axis q).
@@ -139,7 +161,7 @@ def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim
         idx = np.arange(k)
         diag = moved[idx, idx]
         data = np.moveaxis(diag, 0, p)
-    return np.ascontiguousarray(data)
+    return data
 
 
 def reduce_scatter(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str,
@@ -147,7 +169,7 @@ def reduce_scatter(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], d
     """Sum over ``axes`` and give chip ``(i_a1, ..., i_am)`` block ``i_a1 K_a2 ... + i_am`` of ``dim``."""
     m = len(mesh.axes)
     positions = [mesh.index(a) for a in axes]
-    summed = stacked.sum(axis=tuple(positions), keepdims=True)  # size 1 along ``axes``
+    summed = full(stacked, positions, mesh).sum(axis=tuple(positions), keepdims=True)  # size 1 along ``axes``
     q = m + layout.dims.index(dim)
     shape = list(summed.shape)
     k = [mesh.size(a) for a in axes]
@@ -155,7 +177,7 @@ def reduce_scatter(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], d
     # The block axes (q .. q+len-1) take the places of the summed size-1 mesh axes.
     blocks = np.squeeze(blocks, axis=tuple(positions))
     block_axes = [q - len(positions) + j for j in range(len(axes))]
-    return np.ascontiguousarray(np.moveaxis(blocks, block_axes, positions))
+    return np.moveaxis(blocks, block_axes, positions)
 
 
 def run_collective(stacked: np.ndarray, kind: OpKind, attrs: CollectiveAttrs, before: Layout,

@@ -3,9 +3,12 @@
 Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
 (:mod:`shardc.execute.chips`); each op runs on all chips at once through its per-chip
 implementation in :mod:`shardc.execute.local_ops` (vectorised NumPy over the stacked
-arrays; a collective is a reshape/transpose/sum over mesh dims).  This module
-walks the program, frees values after their last use, checks replicas and
-counts.  Inputs, params and caches are the reference executor's seeded arrays
+arrays; a collective is a reshape/transpose/sum over mesh dims).  A value is
+held once along every mesh axis it is replicated over (a mesh dim of size 1), so
+replicas made by an all-gather, an all-reduce or an op on replicated values cost
+neither copies nor work per chip.  This module walks the program, frees values
+after their last use, checks replicas wherever they were computed chip by chip
+(and so could differ) and counts.  Inputs, params and caches are the reference executor's seeded arrays
 (:class:`~shardc.execute.reference.SeededData`), scattered into their layouts, so
 :func:`emulate` and :func:`~shardc.execute.reference.reference` see the same numbers.
 
@@ -22,7 +25,6 @@ Counters (per chip; every chip does the same work under these layouts):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -30,8 +32,9 @@ import numpy as np
 
 from shardc.errors import ShardcError
 from shardc.execute import chips
+from shardc.execute.footprint import emulation_footprint
 from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
-from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, where
+from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, seeded_data, where
 from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
@@ -43,7 +46,6 @@ __all__ = [
     "Emulation",
     "OpCount",
     "ReplicaError",
-    "SCRATCH_ARRAYS",
     "emulate",
     "emulation_footprint",
 ]
@@ -153,30 +155,10 @@ class _Ctx(LocalCtx):
             self.live.pop(i, None)
 
 
-def _replica_axes(ctx: _Ctx, op: Op) -> list[int]:
-    """Mesh positions along which every operand (hence the result) is replicated."""
-    used: set[str] = set()
-    for v in op.inputs:
-        used |= _layout(v).used_axes
-    return [p for p, (a, size) in enumerate(ctx.mesh.axes) if a not in used and size > 1]
-
-
-def _compute(ctx: _Ctx, op: Op, args: list[np.ndarray | float]) -> np.ndarray:
-    """The op on every chip.  A local op whose operands are all replicated along some mesh
-    axes runs once per distinct shard and is then copied to the replicas: the operands were
-    checked to be equal copies when they were made, so the copies compute the same thing."""
-    replicated = [] if op.kind.is_collective else _replica_axes(ctx, op)
-    if not replicated:
-        return LOCAL_IMPLS[op.kind](ctx, op, args)
-    index = tuple(slice(0, 1) if p in replicated else slice(None) for p in range(ctx.m))
-    small = [a[index] if isinstance(a, np.ndarray) else a for a in args]
-    return chips.copy_to(LOCAL_IMPLS[op.kind](ctx, op, small), replicated, ctx.mesh)
-
-
 def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
     try:
-        result = _compute(ctx, op, args).astype(ctx.dtype, copy=False)
+        result = LOCAL_IMPLS[op.kind](ctx, op, args).astype(ctx.dtype, copy=False)
     except Exception as err:  # a bug here: say which statement it was running
         err.add_note(f"shardc: while emulating {where(op)}")
         raise
@@ -185,82 +167,48 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
     layout = op.result.layout
     assert layout is not None
-    # Local ops compute replicas once and copy them (_compute), so only a collective can make
-    # copies diverge: check after each one.
-    if ctx.check_replicas and op.kind.is_collective:
+    # A value replicated over an axis is held once along it when it was made that way (an
+    # all-gather, an all-reduce, an op on such values); copies computed chip by chip can
+    # diverge: check them, then keep one.
+    if ctx.check_replicas:
         bad = chips.replica_mismatch(result, layout, ctx.mesh)
         if bad is not None:
             raise ReplicaError(
                 f"after {op.kind} on line {op.loc.line}, value '{op.result.name}' ({layout.format(ctx.mesh)}) "
                 f"differs between chips {bad[0]} and {bad[1]}, which should hold copies")
+    result = chips.held_once(result, layout, ctx.mesh)
     if ctx.on_value is not None:
         ctx.on_value(op, ctx.layer, result)
     return result
 
 
-# Scratch one op may need beyond the values it keeps, in units of its largest stacked array:
-# a collective's reshape copy and its copies to the replicas, a matmul's transposed operands,
-# and the replica check's comparison.
-SCRATCH_ARRAYS = 3
-
-
-def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
-    """Bytes an emulated run of the sharded ``g`` holds at most (Python ints; nothing allocated).
-
-    Every stacked value of the top level and of one layer of each repeat (all
-    kept until the block ends), the stacked per-layer outputs, scratch for one
-    op (``SCRATCH_ARRAYS`` times the largest stacked value) and for the largest
-    global draw (drawn in float64, then cast).
-    """
-    return _estimate(g, _np_dtype(dtype), layers)
-
-
-def _estimate(g: Graph, dtype: np.dtype, layers: int | None) -> int:
-    mesh = g.mesh
-    assert mesh is not None
-    sizes = g.sizes
-    total, biggest, biggest_stacked = 0, 0, 0
-    for stmt, rep in g.walk():
-        values = [stmt.value] if isinstance(stmt, Decl) else [stmt.result] if isinstance(stmt, Op) else []
-        for v in values:
-            assert v.layout is not None
-            stacked = v.layout.local_numel(sizes, mesh) * mesh.num_chips * dtype.itemsize
-            total += stacked
-            biggest_stacked = max(biggest_stacked, stacked)
-            n = math.prod(sizes[d] for d in v.dims)
-            biggest = max(biggest, n)
-            if isinstance(stmt, Op) and rep is not None and any(
-                    isinstance(s, Output) and v in s.values for s in rep.body):
-                run = rep.count if layers is None else min(layers, rep.count)
-                total += n * dtype.itemsize * run
-    return total + SCRATCH_ARRAYS * biggest_stacked + biggest * (8 + dtype.itemsize) * 2
-
-
 def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
             check_replicas: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
             on_value: Callable[[Op, int, np.ndarray], None] | None = None,
-            inputs: Inputs | None = None) -> Emulation:
+            inputs: Inputs | SeededData | None = None) -> Emulation:
     """Run the sharded program ``sg`` on emulated chips; outputs as global arrays, plus counters.
 
     ``layers`` runs ``min(layers, count)`` layers of each repeat (None: all).
-    With ``check_replicas`` the result of every collective is checked for
-    diverging replicas (:class:`ReplicaError`); local ops compute replicas once
-    and copy them, so they cannot diverge.  ``on_value(op, layer, stacked)`` sees
+    With ``check_replicas`` every result whose replicas were computed chip by
+    chip is checked for diverging replicas (:class:`ReplicaError`); replicas
+    held once (the result of an all-gather or all-reduce, an op on replicated
+    values) cannot diverge and are not read again.  Then one copy is kept.  ``on_value(op, layer, stacked)`` sees
     every op's per-chip result.  Raises :class:`ShardcError` for a program that
     is not sharded, or one whose run needs more than ``max_bytes`` of host
     memory (estimated before anything is allocated).  ``inputs`` gives arrays of one's
-    own by declaration name, as for :func:`~shardc.execute.reference.reference`.
+    own by declaration name, or a shared ``SeededData``, as for
+    :func:`~shardc.execute.reference.reference`.
     """
     np_dtype = _np_dtype(dtype)
     verify_sharded(sg)
     mesh = sg.mesh
     assert mesh is not None
-    need = _estimate(sg, np_dtype, layers)
+    need = emulation_footprint(sg, dtype, layers)
     if need > max_bytes:
         raise ShardcError(
             f"emulating this program would need about {human_bytes(need)} of host memory (limit "
             f"{human_bytes(max_bytes)})", hint="shrink the dims with --shrink or --set, or run fewer --layers")
-    data = SeededData(sg, seed, dtype, inputs)
+    data = seeded_data(sg, seed, dtype, inputs)
     ctx = _Ctx(mesh, sg.sizes, np_dtype, Counters(), check_replicas, on_value)
     env: dict[int, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
@@ -289,7 +237,7 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
             ctx.hold(stmt.result)
         elif isinstance(stmt, Output):
             for v in stmt.values:
-                emit(v.name or "", chips.assemble(env[v.id], _layout(v), ctx.mesh))
+                emit(v.name or "", np.array(chips.assemble(env[v.id], _layout(v), ctx.mesh)))
         elif isinstance(stmt, Repeat):
             _run_repeat(ctx, stmt, repeat_index, env, data, layers, emit)
             repeat_index += 1

@@ -1,8 +1,9 @@
 """Per-chip op implementations: what every chip computes for one op of a sharded program.
 
 Every value lives on every chip as one stacked array ``[*mesh_shape, *local]``
-(:mod:`shardc.execute.chips`), and each entry of :data:`LOCAL_IMPLS` runs its op on all
-chips at once with vectorised NumPy calls -- a local einsum is
+(:mod:`shardc.execute.chips`; a mesh dim of size 1: one copy every chip along it
+holds), and each entry of :data:`LOCAL_IMPLS` runs its op on all chips at once with
+vectorised NumPy calls, broadcasting such dims, so a replicated value is computed once -- a local einsum is
 ``np.einsum("...BLE,...EF->...BLF")`` with the mesh dims riding along in the
 ellipsis (two operands: :func:`batched_einsum`, one batched matmul) -- and each
 collective is a reshape/transpose/sum over mesh dims (:mod:`shardc.execute.chips`).
@@ -69,38 +70,118 @@ def _local_einsum(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> 
     return batched_einsum(op.attrs.inputs[0], op.attrs.inputs[1], op.attrs.output, arrays[0], arrays[1], ctx.m)
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The emulator's one matrix product, ``np.matmul`` (one entry point, so a test can watch its operands)."""
+    return np.matmul(a, b)
+
+
+def inner_contiguous(x: np.ndarray) -> bool:
+    """Whether the two inner dims of ``x`` are one contiguous matrix, row- or column-major.
+
+    That is what ``np.matmul`` needs to hand each matrix of a batch to BLAS (a
+    transposed matrix is fine: BLAS takes a transpose flag); otherwise it runs
+    its own loop, some 50 times slower.  A dim of size 1 may have any stride.
+    """
+    if x.ndim < 2:
+        return True
+    (m, n), (sm, sn), item = x.shape[-2:], x.strides[-2:], x.itemsize
+    row_major = (n == 1 or sn == item) and (m == 1 or sm == n * item)
+    column_major = (m == 1 or sm == item) and (n == 1 or sn == m * item)
+    return row_major or column_major
+
+
 def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> np.ndarray:
     """``einsum(f"{left},{right}->{out}")`` on every chip at once, as one batched matmul.
 
-    ``a`` and ``b`` carry ``lead`` mesh dims first.  Letters are sorted into
-    batch (both operands and the result), contracted (both, not the result)
-    and free (one operand and the result); letters of one operand only that
-    the result lacks are summed first.  Each operand is transposed to
-    ``[*mesh, batch, free, contracted]`` (resp. ``[*mesh, batch, contracted,
-    free]``), flattened to 3 dims, multiplied with ``np.matmul`` (BLAS per
-    chip and batch), and the product is unflattened and transposed to ``out``.
+    ``a`` and ``b`` carry ``lead`` mesh dims first; a mesh dim of size 1 means
+    every chip along it holds the same block.  Letters are sorted into batch
+    (both operands and the result), contracted (both, not the result) and free
+    (one operand and the result); letters of one operand only that the result
+    lacks are summed first.  Mesh dims on which both operands vary are batch
+    dims; a mesh dim on which only one varies joins that operand's free dims,
+    so a block every chip holds is multiplied once against all the chips'
+    blocks of the other operand (one GEMM with a long side instead of many
+    small ones).  Each operand becomes ``[*batch, free, contracted]`` (resp.
+    ``[*batch, contracted, free]``) with the inner pair contiguous -- a view
+    when its strides allow, else one copy (:func:`_as_matrices`) -- and goes to
+    :func:`matmul`; the product is unflattened and transposed to ``out`` (a view).
     """
     a, left = _sum_away(a, left, right + out, lead)
     b, right = _sum_away(b, right, left + out, lead)
+    ga, gb, names, sizes = _groups(left, right, out, a.shape, b.shape, lead)
+    product = matmul(_as_matrices(a, *ga), _as_matrices(b, *gb)).reshape(sizes)
+    return product.transpose([names.index(p) for p in range(lead)] + [names.index(c) for c in out])
+
+
+Groups = tuple[list[int], list[int], list[int], list[int]]  # an operand's outer, row, column and dropped axes
+
+
+def _groups(left: str, right: str, out: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+            lead: int) -> tuple[Groups, Groups, list[int | str], list[int]]:
+    """Each operand's axes grouped for :func:`_as_matrices`, and how to unflatten the product:
+    the names (mesh positions and letters) and sizes of its dims."""
     batch = [c for c in out if c in left and c in right]
-    contract = [c for c in left if c in right and c not in out]
-    free_a = [c for c in out if c in left and c not in right]
-    free_b = [c for c in out if c in right and c not in left]
-    mesh_shape = a.shape[:lead]
-    size = {c: a.shape[lead + left.index(c)] for c in left}
-    size.update({c: b.shape[lead + right.index(c)] for c in right})
+    # The contraction order of the larger operand, so that it is the one more likely left as a view.
+    larger = left if math.prod(shape_a) >= math.prod(shape_b) else right
+    contract = [c for c in larger if c in left and c in right and c not in out]
+    free_a = [c for c in left if c not in right]
+    free_b = [c for c in right if c not in left]
+    ea, eb = shape_a[:lead], shape_b[:lead]
+    fold_a = [p for p in range(lead) if ea[p] > 1 and eb[p] == 1]
+    fold_b = [p for p in range(lead) if eb[p] > 1 and ea[p] == 1]
+    outer = [p for p in range(lead) if p not in fold_a and p not in fold_b]
 
-    def flat(arr: np.ndarray, letters: str, groups: list[list[str]]) -> np.ndarray:
-        perm = list(range(lead)) + [lead + letters.index(c) for g in groups for c in g]
-        shape = tuple(math.prod(size[c] for c in g) for g in groups)
-        # Contiguous, or np.matmul may leave BLAS for a slow strided loop (size-1 dims make
-        # the reshape a view with odd strides).
-        return np.ascontiguousarray(arr.transpose(perm).reshape(mesh_shape + shape))
+    def axes(letters: str, wanted: list[str]) -> list[int]:
+        return [lead + letters.index(c) for c in wanted]
 
-    product = np.matmul(flat(a, left, [batch, free_a, contract]), flat(b, right, [batch, contract, free_b]))
-    order = batch + free_a + free_b
-    product = product.reshape(mesh_shape + tuple(size[c] for c in order))
-    return product.transpose(list(range(lead)) + [lead + order.index(c) for c in out])
+    ga = (outer + axes(left, batch), fold_a + axes(left, free_a), axes(left, contract), fold_b)
+    gb = (outer + axes(right, batch), axes(right, contract), fold_b + axes(right, free_b), fold_a)
+    # The product: [*outer mesh, *batch, *fold_a, *free_a, *fold_b, *free_b].
+    names: list[int | str] = [*outer, *batch, *fold_a, *free_a, *fold_b, *free_b]
+    sizes = ([max(ea[p], eb[p]) for p in outer] + [shape_a[lead + left.index(c)] for c in batch]
+             + [ea[p] for p in fold_a] + [shape_a[lead + left.index(c)] for c in free_a]
+             + [eb[p] for p in fold_b] + [shape_b[lead + right.index(c)] for c in free_b])
+    return ga, gb, names, sizes
+
+
+def copies_operands(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> tuple[bool, bool]:
+    """Whether :func:`batched_einsum` copies ``a`` and ``b`` (read for shapes and strides only, so
+    stand-ins over no real data do).  An operand with a letter of its own to sum away counts as copied."""
+    if any(c not in right + out for c in left) or any(c not in left + out for c in right):
+        return True, True
+    ga, gb, _, _ = _groups(left, right, out, a.shape, b.shape, lead)
+    return _as_view(a, *ga) is None, _as_view(b, *gb) is None
+
+
+def _as_view(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[int], drop: list[int]) -> np.ndarray | None:
+    """``arr`` as ``[*outer, prod(rows), prod(cols)]`` with the inner pair contiguous, without copying,
+    or None: rows then cols, or cols then rows seen transposed (``drop``: axes of size 1 left out)."""
+    shape = [arr.shape[p] for p in outer] + [math.prod(arr.shape[p] for p in g) for g in (rows, cols)]
+    assert all(arr.shape[p] == 1 for p in drop)
+    for first, second, swap in ((rows, cols, False), (cols, rows, True)):
+        order = outer + first + second + drop
+        target = shape[:-2] + ([shape[-1], shape[-2]] if swap else shape[-2:])
+        try:
+            view = np.reshape(arr.transpose(order), target, copy=False)
+        except ValueError:  # the dims of a group are not evenly strided: no view
+            continue
+        view = view.swapaxes(-1, -2) if swap else view
+        if _blas_ready(view):
+            return view
+    return None
+
+
+def _as_matrices(arr: np.ndarray, outer: list[int], rows: list[int], cols: list[int], drop: list[int]) -> np.ndarray:
+    """``arr`` as ``[*outer, prod(rows), prod(cols)]`` with the inner pair contiguous (:func:`inner_contiguous`):
+    a view when the strides allow it (:func:`_as_view`), else one copy."""
+    view = _as_view(arr, outer, rows, cols, drop)
+    if view is not None:
+        return view
+    shape = [arr.shape[p] for p in outer] + [math.prod(arr.shape[p] for p in g) for g in (rows, cols)]
+    return np.ascontiguousarray(arr.transpose(outer + rows + cols + drop)).reshape(shape)
+
+
+_blas_ready = inner_contiguous  # the layout choice's test (a test swaps it to show the check can fail)
 
 
 def _sum_away(arr: np.ndarray, letters: str, keep: str, lead: int) -> tuple[np.ndarray, str]:
@@ -184,9 +265,9 @@ def _local_softmax(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) ->
     assert isinstance(a, np.ndarray)
     axis, axes, _ = _over(ctx, op)
     top = a.max(axis=axis, keepdims=True)
-    if axes:
-        positions = tuple(ctx.mesh.index(x) for x in axes)
-        top = np.broadcast_to(top.max(axis=positions, keepdims=True), top.shape)
+    if axes:  # the max over the chips of the split dim, held once along their axes
+        positions = [ctx.mesh.index(x) for x in axes]
+        top = chips.full(top, positions, ctx.mesh).max(axis=tuple(positions), keepdims=True)
     e = np.exp(a - top)
     return e / _all_sum(ctx, e.sum(axis=axis, keepdims=True), axes)
 
@@ -209,6 +290,9 @@ def _local_causal(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> 
         q = ctx.m + operand.dims.index(dim)
         local = a.shape[q]
         offsets = chips.block_offsets(layout, dim, local, ctx.mesh)
+        # Equal along the axes that do not split ``dim``: keep them at size 1 (not a copy per chip).
+        split = layout.axes_of(dim)
+        offsets = offsets[tuple(slice(None) if x in split else slice(0, 1) for x in ctx.mesh.names)]
         shape = [1] * a.ndim
         shape[: ctx.m] = offsets.shape
         index = offsets.reshape(shape)

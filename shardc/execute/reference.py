@@ -114,7 +114,8 @@ def draw(decl: Decl, *, seed: int, repeat_index: int | None, layer: int,
     """The seeded global array of one declaration, in its dims' order.
 
     A ``numpy.random.default_rng(SeedSequence(seed_key(...)))`` draws standard
-    normals ``z`` in float64 (shape: the declaration's global dims); then
+    normals ``z`` in float32 (shape: the declaration's global dims; one
+    vectorised call); then, in float32,
 
     - inputs and caches: ``z``;
     - params with one dim (norm gains) or not used in any einsum
@@ -122,26 +123,34 @@ def draw(decl: Decl, *, seed: int, repeat_index: int | None, layer: int,
     - other params: ``z / sqrt(fan_in)`` (see :func:`fan_ins`), which keeps
       activations O(1) through many layers;
     - int8 params are then quantised: ``clip(round(v * 127), -127, 127)`` are
-      the stored integers, dequantised with the per-tensor scale 1/127.
+      the stored integers, dequantised with the per-tensor scale 1/127 in the
+      compute dtype.
 
-    The result is cast to the compute ``dtype`` ("f32" or "f64") last, so f32
-    and f64 runs see the same values up to rounding.  Every layer of a repeat
-    gets its own ``layer`` and hence its own params.
+    The result is in the compute ``dtype`` ("f32" or "f64"): an f64 run sees
+    exactly the f32 run's values (an int8 param's ``k / 127`` rounded once, in
+    its dtype).  Every layer of a repeat gets its own ``layer`` and hence its
+    own params.
     """
     np_dtype = _np_dtype(dtype)
     shape = tuple(sizes[d] for d in decl.value.dims)
     assert decl.value.name is not None  # every declaration is named
     key = seed_key(seed, repeat_index, layer, decl.value.name)
     rng = np.random.default_rng(np.random.SeedSequence(key))
-    values = rng.standard_normal(shape)
-    if decl.kind is DeclKind.PARAM:
-        if len(shape) == 1 or fan_in is None:
-            values = 1.0 + 0.1 * values
-        else:
-            values /= math.sqrt(fan_in)
-        if decl.value.dtype is DType.INT8:
-            values = np.clip(np.round(values * 127.0), -127.0, 127.0) / INT8_LEVELS
-    return values.astype(np_dtype, copy=False)
+    values = rng.standard_normal(shape, dtype=np.float32)
+    if decl.kind is not DeclKind.PARAM:
+        return values.astype(np_dtype, copy=False)
+    if len(shape) == 1 or fan_in is None:
+        values *= 0.1
+        values += 1.0
+    else:
+        values /= math.sqrt(fan_in)
+    if decl.value.dtype is not DType.INT8:
+        return values.astype(np_dtype, copy=False)
+    values *= 127.0
+    np.clip(np.round(values, out=values), -127.0, 127.0, out=values)  # the stored integers
+    values = values.astype(np_dtype, copy=False)
+    values /= INT8_LEVELS
+    return values
 
 
 Inputs = Mapping[str, npt.ArrayLike]  # arrays of the user's own, by declaration name
@@ -155,23 +164,72 @@ class SeededData:
     in.  A user's array has the declaration's dims in order at the graph's sizes; one declared
     inside a ``repeat`` has a leading axis with one entry per layer.  The values are those the
     computation sees (an int8 param's dequantised values), cast to the compute dtype.
+
+    With ``keep=True`` every drawn array is kept (read-only) and handed out again on the next
+    request, so runs that share one ``SeededData`` (pass it as ``inputs=``) draw each array once.
     """
 
-    def __init__(self, g: Graph, seed: int = 0, dtype: str = "f32", inputs: Inputs | None = None) -> None:
+    def __init__(self, g: Graph, seed: int = 0, dtype: str = "f32", inputs: Inputs | None = None, *,
+                 keep: bool = False) -> None:
         np_dtype = _np_dtype(dtype)
         seed_key(seed, None, 0, "")  # validates the seed
         self.seed = seed
         self.dtype = dtype
         self.sizes = g.sizes
-        self.fan_ins = fan_ins(g)
+        by_id = fan_ins(g)  # by name: a SeededData may serve another graph of the same declarations
+        self.fan_ins = {d.value.name: by_id[d.value.id] for d, _ in g.decls() if d.value.id in by_id}
         self.given = _check_inputs(g, inputs or {}, np_dtype)
+        self.kept: dict[tuple[str, int | None, int], np.ndarray] | None = {} if keep else None
 
     def __call__(self, decl: Decl, repeat_index: int | None, layer: int) -> np.ndarray:
-        given = self.given.get(decl.value.name or "")
+        name = decl.value.name or ""
+        given = self.given.get(name)
         if given is not None:
             return given[layer] if repeat_index is not None else given
-        return draw(decl, seed=self.seed, repeat_index=repeat_index, layer=layer, sizes=self.sizes,
-                    fan_in=self.fan_ins.get(decl.value.id), dtype=self.dtype)
+        key = (name, repeat_index, layer)
+        if self.kept is not None and key in self.kept:
+            return self.kept[key]
+        array = draw(decl, seed=self.seed, repeat_index=repeat_index, layer=layer, sizes=self.sizes,
+                     fan_in=self.fan_ins.get(name), dtype=self.dtype)
+        if self.kept is not None:
+            array.flags.writeable = False
+            self.kept[key] = array
+        return array
+
+    def serves(self, g: Graph, seed: int, dtype: str) -> SeededData:
+        """This data, after checking it was made for ``g``'s sizes with this seed and dtype."""
+        if (self.seed, self.dtype, dict(self.sizes)) != (seed, dtype, dict(g.sizes)):
+            raise ShardcError(f"inputs: this SeededData holds seed {self.seed}, dtype {self.dtype} and sizes "
+                              f"{dict(self.sizes)}; the run asks for seed {seed}, dtype {dtype} and sizes "
+                              f"{dict(g.sizes)}")
+        return self
+
+
+def seeded_data(g: Graph, seed: int, dtype: str, inputs: Inputs | SeededData | None) -> SeededData:
+    """The data a run of ``g`` reads: ``inputs`` itself when it is a :class:`SeededData`."""
+    if isinstance(inputs, SeededData):
+        return inputs.serves(g, seed, dtype)
+    return SeededData(g, seed, dtype, inputs)
+
+
+def seeded_inputs(g: Graph, seed: int = 0, dtype: str = "f32") -> dict[str, np.ndarray]:
+    """Every declaration's seeded array by name, as ``inputs=`` takes them (drawn once, here).
+
+    A declaration inside a ``repeat`` gets all ``count`` layers, stacked on a leading axis
+    (that is ``count`` times its size: meant for programs of few layers, such as benchmarks).
+    Feeding the result to :func:`reference` and :func:`~shardc.execute.emulate.emulate` runs
+    both on exactly the data they would draw from ``seed``, without drawing it again.
+    """
+    data = SeededData(g, seed, dtype)
+    index = {id(rep): i for i, rep in enumerate(g.repeats)}
+    out: dict[str, np.ndarray] = {}
+    for decl, rep in g.decls():
+        name = decl.value.name or ""
+        if rep is None:
+            out[name] = data(decl, None, 0)
+        else:
+            out[name] = np.stack([data(decl, index[id(rep)], layer) for layer in range(rep.count)])
+    return out
 
 
 def _check_inputs(g: Graph, inputs: Inputs, np_dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -470,7 +528,7 @@ def _run_layer(rep: Repeat, index: int, layer: int, scope: dict[int, np.ndarray]
 
 def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
               max_bytes: int = DEFAULT_MAX_BYTES, trace: Trace | None = None,
-              inputs: Inputs | None = None) -> dict[str, np.ndarray]:
+              inputs: Inputs | SeededData | None = None) -> dict[str, np.ndarray]:
     """Run ``g`` in plain NumPy on the seeded data of :class:`SeededData`; return its outputs.
 
     Returns ``{output name: array}``.  A top-level output is the array with its
@@ -483,14 +541,15 @@ def reference(g: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = 
     need more than ``max_bytes`` (checked before any allocation).  ``trace``, if
     given, is called with every op, its layer (0 at top level) and its result.
     ``inputs`` gives arrays of one's own by declaration name (see :class:`SeededData`);
-    the others are drawn from the seed.
+    the others are drawn from the seed.  It may also be a :class:`SeededData` made for
+    ``g``'s sizes, seed and dtype, to share data drawn once between runs.
     """
     _np_dtype(dtype)
     seed_key(seed, None, 0, "")
     if layers is not None and (not isinstance(layers, int) or layers < 0):
         raise ShardcError(f"layers must be a non-negative integer or None, not {layers!r}")
     _check_memory(g, dtype, layers, max_bytes)
-    data = SeededData(g, seed, dtype, inputs)
+    data = seeded_data(g, seed, dtype, inputs)
     env: dict[int, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
     repeat_index = 0

@@ -29,7 +29,14 @@ import numpy as np
 from shardc.errors import ShardcError
 from shardc.execute import chips
 from shardc.execute.emulate import Counters, ReplicaError, emulate, emulation_footprint
-from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, _np_dtype, reference, reference_footprint
+from shardc.execute.reference import (
+    DEFAULT_MAX_BYTES,
+    Inputs,
+    SeededData,
+    _np_dtype,
+    reference,
+    reference_footprint,
+)
 from shardc.ir.graph import Decl, Graph, Op, OpKind, RelabelAttrs, Value
 from shardc.ir.transforms import with_sizes
 from shardc.sharding.sharded import verify_sharded
@@ -120,7 +127,8 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = DE
         want[(op.result.id, layer)] = array
 
     _check_memory(sg, source, dtype, layers, max_bytes)
-    expected = reference(sg, seed, dtype, layers, max_bytes=max_bytes, trace=record, inputs=inputs)
+    data = SeededData(sg, seed, dtype, inputs, keep=True)  # drawn once for both runs of sg
+    expected = reference(sg, seed, dtype, layers, max_bytes=max_bytes, trace=record, inputs=data)
     if source is not None:
         expected = reference(source, seed, dtype, layers, max_bytes=max_bytes, inputs=inputs)
     first: list[Mismatch] = []
@@ -140,7 +148,7 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = DE
                 f"reference: max abs error {abs_err:.3g}, relative {rel_err:.3g} > tolerance {tol:g}"))
 
     try:
-        run = emulate(sg, seed, dtype, layers, max_bytes=max_bytes, on_value=check, inputs=inputs)
+        run = emulate(sg, seed, dtype, layers, max_bytes=max_bytes, on_value=check, inputs=data)
     except ReplicaError as err:
         mismatch = Mismatch("", "", 0, 0, math.inf, math.inf, err.message)
         return VerifyReport(False, math.inf, math.inf, first[0] if first else mismatch, mesh.num_chips, None,
@@ -158,13 +166,16 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = DE
 def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | None, max_bytes: int) -> None:
     """Refuse, before allocating anything, a verification that would not fit in ``max_bytes``.
 
-    Both runs are held at once, and the reference keeps every intermediate
-    value (one per op and layer) to locate the first mismatch.
+    Both runs are held at once, the reference keeps every intermediate value
+    (one per op and layer) to locate the first mismatch, and the seeded data
+    of every layer run is kept for the emulator.
     """
     ref, biggest = reference_footprint(sg, dtype, layers)
     item = _np_dtype(dtype).itemsize
     kept = sum(math.prod(sg.sizes[d] for d in op.result.dims) * item * _runs(sg, op, layers)
                for op in sg.ops())
+    kept += sum(math.prod(sg.sizes[d] for d in decl.value.dims) * item * _runs(sg, decl, layers)
+                for decl, _ in sg.decls())
     need = ref + kept + emulation_footprint(sg, dtype, layers)
     if source is not None:
         need += reference_footprint(source, dtype, layers)[0]
@@ -175,9 +186,9 @@ def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | Non
             hint="--shrink makes every dim as small as its layouts allow; --set and --layers help too")
 
 
-def _runs(g: Graph, op: Op, layers: int | None) -> int:
+def _runs(g: Graph, stmt: Op | Decl, layers: int | None) -> int:
     for rep in g.repeats:
-        if any(s is op for s in rep.body):
+        if any(s is stmt for s in rep.body):
             return rep.count if layers is None else min(layers, rep.count)
     return 1
 

@@ -55,15 +55,17 @@ def P(*dims):
 def draw(name, kind, dims, dtype, repeat_index, layer, fan_in, seed):
     key = [int(seed), 0 if repeat_index is None else repeat_index + 1, layer, zlib.crc32(name.encode("utf-8"))]
     rng = np.random.default_rng(np.random.SeedSequence(key))
-    values = rng.standard_normal(tuple(SIZES[d] for d in dims))
+    values = rng.standard_normal(tuple(SIZES[d] for d in dims), dtype=np.float32)
     if kind == "param":
         if len(dims) == 1 or fan_in is None:
-            values = 1.0 + 0.1 * values
+            values *= 0.1
+            values += 1.0
         else:
             values /= math.sqrt(fan_in)
         if dtype == "int8":
-            values = np.clip(np.round(values * 127.0), -127.0, 127.0) / 127.0
-    return values.astype(np.float32, copy=False)
+            values *= 127.0
+            values = np.clip(np.round(values), -127.0, 127.0) / np.float32(127.0)
+    return values
 
 
 def make_data(seed=0):
