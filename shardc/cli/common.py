@@ -110,6 +110,27 @@ def finite_json(obj: object) -> object:
     return obj
 
 
+_WHOLE_RE = re.compile(r"[+-]?[0-9]+")
+_REAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.I)
+
+
+def whole_flag(text: str) -> int:
+    """argparse type of a whole-number flag: ASCII digits only (``int()`` alone reads '٤' as 4, '1_000' as 1000)."""
+    if not _WHOLE_RE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 4, got {text[:40]!r}")
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts
+        raise argparse.ArgumentTypeError(f"the number is too long ({len(text)} characters)") from None
+
+
+def real_flag(text: str) -> float:
+    """argparse type of a number flag: ASCII digits only; nan and inf are left to the flag's own check."""
+    if not _REAL_RE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-4, got {text[:40]!r}")
+    return float(text)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace (or create) ``path`` with ``text`` so that a crash never leaves half a file.
 

@@ -6,7 +6,15 @@ import math
 import re
 import sys
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, shard_as_asked
+from shardc.cli.common import (
+    emit_json,
+    human_bytes,
+    load_graph,
+    preset_flags,
+    real_flag,
+    shard_as_asked,
+    whole_flag,
+)
 from shardc.cli.compile import SOURCE_HEAD, SourceHeader, header_source, source_digest
 from shardc.errors import NOLOC, ShardcError, render_diagnostic
 from shardc.execute.reference import DEFAULT_MAX_BYTES
@@ -38,13 +46,13 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
                         help="make every dim the smallest size its layouts can split (at least 4, unless "
                              "it was smaller), keeping the layouts and collectives as compiled for the "
                              "real sizes")
-    parser.add_argument("--layers", type=int, metavar="N",
+    parser.add_argument("--layers", type=whole_flag, metavar="N",
                         help=f"run N layers of each repeat (default: {DEFAULT_LAYERS}, or fewer if the "
                              "repeat has fewer)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights (default 0)")
+    parser.add_argument("--seed", type=whole_flag, default=0, help="seed of the inputs and weights (default 0)")
     parser.add_argument("--dtype", choices=("f32", "f64"), default="f32",
                         help="compute dtype of both runs (default f32)")
-    parser.add_argument("--tolerance", type=float, metavar="T",
+    parser.add_argument("--tolerance", type=real_flag, metavar="T",
                         help="largest relative error allowed per value (default: "
                              + ", ".join(f"{t:g} in {d}" for d, t in DEFAULT_TOLERANCE.items()) + ")")
     parser.add_argument("--max-memory", default="4GiB", metavar="SIZE",
