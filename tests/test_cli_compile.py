@@ -4,8 +4,8 @@ The CLI is called in-process (:func:`shardc.cli.main`) and its output read with 
 """
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -379,6 +379,18 @@ def test_verify_against_catches_each_change_of_the_maths(capsys: pytest.CaptureF
     out_file.write_text(text.replace(old, new, 1))
     assert run(capsys, "verify", out_file)[0] == 0  # the edited file agrees with itself
     assert run(capsys, "verify", out_file, "--against")[0] == 1
+
+
+def test_verify_against_catches_another_layer_count(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Both runs stop after --layers layers, where their outputs agree; the whole programs do not."""
+    out_file = tmp_path / "t.model"
+    run(capsys, "compile", ROOT / "examples" / "tiny_layer.model", "--mesh", "2x2x2", "-o", out_file)
+    assert run(capsys, "verify", out_file, "--against", "--layers", "1")[0] == 0
+    out_file.write_text(out_file.read_text().replace("repeat 2 {", "repeat 3 {", 1))
+    code, out, _ = run(capsys, "verify", out_file, "--against", "--layers", "1")
+    assert code == 1 and "runs 3 layers, the source's runs 2" in out
+    code, data = run_json(capsys, "verify", out_file, "--against", "--layers", "1")
+    assert code == 1 and data["first_mismatch"]["op"] == "repeat" and data["first_mismatch"]["rel_error"] is None
 
 
 def test_verify_against_warns_of_a_source_edited_since_the_compile(capsys: pytest.CaptureFixture[str],
