@@ -127,6 +127,10 @@ CHIPS = {
     "tiny bandwidth": (CHIP.replace("1e12", "0.5") + "links = 6\n", "'hbm_bandwidth' must be a positive"),
     "400-digit hop latency": (CHIP + 'links = 6\n[calibration]\nhop_latency = ' + "9" * 400 + '\ncomm = "torus"\n',
                               "calibration 'hop_latency' must be a finite number"),
+    "huge axis_multiple": (CHIP + "links = 6\naxis_multiple = " + "9" * 400 + "\n", "'axis_multiple' must be a whole"),
+    "huge node_size": (CHIP + 'links = 6\ntopology = "switched"\ninternode_bandwidth = 1e9\nnode_size = ' + "9" * 400
+                       + "\n", "'node_size' must be a whole number of chips, 1 to 10^18"),
+    "huge links": (CHIP + "links = " + "9" * 30 + "\n", "'links' must be a whole number of links, 1 to 10^18"),
     "nested arrays": ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
     "nested tables": ("a = " + "{x=" * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
 }

@@ -143,8 +143,8 @@ def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float
         if key not in data:
             raise ShardcError(f"{where}: '{given[0]}' needs '{key}' too")
     size, bandwidth, latency = data["node_size"], data["internode_bandwidth"], data.get("internode_latency", 0.0)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, at least 1, got {size!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= _MOST_CHIPS:
+        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, 1 to 10^18, got {_shown(size)}")
     if not _finite(bandwidth) or bandwidth < 1:
         raise ShardcError(f"{where}: 'internode_bandwidth' must be a positive number, at least 1, got {bandwidth!r}")
     if not _finite(latency) or latency < 0:
@@ -155,6 +155,15 @@ def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float
 def _toml_problem(err: Exception) -> str:
     """What is wrong with a TOML file, in words (tomllib recurses on nested arrays and tables)."""
     return "nested too deeply" if isinstance(err, RecursionError) else str(err)
+
+
+_MOST_CHIPS = 10**18  # as for the sizes of a program's dims and mesh axes
+
+
+def _shown(value: object) -> str:
+    """A field's value for a message, a very long number cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _is_number(value: object) -> bool:
@@ -180,9 +189,9 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         value = data[key]
         # nan and inf are floats too; below 1 (1 FLOP/s, 1 byte, 1 byte/s) a time divided by it overflows
         if not _finite(value) or value <= 0 or (value < 1 and key != "links"):  # links: a whole number, below
-            raise ShardcError(f"{where}: '{key}' must be a positive, finite number, at least 1, got {value!r}")
-    if not isinstance(data["links"], int) and not float(data["links"]).is_integer():
-        raise ShardcError(f"{where}: 'links' must be a whole number of links, at least 1, got {data['links']!r}")
+            raise ShardcError(f"{where}: '{key}' must be a positive, finite number, at least 1, got {_shown(value)}")
+    if (not isinstance(data["links"], int) and not float(data["links"]).is_integer()) or data["links"] > _MOST_CHIPS:
+        raise ShardcError(f"{where}: 'links' must be a whole number of links, 1 to 10^18, got {_shown(data['links'])}")
     try:
         topology = Topology(data.get("topology", "torus"))
     except ValueError:
@@ -193,9 +202,9 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         raise ShardcError(f"{where}: 'calibration' must be a table ([calibration] with its terms), got {table!r}")
     calibration = _calibration(table, where)
     axis_multiple = data.get("axis_multiple", 1)
-    if not isinstance(axis_multiple, int) or isinstance(axis_multiple, bool) or axis_multiple < 1:
-        raise ShardcError(f"{where}: 'axis_multiple' must be a whole number of chips, at least 1, "
-                          f"got {axis_multiple!r}")
+    if not isinstance(axis_multiple, int) or isinstance(axis_multiple, bool) or not 1 <= axis_multiple <= _MOST_CHIPS:
+        raise ShardcError(f"{where}: 'axis_multiple' must be a whole number of chips, 1 to 10^18, "
+                          f"got {_shown(axis_multiple)}")
     return ChipProfile(
         name=str(data.get("name", Path(where).stem)),
         description=str(data.get("description", "")),
