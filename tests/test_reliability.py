@@ -129,8 +129,9 @@ CHIPS = {
                               "calibration 'hop_latency' must be a finite number"),
     "huge axis_multiple": (CHIP + "links = 6\naxis_multiple = " + "9" * 400 + "\n", "'axis_multiple' must be a whole"),
     "huge node_size": (CHIP + 'links = 6\ntopology = "switched"\ninternode_bandwidth = 1e9\nnode_size = ' + "9" * 400
-                       + "\n", "'node_size' must be a whole number of chips, 1 to 10^18"),
-    "huge links": (CHIP + "links = " + "9" * 30 + "\n", "'links' must be a whole number of links, 1 to 10^18"),
+                       + "\n", "'node_size' must be a whole number of chips, at least 1 and at most 10^18"),
+    "huge links": (CHIP + "links = " + "9" * 30 + "\n",
+                   "'links' must be a whole number of links, at least 1 and at most 10^18"),
     "nested arrays": ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
     "nested tables": ("a = " + "{x=" * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
 }

@@ -144,7 +144,8 @@ def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float
             raise ShardcError(f"{where}: '{given[0]}' needs '{key}' too")
     size, bandwidth, latency = data["node_size"], data["internode_bandwidth"], data.get("internode_latency", 0.0)
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= _MOST_CHIPS:
-        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, 1 to 10^18, got {_shown(size)}")
+        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, at least 1 and at most 10^18, "
+                          f"got {_shown(size)}")
     if not _finite(bandwidth) or bandwidth < 1:
         raise ShardcError(f"{where}: 'internode_bandwidth' must be a positive number, at least 1, got {bandwidth!r}")
     if not _finite(latency) or latency < 0:
@@ -191,7 +192,8 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         if not _finite(value) or value <= 0 or (value < 1 and key != "links"):  # links: a whole number, below
             raise ShardcError(f"{where}: '{key}' must be a positive, finite number, at least 1, got {_shown(value)}")
     if (not isinstance(data["links"], int) and not float(data["links"]).is_integer()) or data["links"] > _MOST_CHIPS:
-        raise ShardcError(f"{where}: 'links' must be a whole number of links, 1 to 10^18, got {_shown(data['links'])}")
+        raise ShardcError(f"{where}: 'links' must be a whole number of links, at least 1 and at most 10^18, "
+                          f"got {_shown(data['links'])}")
     try:
         topology = Topology(data.get("topology", "torus"))
     except ValueError:
