@@ -4,6 +4,7 @@ The CLI is called in-process (:func:`shardc.cli.main`) and its output read with 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -200,8 +201,11 @@ def test_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     code, out, err = run(capsys, "compile", PALM_DECODE, "--ffn", "2d-ws", "-o", out_file)
     assert code == 0, err
     header, text = out_file.read_text(encoding="utf-8").split("\n", 1)
-    # The header names the source, relative to the written file (verify --against reads it).
-    assert header == "# shardc: sharded from " + os.path.relpath(Path(PALM_DECODE).resolve(), tmp_path)
+    # The header names the source, relative to the written file, and the digest of its text
+    # (verify --against reads both).
+    digest = hashlib.sha256(Path(PALM_DECODE).read_bytes()).hexdigest()[:16]
+    assert header == ("# shardc: sharded from " + os.path.relpath(Path(PALM_DECODE).resolve(), tmp_path)
+                      + f" (sha256 {digest})")
     assert text == shardc.format(shard_program(shardc.load(PALM_DECODE), None, "2d-ws").graph)
     assert out.startswith(f"wrote the sharded program to {out_file} (")
     assert "repeat 118 {" not in out  # the program went to the file
@@ -427,7 +431,9 @@ def test_verify_against_catches_a_changed_computation(capsys: pytest.CaptureFixt
     again = tmp_path / "sub" / "t2.model"
     again.parent.mkdir()
     code, _, _ = run(capsys, "compile", out_file, "-o", again)
-    assert code == 0 and again.read_text().splitlines()[0].endswith("examples/tiny_layer.model")
+    first = again.read_text().splitlines()[0]
+    assert code == 0 and first.split(" (sha256 ")[0].endswith("examples/tiny_layer.model")
+    assert first == out_file.read_text().splitlines()[0].replace("../", "../../", 1)
 
 
 @pytest.mark.parametrize("old, new", [
@@ -444,6 +450,42 @@ def test_verify_against_catches_each_change_of_the_maths(capsys: pytest.CaptureF
     out_file.write_text(text.replace(old, new, 1))
     assert run(capsys, "verify", out_file)[0] == 0  # the edited file agrees with itself
     assert run(capsys, "verify", out_file, "--against")[0] == 1
+
+
+def test_verify_against_catches_another_layer_count(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Both runs stop after --layers layers, where their outputs agree; the whole programs do not."""
+    out_file = tmp_path / "t.model"
+    run(capsys, "compile", ROOT / "examples" / "tiny_layer.model", "--mesh", "2x2x2", "-o", out_file)
+    assert run(capsys, "verify", out_file, "--against", "--layers", "1")[0] == 0
+    out_file.write_text(out_file.read_text().replace("repeat 2 {", "repeat 3 {", 1))
+    code, out, _ = run(capsys, "verify", out_file, "--against", "--layers", "1")
+    assert code == 1 and "runs 3 layers, the source's runs 2" in out
+    code, data = run_json(capsys, "verify", out_file, "--against", "--layers", "1")
+    assert code == 1 and data["first_mismatch"]["op"] == "repeat" and data["first_mismatch"]["rel_error"] is None
+
+
+def test_verify_against_warns_of_a_source_edited_since_the_compile(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+    source, sharded = tmp_path / "layer.model", tmp_path / "s.model"
+    source.write_text((ROOT / "examples" / "tiny_layer.model").read_text())
+    run(capsys, "compile", source, "--mesh", "2x2x2", "-o", sharded)
+    code, out, err = run(capsys, "verify", sharded, "--against")
+    assert code == 0 and "warning" not in err and "edited since" not in out
+    assert run_json(capsys, "verify", sharded, "--against")[1]["against"]["changed_since_compile"] is False
+    source.write_text(source.read_text() + "# a comment: the maths is the same\n")
+    code, out, err = run(capsys, "verify", sharded, "--against")
+    assert code == 0, err  # the check itself still passes: the outputs agree
+    assert "warning: this is not the text" in err and "edited since the compile" in out
+    assert run_json(capsys, "verify", sharded, "--against")[1]["against"]["changed_since_compile"] is True
+    # A header from before digests were recorded names the source alone: nothing to compare.
+    head, rest = sharded.read_text().split("\n", 1)
+    sharded.write_text(head.split(" (sha256 ")[0] + "\n" + rest)
+    code, data = run_json(capsys, "verify", sharded, "--against")
+    assert code == 0 and data["against"]["changed_since_compile"] is None
+    # Recompiling the sharded file keeps the source's digest, not its own.
+    again = tmp_path / "again.model"
+    run(capsys, "compile", sharded, "-o", again)
+    assert again.read_text().split("\n", 1)[0] == head.split(" (sha256 ")[0]
 
 
 @pytest.mark.parametrize("setup, words", [

@@ -121,6 +121,17 @@ CHIPS = {
     "calibration = [1, 2]": (CHIP + "links = 6\ncalibration = [1, 2]\n", "'calibration' must be a table"),
     "calibration inf": (CHIP + 'links = 6\n[calibration]\nhop_latency = inf\ncomm = "torus"\n',
                         "calibration 'hop_latency' must be a finite number"),
+    "400-digit peak_flops": (CHIP.replace("1e14", "9" * 400) + "links = 6\n",
+                             "'peak_flops' must be a positive, finite number"),
+    "subnormal peak_flops": (CHIP.replace("1e14", "1e-320") + "links = 6\n", "at least 1"),  # cost was inf h
+    "tiny bandwidth": (CHIP.replace("1e12", "0.5") + "links = 6\n", "'hbm_bandwidth' must be a positive"),
+    "400-digit hop latency": (CHIP + 'links = 6\n[calibration]\nhop_latency = ' + "9" * 400 + '\ncomm = "torus"\n',
+                              "calibration 'hop_latency' must be a finite number"),
+    "huge axis_multiple": (CHIP + "links = 6\naxis_multiple = " + "9" * 400 + "\n", "'axis_multiple' must be a whole"),
+    "huge node_size": (CHIP + 'links = 6\ntopology = "switched"\ninternode_bandwidth = 1e9\nnode_size = ' + "9" * 400
+                       + "\n", "'node_size' must be a whole number of chips, at least 1 and at most 10^18"),
+    "huge links": (CHIP + "links = " + "9" * 30 + "\n",
+                   "'links' must be a whole number of links, at least 1 and at most 10^18"),
     "nested arrays": ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
     "nested tables": ("a = " + "{x=" * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
 }
@@ -150,6 +161,10 @@ FLAGS = {
     "huge mesh": (["check", str(TINY), "--mesh", "9" * 4301], "at most 10^18"),
     "huge named mesh": (["check", str(TINY), "--mesh", "x=" + "9" * 4301], "at most 10^18"),
     "huge --set": (["check", str(TINY), "--set", "B=" + "9" * 4301], "too large"),
+    "arabic-indic tolerance": (["verify", str(TINY), "--tolerance", "\u0664"], "expected a number"),  # was 4
+    "arabic-indic layers": (["verify", str(TINY), "--layers", "\u0664"], "expected a whole number"),
+    "underscored seed": (["verify", str(TINY), "--seed", "1_000"], "expected a whole number"),
+    "huge gather chunks": (["cost", str(TINY), "--gather-chunks", "9" * 5000], "too long"),
     "chip path": (["cost", str(TINY), "--chip", "../../x"], "unknown chip"),
     "chip path to a profile": (["cost", str(TINY), "--chip", "../profiles/tpu-v4"], "unknown chip"),
 }

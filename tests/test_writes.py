@@ -47,6 +47,27 @@ def test_a_symlink_to_a_fifo_is_written_through(tmp_path: Path) -> None:
     assert link.is_symlink() and fifo.is_fifo()
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="no /proc/self/fd")
+@pytest.mark.parametrize("mode", ["a", "w"])
+def test_a_name_of_an_open_file_is_appended_to(tmp_path: Path, mode: str) -> None:
+    """``-o /dev/stdout >> log.txt``: /dev/stdout links to /proc/self/fd/1, which resolves to log.txt.
+
+    Renaming over that would replace the log and what it held (and leave the stream writing into a
+    deleted file): the text is appended to the stream instead, ``>`` (``w``) or ``>>`` (``a``) alike.
+    """
+    log, link = tmp_path / "log.txt", tmp_path / "stdout"
+    log.write_text("earlier lines\n")
+    with open(log, mode) as stream:
+        stream.write("" if mode == "a" else "fresh\n")
+        stream.flush()
+        link.symlink_to(f"/proc/self/fd/{stream.fileno()}")
+        inode = log.stat().st_ino
+        write_atomically(link, "model m\n")
+    assert log.stat().st_ino == inode  # the same file, not one renamed into its place
+    assert log.read_text() == ("earlier lines\n" if mode == "a" else "fresh\n") + "model m\n"
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "stdout"]
+
+
 def test_a_regular_file_is_replaced_keeping_its_mode(tmp_path: Path) -> None:
     target = tmp_path / "out.model"
     target.write_text("old\n")

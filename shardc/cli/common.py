@@ -110,6 +110,27 @@ def finite_json(obj: object) -> object:
     return obj
 
 
+_WHOLE_RE = re.compile(r"[+-]?[0-9]+")
+_REAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.I)
+
+
+def whole_flag(text: str) -> int:
+    """argparse type of a whole-number flag: ASCII digits only (``int()`` alone reads '٤' as 4, '1_000' as 1000)."""
+    if not _WHOLE_RE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 4, got {text[:40]!r}")
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts
+        raise argparse.ArgumentTypeError(f"the number is too long ({len(text)} characters)") from None
+
+
+def real_flag(text: str) -> float:
+    """argparse type of a number flag: ASCII digits only; nan and inf are left to the flag's own check."""
+    if not _REAL_RE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-4, got {text[:40]!r}")
+    return float(text)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace (or create) ``path`` with ``text`` so that a crash never leaves half a file.
 
@@ -118,7 +139,9 @@ def write_atomically(path: Path, text: str) -> None:
     (an error, Ctrl-C).  A replaced file keeps its permissions and, where the process may set it, its
     owner; a new one gets the usual ``0o666 & ~umask``.  A symlink is written through, not replaced.
     A device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``) is written into, never renamed
-    over.  A read-only file is an error, even for root.
+    over, and so is a name for an open file of the process (``/dev/stdout`` when standard output is a
+    file, ``/dev/fd/N``): it is appended to, as the process's stream would be.  A read-only file is
+    an error, even for root.
     """
     try:
         st: os.stat_result | None = os.stat(path)  # follows symlinks: what the name points at
@@ -128,6 +151,9 @@ def write_atomically(path: Path, text: str) -> None:
         raise ShardcError(f"cannot write {path}: {err.strerror}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         _write_into(path, st, text)
+        return
+    if st is not None and _names_a_stream(path):
+        _write_into(path, st, text, append=True)  # what the stream's file holds stays (a shell's >>)
         return
     target = path.resolve()  # write through a symlink rather than replacing it
     if not target.parent.is_dir():
@@ -166,15 +192,36 @@ def _replace(target: Path, st: os.stat_result | None, text: str) -> None:
         raise
 
 
-def _write_into(path: Path, st: os.stat_result, text: str) -> None:
-    """Write into a device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``).
+# Where a process's open files have names: /dev/stdout links to /proc/self/fd/1.
+_STREAM_DIRS = ("/proc/", "/dev/fd/")
+
+
+def _names_a_stream(path: Path) -> bool:
+    """Whether ``path`` is, or links through symlinks to, a name of one of a process's open files.
+
+    It resolves to the file behind the stream (``shardc ... -o /dev/stdout >> log.txt`` resolves to
+    log.txt); renaming over that would replace the file, and what it held, instead of writing to it.
+    """
+    p = Path(os.path.abspath(path))
+    for _ in range(40):  # the kernel's own limit on a chain of symlinks
+        if str(p).startswith(_STREAM_DIRS):
+            return True
+        if not p.is_symlink():
+            return False
+        p = Path(os.path.abspath(p.parent / os.readlink(p)))
+    return False
+
+
+def _write_into(path: Path, st: os.stat_result, text: str, append: bool = False) -> None:
+    """Write into a device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``), or append to a
+    process's open file by its name.
 
     Renaming a temporary file over it would replace the node itself, so it is opened and written.
     """
     if stat.S_ISDIR(st.st_mode):
         raise ShardcError(f"cannot write {path}: it is a directory")
     try:
-        with open(path, "w", encoding="utf-8", newline="") as f:
+        with open(path, "a" if append else "w", encoding="utf-8", newline="") as f:
             f.write(text)
     except OSError as err:
         raise ShardcError(f"cannot write {path}: {err.strerror}") from None

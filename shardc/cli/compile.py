@@ -3,9 +3,11 @@ the preset explained."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shardc.cli.common import (
@@ -46,7 +48,12 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     """Shard FILE; print the sharded program and its collectives (or write the program to OUT)."""
     g, _ = load_graph(args)  # --mesh is applied here (and refused for an already-sharded FILE)
-    origin = header_source(g, args.file) if g.is_sharded else None  # recompiling keeps the source
+    # Recompiling a sharded file keeps the source its header names, and that source's digest.
+    origin = header_source(g, args.file) if g.is_sharded else None
+    if origin is not None:
+        source, digest = str(origin.path), origin.digest
+    else:
+        source, digest = args.file, source_digest(g.source.text) if g.source is not None else None
     g = without_notes(g)
     if g.is_sharded and (args.ffn or args.attention) and not args.json:
         print("note: the program is already sharded; --ffn/--attention are ignored", file=sys.stderr)
@@ -54,7 +61,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     program = format_graph(result.graph)
     written = ""
     if args.output is not None:
-        written = source_header(str(origin) if origin else args.file, args.output) + program
+        written = source_header(source, args.output, digest) + program
         write_atomically(Path(args.output), written)
     if args.json:  # lines are those of the "program" text
         emit_json(compile_json(relocated(result, parse(program, args.file)), program, args, ranking))
@@ -85,11 +92,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 _TABLE_HEAD = "# collectives on mesh "
 SOURCE_HEAD = "# shardc: sharded from "
+_HEADER_RE = re.compile(r"(?P<path>.+?)(?: \(sha256 (?P<digest>[0-9a-f]{16})\))?")
 
 
-def source_header(source: str, output: str) -> str:
+@dataclass(frozen=True)
+class SourceHeader:
+    """What the first line of a file ``compile -o`` wrote says: the unsharded program (resolved) and the
+    digest of its text then (None in a header written before digests were recorded)."""
+
+    path: Path
+    digest: str | None
+
+
+def source_digest(text: str) -> str:
+    """The first 16 hex digits of the SHA-256 of a program's text (UTF-8), as the header records it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def source_header(source: str, output: str, digest: str | None) -> str:
     """The first line of a file ``compile -o`` writes: where its unsharded program is, relative to
-    the written file's folder when it can be (``shardc verify OUT --against`` reads it)."""
+    the written file's folder when it can be, and the digest of that program's text
+    (``shardc verify OUT --against`` reads both)."""
     if source == STDIN:
         return ""
     src, out_dir = Path(source).resolve(), Path(output).resolve().parent
@@ -97,15 +120,18 @@ def source_header(source: str, output: str) -> str:
         shown = os.path.relpath(src, out_dir)
     except ValueError:  # another drive
         shown = str(src)
-    return f"{SOURCE_HEAD}{Path(shown).as_posix()}\n"
+    return f"{SOURCE_HEAD}{Path(shown).as_posix()}" + (f" (sha256 {digest})" if digest else "") + "\n"
 
 
-def header_source(g: Graph, sharded_file: str) -> Path | None:
-    """The unsharded program a ``compile -o`` header names, resolved against the sharded file's folder."""
+def header_source(g: Graph, sharded_file: str) -> SourceHeader | None:
+    """The unsharded program a ``compile -o`` header names (resolved against the sharded file's folder)."""
     head = g.trivia.before
     if not head or not head[0].startswith(SOURCE_HEAD):
         return None
-    return (Path(sharded_file).resolve().parent / head[0][len(SOURCE_HEAD):].strip()).resolve()
+    m = _HEADER_RE.fullmatch(head[0][len(SOURCE_HEAD):].strip())
+    if m is None:
+        return None
+    return SourceHeader((Path(sharded_file).resolve().parent / m.group("path")).resolve(), m.group("digest"))
 _EXPLAIN_HEAD = "# preset on mesh "
 
 

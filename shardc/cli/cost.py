@@ -14,10 +14,12 @@ from shardc.cli.common import (
     parse_sets,
     preset_flags,
     print_warnings,
+    real_flag,
     replication_text,
     shard_as_asked,
     table,
     warnings_json,
+    whole_flag,
 )
 from shardc.cost.memory import max_context
 from shardc.cost.model import CostReport, estimate
@@ -45,13 +47,13 @@ def _cost_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", action="store_true",
                         help="run each collective under the matmul it feeds or follows (looped "
                              "CollectiveEinsum): the pair costs the longer of the two")
-    parser.add_argument("--gather-chunks", type=int, metavar="N",
+    parser.add_argument("--gather-chunks", type=whole_flag, metavar="N",
                         help="peak memory: a weight-gathered matmul streams its gathered operand in N chunks, "
                              "two held at a time (default: one chunk per chip of the gather; 1: held whole)")
     parser.add_argument("--max-context", action="store_true",
                         help="also print the longest context whose KV cache fits in --kv-budget of HBM, "
                              "at the program's batch")
-    parser.add_argument("--kv-budget", type=float, default=None, metavar="PCT",
+    parser.add_argument("--kv-budget", type=real_flag, default=None, metavar="PCT",
                         help=f"with --max-context: percent of HBM per chip for the KV cache "
                              f"(default {DEFAULT_KV_BUDGET:g})")
 

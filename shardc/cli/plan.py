@@ -11,7 +11,17 @@ import os
 import re
 import sys
 
-from shardc.cli.common import STDIN, chip_flags, chip_profile, emit_json, human_bytes, load_graph, parse_sets, table
+from shardc.cli.common import (
+    STDIN,
+    chip_flags,
+    chip_profile,
+    emit_json,
+    human_bytes,
+    load_graph,
+    parse_sets,
+    table,
+    whole_flag,
+)
 from shardc.errors import ShardcError
 from shardc.planner.choose import Objective, Plan, Ranked, plan
 from shardc.planner.request import RequestPlan, plan_request
@@ -25,7 +35,7 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("decode_file", nargs="?", metavar="FILE_DECODE",
                         help="plan a whole request: FILE is then the prefill program and FILE_DECODE the decode "
                              "step (needs --prompt and --generate)")
-    parser.add_argument("--chips", type=int, metavar="N",
+    parser.add_argument("--chips", type=whole_flag, metavar="N",
                         help="how many chips: every mesh of N the chip's topology allows is tried "
                              "(or give one mesh with --mesh)")
     parser.add_argument("--objective", default="latency", metavar="WHAT",
@@ -47,11 +57,11 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
                         help="batch sizes to try: one, a comma-separated list, or any (1, 2, 4, ..., 1024); "
                              "default: the program's B")
     request = parser.add_argument_group("a whole request (FILE_PREFILL FILE_DECODE)")
-    request.add_argument("--prompt", type=int, metavar="N",
+    request.add_argument("--prompt", type=whole_flag, metavar="N",
                          help="new prompt tokens: the prefill runs at L=N, S=history+N")
-    request.add_argument("--generate", type=int, metavar="M",
+    request.add_argument("--generate", type=whole_flag, metavar="M",
                          help="tokens to generate: M decode steps, step i attending to history+N+i positions")
-    request.add_argument("--history", type=int, metavar="N",
+    request.add_argument("--history", type=whole_flag, metavar="N",
                          help="tokens already in the KV cache before the prompt (default 0; the prefill must "
                               "read a cache over S)")
     request.add_argument("--prefill-batch", metavar="SIZES",
@@ -59,7 +69,7 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
     request.add_argument("--decode-batch", metavar="SIZES",
                          help="batch sizes for the decode, as --batch (default: --batch, else the file's B); "
                               "--max-latency bounds the decode step")
-    parser.add_argument("--top", type=int, default=10, metavar="K",
+    parser.add_argument("--top", type=whole_flag, default=10, metavar="K",
                         help="how many ranked candidates to print (default 10; --json lists every one)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes for the layout searches (default: the core count, %(default)s; "

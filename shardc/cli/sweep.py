@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from shardc.cli.common import chip_flags, chip_profile, emit_json, human_bytes, load_graph, table, write_atomically
+from shardc.cli.common import (
+    chip_flags,
+    chip_profile,
+    emit_json,
+    human_bytes,
+    load_graph,
+    table,
+    whole_flag,
+    write_atomically,
+)
 from shardc.cli.plot import plot_costs, plot_layouts, require_matplotlib
 from shardc.errors import ShardcError
 from shardc.ir.graph import Graph
@@ -50,7 +59,7 @@ def _sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pad", default="any", metavar="HOW",
                         help="the planner's padding: any (default: also heads padded to the next multiple of "
                              "the chip count) or none")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--jobs", type=whole_flag, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes (default: the core count, %(default)s; 1 runs in this process)")
     parser.add_argument("--csv", metavar="OUT.csv", help="also write every point as CSV")
     parser.add_argument("--plot", metavar="OUT.png",

@@ -4,10 +4,19 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 
-from shardc.cli.common import emit_json, human_bytes, load_graph, preset_flags, shard_as_asked
-from shardc.cli.compile import SOURCE_HEAD, header_source
-from shardc.errors import ShardcError
+from shardc.cli.common import (
+    emit_json,
+    human_bytes,
+    load_graph,
+    preset_flags,
+    real_flag,
+    shard_as_asked,
+    whole_flag,
+)
+from shardc.cli.compile import SOURCE_HEAD, SourceHeader, header_source, source_digest
+from shardc.errors import NOLOC, ShardcError, render_diagnostic
 from shardc.execute.reference import DEFAULT_MAX_BYTES
 from shardc.execute.verification import DEFAULT_LAYERS, DEFAULT_TOLERANCE, VerifyReport, shrink_sizes, verify
 from shardc.ir.graph import Graph
@@ -36,13 +45,13 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
                         help="make every dim the smallest size its layouts can split (at least 4, unless "
                              "it was smaller), keeping the layouts and collectives as compiled for the "
                              "real sizes")
-    parser.add_argument("--layers", type=int, metavar="N",
+    parser.add_argument("--layers", type=whole_flag, metavar="N",
                         help=f"run N layers of each repeat (default: {DEFAULT_LAYERS}, or fewer if the "
                              "repeat has fewer)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights (default 0)")
+    parser.add_argument("--seed", type=whole_flag, default=0, help="seed of the inputs and weights (default 0)")
     parser.add_argument("--dtype", choices=("f32", "f64"), default="f32",
                         help="compute dtype of both runs (default f32)")
-    parser.add_argument("--tolerance", type=float, metavar="T",
+    parser.add_argument("--tolerance", type=real_flag, metavar="T",
                         help="largest relative error allowed per value (default: "
                              + ", ".join(f"{t:g} in {d}" for d, t in DEFAULT_TOLERANCE.items()) + ")")
     parser.add_argument("--max-memory", default="4GiB", metavar="SIZE",
@@ -83,6 +92,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         obj["ffn"] = result.strategy.ffn.value if result.strategy else None
         obj["attention"] = result.strategy.attention.value if result.strategy else None
         obj["layers"] = layers
+        if getattr(args, "against_path", None):
+            obj["against"] = {"path": args.against_path, "changed_since_compile": args.against_changed}
         emit_json(obj)
     else:
         print(_report_text(report, sg, result, layers, args))
@@ -95,22 +106,40 @@ def against(g: Graph, args: argparse.Namespace) -> Graph:
         raise ShardcError(f"--against: {args.file} is not sharded; verify already compares it with its own "
                           "unsharded run", hint="give --against a sharded FILE, such as compile -o's output")
     path = args.against
+    header = header_source(g, args.file)
     if path == _FROM_HEADER:
-        found = header_source(g, args.file)
-        if found is None:
+        if header is None:
             raise ShardcError(f"--against: {args.file} names no source program (its first line is not the "
                               f"'{SOURCE_HEAD.strip()} ...' header shardc compile -o writes)",
                               hint="give the source: --against SOURCE.model")
-        path = str(found)
+        path = str(header.path)
     args.against_path = path
     source, _ = load_graph(argparse.Namespace(**{**vars(args), "mesh": None, "set": []}), path)
     if source.is_sharded:
         raise ShardcError(f"--against {path}: the program is sharded; give the unsharded source")
+    args.against_changed = _changed_since_compile(header, source, path, args)
     missing = [d for d, _ in g.dims if d not in source.sizes]
     if missing:
         raise ShardcError(f"--against {path}: the source has no dim {missing[0]}, which {args.file} has; "
                           "it is not the program this file was sharded from")
     return with_sizes(source, dict(g.dims))
+
+
+def _changed_since_compile(header: SourceHeader | None, source: Graph, path: str,
+                           args: argparse.Namespace) -> bool | None:
+    """Whether the source's text differs from the one FILE was compiled from (None if FILE's header
+    records no digest); a difference is warned about on standard error, and the check goes on
+    against the source as it is now."""
+    if header is None or header.digest is None or source.source is None:
+        return None
+    now = source_digest(source.source.text)
+    if now == header.digest:
+        return False
+    message = (f"this is not the text {args.file} was compiled from (sha256 {header.digest} in its header, "
+               f"{now} now): it was edited since, or it is another program")
+    hint = f"{args.file} is checked against the source as it is now; compile it again to record this text"
+    print(render_diagnostic("warning", message, source.source, NOLOC, hint), file=sys.stderr)
+    return True
 
 
 def _report_text(report: VerifyReport, sg: Graph, result: ShardResult, layers: int,
@@ -126,7 +155,8 @@ def _report_text(report: VerifyReport, sg: Graph, result: ShardResult, layers: i
         f"  run      {repeats}, {report.dtype}, seed {args.seed}",
     ]
     if getattr(args, "against_path", None):
-        lines.append(f"  against  {args.against_path} (its outputs, from its own unsharded run)")
+        edited = ", edited since the compile" if args.against_changed else ""
+        lines.append(f"  against  {args.against_path} (its outputs, from its own unsharded run{edited})")
     if report.passed:
         lines.append(f"PASSED: every value matches the reference (max relative error "
                      f"{report.max_rel_error:.2g}, max absolute error {report.max_abs_error:.2g}; "

@@ -159,8 +159,29 @@ def verify(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = DE
         if rel_err > tol and not first:
             first.append(Mismatch(name, "output", 0, 0, abs_err, rel_err,
                                   f"output '{name}' differs from the reference: relative error {rel_err:.3g}"))
+    if source is not None and not first:
+        first.extend(_layer_counts_differ(sg, source))
     return VerifyReport(not first, worst[0], worst[1], first[0] if first else None, mesh.num_chips,
                         run.counters, tol, dtype, sg.sizes)
+
+
+def _layer_counts_differ(sg: Graph, source: Graph) -> list[Mismatch]:
+    """A repeat of ``sg`` that runs another number of layers than the source's.
+
+    Both runs stop after ``layers`` layers of each repeat, so their outputs can agree even when the
+    full programs do not: ``repeat 31`` in a file compiled from ``repeat 32`` is still another program.
+    """
+    ours, theirs = sg.repeats, source.repeats
+    for i, repeat in enumerate(ours):
+        other = theirs[i].count if i < len(theirs) else 0
+        if repeat.count != other:
+            return [Mismatch("", "repeat", repeat.loc.line, 0, math.inf, math.inf,
+                             f"the repeat on line {repeat.loc.line} runs {repeat.count} layers, the source's "
+                             f"runs {other}: the whole programs compute different things")]
+    if len(theirs) > len(ours):
+        return [Mismatch("", "repeat", 0, 0, math.inf, math.inf,
+                         f"the source has {len(theirs)} repeat blocks, the sharded program {len(ours)}")]
+    return []
 
 
 def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | None, max_bytes: int) -> None:

@@ -143,11 +143,12 @@ def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float
         if key not in data:
             raise ShardcError(f"{where}: '{given[0]}' needs '{key}' too")
     size, bandwidth, latency = data["node_size"], data["internode_bandwidth"], data.get("internode_latency", 0.0)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, at least 1, got {size!r}")
-    if not _is_number(bandwidth) or not math.isfinite(bandwidth) or bandwidth <= 0:
-        raise ShardcError(f"{where}: 'internode_bandwidth' must be a positive number, got {bandwidth!r}")
-    if not _is_number(latency) or not math.isfinite(latency) or latency < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= _MOST_CHIPS:
+        raise ShardcError(f"{where}: 'node_size' must be a whole number of chips, at least 1 and at most 10^18, "
+                          f"got {_shown(size)}")
+    if not _finite(bandwidth) or bandwidth < 1:
+        raise ShardcError(f"{where}: 'internode_bandwidth' must be a positive number, at least 1, got {bandwidth!r}")
+    if not _finite(latency) or latency < 0:
         raise ShardcError(f"{where}: 'internode_latency' must be a number >= 0, got {latency!r}")
     return size, float(bandwidth), float(latency)
 
@@ -157,8 +158,27 @@ def _toml_problem(err: Exception) -> str:
     return "nested too deeply" if isinstance(err, RecursionError) else str(err)
 
 
+_MOST_CHIPS = 10**18  # as for the sizes of a program's dims and mesh axes
+
+
+def _shown(value: object) -> str:
+    """A field's value for a message, a very long number cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: object) -> bool:
+    """A TOML number (not a bool) that is a finite float: not nan or inf, nor an integer too long for a float."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except OverflowError:  # a 400-digit integer
+        return False
 
 
 def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
@@ -168,10 +188,12 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         if key not in data:
             raise ShardcError(f"{where}: the chip profile needs '{key}'")
         value = data[key]
-        if not _is_number(value) or not math.isfinite(value) or value <= 0:  # nan and inf are floats too
-            raise ShardcError(f"{where}: '{key}' must be a positive, finite number, got {value!r}")
-    if not isinstance(data["links"], int) and not float(data["links"]).is_integer():
-        raise ShardcError(f"{where}: 'links' must be a whole number of links, at least 1, got {data['links']!r}")
+        # nan and inf are floats too; below 1 (1 FLOP/s, 1 byte, 1 byte/s) a time divided by it overflows
+        if not _finite(value) or value <= 0 or (value < 1 and key != "links"):  # links: a whole number, below
+            raise ShardcError(f"{where}: '{key}' must be a positive, finite number, at least 1, got {_shown(value)}")
+    if (not isinstance(data["links"], int) and not float(data["links"]).is_integer()) or data["links"] > _MOST_CHIPS:
+        raise ShardcError(f"{where}: 'links' must be a whole number of links, at least 1 and at most 10^18, "
+                          f"got {_shown(data['links'])}")
     try:
         topology = Topology(data.get("topology", "torus"))
     except ValueError:
@@ -182,9 +204,9 @@ def profile_from_dict(data: dict, where: str = "<profile>") -> ChipProfile:
         raise ShardcError(f"{where}: 'calibration' must be a table ([calibration] with its terms), got {table!r}")
     calibration = _calibration(table, where)
     axis_multiple = data.get("axis_multiple", 1)
-    if not isinstance(axis_multiple, int) or isinstance(axis_multiple, bool) or axis_multiple < 1:
-        raise ShardcError(f"{where}: 'axis_multiple' must be a whole number of chips, at least 1, "
-                          f"got {axis_multiple!r}")
+    if not isinstance(axis_multiple, int) or isinstance(axis_multiple, bool) or not 1 <= axis_multiple <= _MOST_CHIPS:
+        raise ShardcError(f"{where}: 'axis_multiple' must be a whole number of chips, 1 to 10^18, "
+                          f"got {_shown(axis_multiple)}")
     return ChipProfile(
         name=str(data.get("name", Path(where).stem)),
         description=str(data.get("description", "")),
@@ -213,7 +235,7 @@ def _calibration(table: dict, where: str) -> Calibration:
     if comm not in ("", "paper", "torus"):  # the model the terms were fitted in
         raise ShardcError(f"{where}: calibration 'comm' must be 'paper' or 'torus', got {comm!r}")
     for key, value in table.items():
-        if key != "comm" and (not _is_number(value) or not math.isfinite(value) or value < 0):
+        if key != "comm" and (not _finite(value) or value < 0):
             raise ShardcError(f"{where}: calibration '{key}' must be a finite number >= 0, got {value!r}")
     if not 0 < float(table.get("peak_fraction", 1.0)) <= 1:
         raise ShardcError(f"{where}: calibration 'peak_fraction' must be in (0, 1], got {table['peak_fraction']!r}")

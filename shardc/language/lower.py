@@ -15,15 +15,14 @@ Public entry points: :func:`parse` and :func:`load`.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from shardc.errors import Loc, ShardcError, Source
 from shardc.ir.graph import (
+    NO_TRIVIA,
     Block,
     Carry,
     Decl,
@@ -43,7 +42,7 @@ from shardc.ir.mesh import Mesh
 from shardc.ir.ops import CALLS
 from shardc.language import syntax_tree as ast
 from shardc.language.lower_exprs import _DIM_RE, ExprLowerer
-from shardc.language.parser import parse_module
+from shardc.language.parser import gc_paused, parse_module
 from shardc.language.trivia import attach_trivia
 from shardc.units import whole_number
 
@@ -58,6 +57,7 @@ RESERVED = frozenset(
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 _AXES_RE = re.compile(r"[a-z]+")
 _INT_RE = re.compile(r"[0-9]+")
+_DTYPES = {d.value: d for d in DType}  # a dict lookup: calling the enum is slow
 _DECIMAL_RE = re.compile(r"[0-9]+\.[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+")
 
 
@@ -68,27 +68,9 @@ def parse(text: str, filename: str = "<string>", *, sizes: Mapping[str, int] | N
     ``sizes`` overrides declared dim sizes (``--set B=64``); ``mesh`` overrides
     the file's ``mesh`` line (``--mesh 4x4x4``), except in a sharded program.
     """
-    with _no_gc():
+    with gc_paused():
         module = parse_module(text, filename)
         return _Lowerer(module, dict(sizes or {}), mesh).lower()
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused while a program is read.
-
-    The front end allocates a few objects per token and frees none until it is done, so every
-    full collection walks all of them: with the collector on, reading 10^5 statements took about
-    twice as long as with it off, and the time per statement grew with the file.  Anything cyclic
-    left behind is collected on the next collection after the parse.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def read_text(path: str | Path) -> str:
@@ -152,7 +134,7 @@ class _Lowerer:
         return self.next_id - 1
 
     def trivia_of(self, stmt: object) -> Trivia:
-        return self.trivia.get(id(stmt), Trivia())
+        return self.trivia.get(id(stmt), NO_TRIVIA)
 
     # -- the program ---------------------------------------------------------------
     def lower(self) -> Graph:
@@ -200,7 +182,7 @@ class _Lowerer:
             trivia=self.trivia_of(model),
             mesh_trivia=mesh_trivia,
             dims_trivia=dims_trivia,
-            end_trivia=self.trivia.get(0, Trivia()),
+            end_trivia=self.trivia.get(0, NO_TRIVIA),
         )
 
     # -- header -------------------------------------------------------------------
@@ -357,11 +339,10 @@ class _Lowerer:
         if self.inner is not None and kind is DeclKind.INPUT:
             raise self.error("'input' may not appear inside repeat; declare inputs before it", stmt.loc)
         self.check_new_name(stmt.name)
-        try:
-            dtype = DType(stmt.dtype.text)
-        except ValueError:
+        dtype = _DTYPES.get(stmt.dtype.text)
+        if dtype is None:
             raise self.error(f"unknown dtype '{stmt.dtype.text}'; expected f32, bf16, f16 or int8",
-                             stmt.dtype.loc) from None
+                             stmt.dtype.loc)
         dims: list[str] = []
         for d in stmt.dims:
             name = self.dim(d)
@@ -369,17 +350,18 @@ class _Lowerer:
                 raise self.error(f"dim {name} appears twice in {stmt.name.text}'s type; a tensor's dims "
                                  "are distinct", d.loc)
             dims.append(name)
-        layout = self.lower_pin(stmt.pin, tuple(dims), f"'{stmt.name.text}'")
+        layout = self.lower_pin(stmt.pin, tuple(dims), f"'{stmt.name.text}'") if stmt.pin else None
         value = Value(self.new_id(), stmt.name.text, TensorType(dtype, tuple(dims)), layout)
         self.define(stmt.name, value)
         return Decl(kind, value, stmt.loc, self.trivia_of(stmt))
 
     def lower_assign(self, stmt: ast.AssignStmt) -> list[Stmt]:
         target = stmt.target
-        self.check_name(target)
         rebinding = self.inner is not None and target.text in self.carried
-        if not rebinding:
-            self.check_new_name(target)
+        if rebinding:
+            self.check_name(target)
+        else:
+            self.check_new_name(target)  # checks the name too
         ops: list[Op] = []
         expr = stmt.expr
         if isinstance(expr, ast.Num):
@@ -394,7 +376,7 @@ class _Lowerer:
         if not isinstance(result, Value):  # --1: folded to a number
             raise self.error("a number alone is not a tensor: every value has at least one dim", expr.loc)
         assert isinstance(result, Value) and ops and ops[-1].result is result
-        layout = self.lower_pin(stmt.pin, result.dims, f"'{target.text}'")
+        layout = self.lower_pin(stmt.pin, result.dims, f"'{target.text}'") if stmt.pin else None
         if rebinding:
             before = self.lookup(target.text)
             assert before is not None
@@ -404,9 +386,10 @@ class _Lowerer:
                     f"[{', '.join(result.dims)}]; a rebinding keeps the dims, in the same order", target.loc)
         top = ops[-1]
         if layout is not None:
-            top = replace(top, result=replace(result, layout=layout))
-        ops[-1] = replace(top, loc=stmt.loc, trivia=self.trivia_of(stmt))
-        self.define(target, ops[-1].result)
+            result = replace(result, layout=layout)
+        # The top op gets the statement's place and comments (built directly: replace() is slow).
+        ops[-1] = Op(top.kind, result, top.operands, top.attrs, stmt.loc, self.trivia_of(stmt))
+        self.define(target, result)
         return list(ops)
 
     def lower_output(self, stmt: ast.OutputStmt) -> Output:
@@ -471,7 +454,7 @@ class _Lowerer:
             loc = self.outer.values[carry.result.name or ""][1]
             self.outer.values[carry.result.name or ""] = (carry.result, loc)
         trivia = self.trivia_of(stmt)
-        close = self.trivia.get(("close", id(stmt)), Trivia())
+        close = self.trivia.get(("close", id(stmt)), NO_TRIVIA)
         return Repeat(count, tuple(carries), Block(tuple(body)), stmt.loc, trivia, close)
 
     # -- names an expression reads ---------------------------------------------------

@@ -38,6 +38,14 @@ from shardc.language import syntax_tree as ast
 
 _DIM_RE = re.compile(r"[A-Z]")
 _SPEC_RE = re.compile(r"[A-Za-z]+(?:,[A-Za-z]+)*->[A-Za-z]*")
+_NO_ATTRS = NoAttrs()  # it has no fields: one instance serves every op without attributes
+
+
+def _operand_locs(node: ast.BinOp | ast.Neg) -> dict[str, Loc]:
+    """Where the operands of an operator start, by the names type errors give them."""
+    if isinstance(node, ast.Neg):
+        return {"operand 0": ast.start_of(node.operand)}
+    return {"operand 0": ast.start_of(node.left), "operand 1": ast.start_of(node.right)}
 
 
 @dataclass
@@ -65,40 +73,41 @@ class ExprLowerer:
 
     def lower_expr(self, expr: ast.Expr, ops: list[Op], name: str | None = None) -> Operand:
         """Lower ``expr``, appending its ops (operands first); ``name`` names the top op."""
+        if isinstance(expr, ast.Ref):
+            found = self.lookup(expr.name)
+            if found is None:
+                raise self.undefined(expr.name, expr.loc)
+            return found[0]
+        if isinstance(expr, ast.BinOp):
+            left = self.lower_expr(expr.left, ops)
+            right = self.lower_expr(expr.right, ops)
+            return self.make_op(INFIX[expr.op], (left, right), _NO_ATTRS, ops, name, expr.loc, expr)
         if isinstance(expr, ast.Num):
             self.check_number(expr)
             value = float(expr.text)
             if value == float("inf"):
                 raise self.error(f"the number {expr.text} is too large", expr.loc)
             return Const(value)
-        if isinstance(expr, ast.Ref):
-            found = self.lookup(expr.name)
-            if found is None:
-                raise self.undefined(expr.name, expr.loc)
-            return found[0]
         if isinstance(expr, ast.Neg):
             operand = self.lower_expr(expr.operand, ops)
             if isinstance(operand, Const):  # -1, --1, -(2): a number, folded
                 return Const(-operand.value)
-            return self.make_op(OpKind.NEG, (operand,), NoAttrs(), ops, name, expr.loc,
-                                {"operand 0": ast.start_of(expr.operand)})
-        if isinstance(expr, ast.BinOp):
-            left = self.lower_expr(expr.left, ops)
-            right = self.lower_expr(expr.right, ops)
-            locs = {"operand 0": ast.start_of(expr.left), "operand 1": ast.start_of(expr.right)}
-            return self.make_op(INFIX[expr.op], (left, right), NoAttrs(), ops, name, expr.loc, locs)
+            return self.make_op(OpKind.NEG, (operand,), _NO_ATTRS, ops, name, expr.loc, expr)
         assert isinstance(expr, ast.Call)
         return self.lower_call(expr, ops, name)
 
     def make_op(self, kind: OpKind, operands: tuple[Operand, ...], attrs: Attrs, ops: list[Op],
-                name: str | None, loc: Loc, locs: dict[str, Loc]) -> Value:
+                name: str | None, loc: Loc, where: dict[str, Loc] | ast.BinOp | ast.Neg) -> Value:
+        """The op's result, its op appended to ``ops``; a type error points at the operand or keyword
+        that causes it: ``where`` maps them to places (a call's), or is the operator whose operands they are."""
         try:
             dims = result_dims(kind, operands, attrs, self.dims)
         except OpTypeError as err:
-            where = locs.get(f"operand {err.operand}") if err.operand is not None else None
-            if where is None and err.keyword is not None:
-                where = locs.get(err.keyword)
-            raise self.error(err.message, where or loc) from None
+            locs = where if isinstance(where, dict) else _operand_locs(where)
+            at = locs.get(f"operand {err.operand}") if err.operand is not None else None
+            if at is None and err.keyword is not None:
+                at = locs.get(err.keyword)
+            raise self.error(err.message, at or loc) from None
         result = Value(self.new_id(), name, TensorType(result_dtype(kind, operands), dims))
         ops.append(Op(kind, result, operands, attrs, loc))
         return result

@@ -1,27 +1,34 @@
 """Parsing ``.model`` text into an AST (the first stage of the pipeline).
 
 The grammar lives in ``grammars/model.lark`` (installed with the package as the data of
-``shardc.grammars``); lark parses it with LALR(1) and a
-contextual lexer.  A :class:`lark.Transformer` turns the parse tree into the
-small frozen dataclasses of :mod:`shardc.language.syntax_tree`, one
-method per grammar rule/alias.  Nothing here knows about types or scopes:
-that is :mod:`shardc.language.lower`'s job.
+``shardc.grammars``); lark builds an LALR(1) parser with a contextual lexer from
+it.  A :class:`lark.Transformer`, given to lark so that it runs as rules are
+reduced, builds the small frozen dataclasses of :mod:`shardc.language.syntax_tree`
+directly, one method per grammar rule/alias (no parse tree is built).  Nothing
+here knows about types or scopes: that is :mod:`shardc.language.lower`'s job.
 
-Parse errors never leak lark's token names; :func:`_syntax_error` says what
-was expected in words ("expected ',' or ']' after a dim").
+Text is read by :class:`~shardc.language.lalr.FastParser` (lark's tables and
+lexer, driven without lark's per-token overhead); text it cannot read is
+parsed again by lark itself, whose error :mod:`shardc.language.parse_errors`
+turns into words ("expected ',' or ']' after a dim") without lark's token names.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import importlib.resources
-import re
 import threading
+from dataclasses import dataclass
+from typing import Iterator
 
 import lark
 from lark import Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
-from shardc.errors import Loc, ShardcError, Source, source_lines
+from shardc.errors import Loc, ShardcError, Source
+from shardc.language.lalr import FastParser, Miss
+from shardc.language.parse_errors import syntax_error
 from shardc.language.syntax_tree import (
     AssignStmt,
     BinOp,
@@ -30,6 +37,7 @@ from shardc.language.syntax_tree import (
     DeclStmt,
     DimArg,
     DimsStmt,
+    Expr,
     KwArg,
     MeshStmt,
     ModelStmt,
@@ -49,7 +57,7 @@ from shardc.language.syntax_tree import (
 __all__ = ["grammar_text", "parse_module"]
 
 
-# --- parse tree -> AST ------------------------------------------------------------
+# --- the grammar's rules -> AST ---------------------------------------------------------
 def _loc(tok: Token) -> Loc:
     return Loc(tok.line or 0, tok.column or 0)
 
@@ -59,11 +67,28 @@ def _name(tok: Token) -> Name:
 
 
 class _ToAst(Transformer):
-    """One method per grammar rule or alias; returns AST nodes."""
+    """One method per grammar rule or alias; returns AST nodes.
 
-    def __init__(self, source: Source) -> None:
+    lark calls these methods as it reduces (the Transformer is given to ``Lark``, so no parse
+    tree is built), and calls :meth:`comment` for each comment it lexes.  Both are fixed when the
+    parser is built, and building the LALR tables is the slow part, so one instance serves every
+    parse: :meth:`begin` gives it the source being read and the lock keeps parses apart.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
+        self.lock = threading.Lock()
+        self.source = Source("<string>", "")
+        self.comments: list[Comment] = []
+
+    def begin(self, source: Source) -> None:
+        """Start reading ``source`` (again, after a fast parse that lark must redo)."""
         self.source = source
+        self.comments = []
+
+    def comment(self, tok: Token) -> Token:
+        self.comments.append(Comment(str(tok), _loc(tok)))
+        return tok
 
     def _stmt_loc(self, line: int) -> Loc:
         """Statements start their line: point at its first non-blank character."""
@@ -95,7 +120,7 @@ class _ToAst(Transformer):
         return items[0]
 
     def dim_list(self, items: list) -> tuple[Name, ...]:
-        return tuple(_name(t) for t in items)
+        return tuple([_name(t) for t in items])
 
     def decl(self, items: list) -> DeclStmt:
         kind, name, dtype, dims = items[:4]
@@ -174,239 +199,76 @@ def grammar_text() -> str:
     return importlib.resources.files("shardc.grammars").joinpath("model.lark").read_text(encoding="utf-8")
 
 
-class _Recorder:
-    """Collects comments (for the formatter) while lexing.
+@dataclass(frozen=True)
+class _Front:
+    """lark's parser for the grammar, with the AST builder inside it, and the fast driver of its tables."""
 
-    lark fixes lexer callbacks when the parser is built, and building the LALR
-    tables is the slow part, so one parser is built and shares this recorder;
-    the lock keeps concurrent parses from mixing their records.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.comments: list[Comment] = []
-
-    def reset(self) -> None:
-        self.comments = []
-
-    def comment(self, tok: Token) -> Token:
-        self.comments.append(Comment(str(tok), _loc(tok)))
-        return tok
-
-
-_RECORDER = _Recorder()
+    builder: _ToAst
+    lark: lark.Lark
+    fast: FastParser | None  # None only if the installed lark is not laid out as lalr.py expects
 
 
 @functools.lru_cache(maxsize=1)
-def _parser() -> lark.Lark:
-    callbacks = {"COMMENT": _RECORDER.comment}
-    return lark.Lark(
+def _front() -> _Front:
+    builder = _ToAst()
+    parser = lark.Lark(
         grammar_text(),
         parser="lalr",
         lexer="contextual",
         maybe_placeholders=True,
-        lexer_callbacks=callbacks,
+        transformer=builder,
+        lexer_callbacks={"COMMENT": builder.comment},
     )
-
-
-# How each terminal reads in an error message.
-_WORDS: dict[str, str] = {
-    "NAME": "a name",
-    "UPPER": "a dim",
-    "NUMBER": "a number",
-    "STRING": 'a string such as "BLE,EF->BLF"',
-    "PARTIAL": "(partialsum-AXES)",
-    "_NL": "end of line",
-    "$END": "end of file",
-    "COMMA": "','",
-    "COLON": "':'",
-    "EQUAL": "'='",
-    "LSQB": "'['",
-    "RSQB": "']'",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "LBRACE": "'{'",
-    "CLOSE_BRACE": "'}'",
-    "AT": "'@'",
-    "PLUS": "'+'",
-    "MINUS": "'-'",
-    "STAR": "'*'",
-    "SLASH": "'/'",
-    "MODEL": "'model'",
-    "MESH": "'mesh'",
-    "DIMS": "'dims'",
-    "INPUT": "'input'",
-    "PARAM": "'param'",
-    "CACHE": "'cache'",
-    "REPEAT": "'repeat'",
-    "OUTPUT": "'output'",
-}
-
-# Keywords of the grammar: using one as a name gets a message of its own.
-_KEYWORD_TYPES = {"MODEL", "MESH", "DIMS", "INPUT", "PARAM", "CACHE", "REPEAT", "OUTPUT"}
-
-
-def _describe(tok: Token | None) -> str:
-    if tok is None:
-        return "the start of the file"
-    if tok.type == "_NL":
-        return "end of line"
-    if tok.type in ("NAME",):
-        return f"'{tok}'"
-    if tok.type == "UPPER":
-        return f"'{tok}'"
-    if tok.type == "NUMBER":
-        return f"number {tok}"
-    if tok.type == "STRING":  # the string itself reads better than 'a string such as ...'
-        return str(tok)
-    if tok.type == "$END":
-        return "end of file"
-    return _WORDS.get(tok.type, f"'{tok}'")
-
-
-def _char(ch: str) -> str:
-    """A character for a message: itself if printable, else its code point (U+000D)."""
-    return f"'{ch}'" if ch.isprintable() else f"U+{ord(ch):04X}"
-
-
-def _expected_words(expected: set[str]) -> str:
-    if {"NAME", "NUMBER", "LPAR", "MINUS"} <= expected:
-        rest = expected - {"NAME", "NUMBER", "LPAR", "MINUS", "STRING", "UPPER"}
-        what = "an argument" if "STRING" in expected else "an expression"
-        return what + (" or " + _expected_words(rest) if rest else "")
-    # Statements can start with many keywords: say "a statement" once instead of listing
-    # them (blank lines and the end of the file are always allowed there, so leave them out).
-    if len({"MODEL", "MESH", "DIMS", "INPUT", "PARAM", "CACHE", "OUTPUT"} & expected) >= 4:
-        return "a statement" + (" or '}'" if "CLOSE_BRACE" in expected else "")
-    if "_NL" in expected:  # "end of line" covers the end of the file
-        expected = expected - {"$END"}
-    words = sorted({_WORDS.get(t, t.lower()) for t in expected if not t.startswith("__")})
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _accepted(err: UnexpectedToken) -> set[str]:
-    """The terminals the parser would have accepted where ``err`` happened.
-
-    ``err.expected`` comes from the lexer when the contextual lexer fails, and
-    there keywords hide inside NAME and a lexer state may be shared by parser
-    states ('}' offered at the top level); the parser's own answer is exact.
-    """
     try:
-        accepted = set(err.interactive_parser.accepts())
-    except Exception:  # an old lark, or no interactive parser: fall back to the lexer's set
-        accepted = set()
-    return accepted or set(err.expected)
-
-
-def _syntax_error(err: UnexpectedInput, source: Source, prev: Token | None) -> ShardcError:
-    """Turn a lark error into a located ShardcError that says what was expected."""
-    if isinstance(err, UnexpectedCharacters):
-        return _character_error(err, source, prev)
-    if isinstance(err, UnexpectedToken):
-        return _token_error(err, source, prev)
-    if isinstance(err, UnexpectedEOF):
-        return ShardcError("unexpected end of file", source, _end_loc(source))
-    return ShardcError(str(err), source)
-
-
-_MALFORMED_PARTIAL = "malformed partial sum: write (partialsum-AXES) with no spaces, e.g. (partialsum-yz)"
-
-
-def _character_error(err: UnexpectedCharacters, source: Source, prev: Token | None) -> ShardcError:
-    """The lexer met a character no token starts with."""
-    # lark declares pos_in_stream only by a None default on UnexpectedInput; the lexer
-    # sets it to the offset of the character, so it is read with the type it has.
-    pos: int | None = getattr(err, "pos_in_stream", None)
-    ch = source.text[pos] if pos is not None and pos < len(source.text) else ""
-    loc = Loc(err.line, err.column)
-    if ch == "\t" or ch == " ":
-        return ShardcError("unexpected white space", source, loc)
-    if ch == '"':
-        return ShardcError("unterminated string: a string ends with '\"' on the same line", source, loc)
-    if ch == "(" and prev is not None and prev.type == "UPPER":
-        return ShardcError(_MALFORMED_PARTIAL, source, loc)
-    return ShardcError(f"unexpected character {_char(ch)}", source, loc)
-
-
-def _token_error(err: UnexpectedToken, source: Source, prev: Token | None) -> ShardcError:
-    """The parser met a token it cannot take there: the first rule that explains it, in order."""
-    tok = err.token
-    expected = _accepted(err)
-    loc = Loc(tok.line or 0, tok.column or 0) if tok.type != "$END" else _end_loc(source)
-    for rule in (_misused_word_error, _block_or_layout_error):
-        error = rule(tok, prev, expected, source, loc)
-        if error is not None:
-            return error
-    return _expected_error(tok, prev, expected, source, loc)
-
-
-def _misused_word_error(tok: Token, prev: Token | None, expected: set[str], source: Source,
-                        loc: Loc) -> ShardcError | None:
-    """An empty program, a reserved word used as a name, dims without a comma between them."""
-    if tok.type == "$END" and not re.sub(r"#[^\n]*", "", source.text).strip():
-        return ShardcError("the program is empty: it starts with 'model NAME'", source, loc)
-    if tok.type in _KEYWORD_TYPES and "NAME" in expected:
-        return ShardcError(f"'{tok}' is a reserved word and cannot be used as a name", source, loc)
-    if prev is not None and prev.type in _KEYWORD_TYPES and tok.type in ("EQUAL", "COLON"):
-        return ShardcError(f"'{prev}' is a reserved word and cannot be used as a name", source,
-                           Loc(prev.line or 0, prev.column or 0))
-    if prev is not None and prev.type == "UPPER" and tok.type == "UPPER" and "RSQB" in expected:
-        return ShardcError("expected ',' or ']' after a dim", source, loc)
-    return None
-
-
-def _block_or_layout_error(tok: Token, prev: Token | None, expected: set[str], source: Source,
-                           loc: Loc) -> ShardcError | None:
-    """A repeat block left open, a stray '}', a layout or partial sum written with spaces."""
-    # Only a repeat body needs more than the end of the file after a statement.
-    if tok.type == "$END" and ("CLOSE_BRACE" in expected or expected == {"_NL"}):
-        return ShardcError("the repeat block is not closed: expected '}' on a line of its own", source, loc)
-    if tok.type == "CLOSE_BRACE" and "CLOSE_BRACE" not in expected:
-        at_start = prev is None or prev.type == "_NL"
-        where = "has no open repeat block" if at_start else "must stand alone on its line"
-        return ShardcError(f"'}}' {where}", source, loc)
-    if "PARTIAL" in expected and tok.type == "LPAR":
-        return ShardcError(_MALFORMED_PARTIAL, source, loc)
-    if "PARTIAL" in expected and tok.type == "NAME" and str(tok).startswith("_"):
-        return ShardcError(f"a layout is one token: write {prev}{tok} with no space", source, loc)
-    return None
-
-
-def _expected_error(tok: Token, prev: Token | None, expected: set[str], source: Source, loc: Loc) -> ShardcError:
-    """The general message: what the parser expected, after what, and what it found."""
-    found = _describe(tok)
-    after = f" after {_describe(prev)}" if prev is not None and prev.type != "_NL" else ""
-    if tok.type == "_NL" and "CLOSE_BRACE" in expected and "NAME" not in expected:
-        return ShardcError("'{' must end its line", source, loc)
-    message = f"expected {_expected_words(expected)}{after}, found {found}"
-    if tok.type == "_NL" and ({"RPAR", "RSQB"} & expected):
-        message += " (parentheses and brackets close on the line that opens them)"
-    return ShardcError(message, source, loc)
-
-
-def _end_loc(source: Source) -> Loc:
-    lines = source_lines(source.text) or [""]
-    return Loc(len(lines), len(lines[-1]) + 1)
+        fast: FastParser | None = FastParser(parser)
+    except (AttributeError, TypeError, KeyError):  # another lark's internals: lark alone reads
+        fast = None
+    return _Front(builder, parser, fast)
 
 
 def parse_module(text: str, filename: str = "<string>") -> Module:
     """Parse ``.model`` text into a :class:`Module` (syntax only), or raise ShardcError."""
     source = Source(filename, text)
-    parser = _parser()
-    with _RECORDER.lock:
-        _RECORDER.reset()
+    front = _front()
+    with front.builder.lock, gc_paused():
+        front.builder.begin(source)
         try:
-            tree = parser.parse(text)
+            stmts = _parse(front, text)
         except UnexpectedInput as err:
-            raise _syntax_error(err, source, _previous(err)) from None
+            raise syntax_error(err, source) from None
         finally:
-            comments = tuple(_RECORDER.comments)
-            _RECORDER.reset()
-    _check_depth(tree, source)
-    stmts = _ToAst(source).transform(tree)
+            comments = tuple(front.builder.comments)
+            front.builder.begin(Source("<string>", ""))
+    _check_depth(stmts, source)
     return Module(stmts, comments, source)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a program is read.
+
+    The front end allocates a few objects per token and frees none until it is done, so every
+    full collection walks all of them: with the collector on, reading 10^5 statements took about
+    twice as long as with it off, and the time per statement grew with the file.  Anything cyclic
+    left behind is collected on the next collection after the parse.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(front: _Front, text: str) -> tuple:
+    """The statements of ``text``: by the fast driver, or by lark when the driver cannot read it."""
+    if front.fast is not None:
+        try:
+            return front.fast.parse(text)
+        except Miss:
+            front.builder.begin(front.builder.source)  # lark reads it all again, comments too
+    return front.lark.parse(text)  # type: ignore[return-value]
 
 
 # How deeply an expression may nest: operators chained (a + b + ... is a left-nested tree), unary
@@ -415,32 +277,32 @@ def parse_module(text: str, filename: str = "<string>") -> Module:
 MAX_DEPTH = 200
 
 
-def _check_depth(tree: lark.Tree, source: Source) -> None:
-    """A located ShardcError if the parse tree nests deeper than :data:`MAX_DEPTH` (checked without recursion)."""
-    stack: list[tuple[lark.Tree, int]] = [(tree, 0)]
+def _check_depth(stmts: tuple, source: Source) -> None:
+    """A located ShardcError if an expression nests deeper than :data:`MAX_DEPTH` (checked without recursion).
+
+    The error points at the start of the first subexpression that is one level too deep.
+    """
+    pending = list(reversed(stmts))  # popped in source order
+    while pending:
+        stmt = pending.pop()
+        if isinstance(stmt, RepeatStmt):
+            pending.extend(reversed(stmt.body))
+        elif isinstance(stmt, AssignStmt) and isinstance(stmt.expr, (BinOp, Neg, Call)):
+            _check_expr_depth(stmt.expr, source)
+
+
+def _check_expr_depth(expr: Expr, source: Source) -> None:
+    stack: list[tuple[object, int]] = [(expr, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH + 2:  # start -> statement -> the expression's levels
+        if depth > MAX_DEPTH:
             raise ShardcError(f"the expression nests more than {MAX_DEPTH} levels deep (operators chained, "
                               "signs, parentheses or calls); split it into several assignments",
-                              source, _first_loc(node))
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree))
-
-
-def _first_loc(node: lark.Tree) -> Loc:
-    """Where the text of ``node`` starts: its first token."""
-    while True:  # down the first children, without recursion
-        for child in node.children:
-            if isinstance(child, Token):
-                return _loc(child)
-            if isinstance(child, lark.Tree):
-                node = child
-                break
-        else:
-            return Loc(1, 1)
-
-
-def _previous(err: UnexpectedInput) -> Token | None:
-    """The last token the parser accepted before the error (lark keeps a history of one)."""
-    history = getattr(err, "token_history", None)
-    return history[-1] if history else None
+                              source, start_of(node))
+        if isinstance(node, BinOp):
+            stack.append((node.right, depth + 1))
+            stack.append((node.left, depth + 1))
+        elif isinstance(node, Neg):
+            stack.append((node.operand, depth + 1))
+        elif isinstance(node, Call):
+            stack.extend((arg, depth + 1) for arg in reversed(node.args))

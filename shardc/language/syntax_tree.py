@@ -39,7 +39,7 @@ class BinOp:
     op: str  # one of + - * /
     left: "Expr"
     right: "Expr"
-    loc: Loc  # position of the operator
+    loc: Loc  # where the expression starts: the start of its left operand
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,6 @@ class Module:
 
 def start_of(node: object) -> Loc:
     """Where an expression or call argument starts (for carets under operands)."""
-    if isinstance(node, BinOp):
-        return start_of(node.left)
     if isinstance(node, Call):
         return node.func.loc
     if isinstance(node, DimArg):

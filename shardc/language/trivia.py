@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 from typing import Hashable
 
-from shardc.errors import source_lines
 from shardc.ir.graph import Trivia
 from shardc.language import syntax_tree as ast
 
@@ -30,9 +29,9 @@ def _anchors(stmts: tuple[ast.Stmt, ...]) -> list[tuple[int, Hashable]]:
 
 
 def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
-    """Map each anchor to the comments and blank line that belong to it."""
+    """Map each anchor to the comments and blank line that belong to it (no entry: none)."""
     anchors = _anchors(module.stmts)
-    lines = source_lines(module.source.text)
+    lines = module.source.lines
     end_line = len(lines) + 1
     anchors.append((end_line, 0))
     on_line = {line: key for line, key in anchors}
@@ -50,12 +49,13 @@ def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
     result: dict[Hashable, Trivia] = {}
     prev_line = 0
     for line, key in anchors:
-        leading = before.get(key, [])
+        leading = before.get(key)
         first = leading[0][0] if leading else line
-        blank = prev_line > 0 and any(
+        blank = prev_line > 0 and first > prev_line + 1 and any(
             not lines[i - 1].strip() for i in range(prev_line + 1, min(first, end_line)) if i <= len(lines))
-        result[key] = Trivia(_with_gaps(leading, line, lines), after.get(key), blank)
         prev_line = line
+        if leading or blank or key in after:  # an anchor with nothing around it has no entry
+            result[key] = Trivia(_with_gaps(leading or [], line, lines), after.get(key), blank)
     return result
 
 
@@ -65,6 +65,6 @@ def _with_gaps(leading: list[tuple[int, str]], line: int, lines: list[str]) -> t
     marks = [n for n, _ in leading] + [line]
     for (n, text), nxt in zip(leading, marks[1:]):
         out.append(text)
-        if any(not lines[i - 1].strip() for i in range(n + 1, nxt) if i <= len(lines)):
+        if nxt > n + 1 and any(not lines[i - 1].strip() for i in range(n + 1, nxt) if i <= len(lines)):
             out.append("")
     return tuple(out)
