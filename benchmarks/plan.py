@@ -8,7 +8,8 @@ as for a user's ``shardc plan``), parsing outside the timed region:
   the file's bf16 weights, no padding;
 * the whole space: also int8 weights and heads padded to 64 (``--weights any --pad any``);
 * the default space on the file with its 118 layers edited to 1 (a million layers would fit no
-  chip's memory, so the planner would drop every candidate, as fast).
+  chip's memory, so the planner would drop every candidate, as fast);
+* the default space searched in this process alone (``jobs=1``) rather than by one worker per core.
 
 Each is the best of 3 processes.  Printed: seconds, candidates considered, milliseconds per
 candidate, and the ratios whole / default (against the ratio of candidates) and 118 layers / 1.
@@ -40,6 +41,7 @@ CASES = (
     ("default space", "118", {}),
     ("whole space (--weights any --pad any)", "118", {"weights": "any", "pad": "any"}),
     ("default space, 1 layer", "1", {}),
+    ("default space, one worker (--jobs 1)", "118", {"jobs": 1}),
 )
 
 
@@ -65,10 +67,11 @@ def main() -> int:
         results.append(r)
         print(f"  {label:40} {r['seconds']:6.2f} s  {r['considered']:5} candidates  "
               f"{r['seconds'] / r['considered'] * 1e3:5.1f} ms each   best: {r['best']}")
-    default, whole, one = results
+    default, whole, one, serial = results
     print(f"whole / default: {whole['seconds'] / default['seconds']:.2f}x the time for "
           f"{whole['considered'] / default['considered']:.2f}x the candidates")
     print(f"118 layers / 1 layer: {default['seconds'] / one['seconds']:.2f}x")
+    print(f"one worker / the default (one per core): {serial['seconds'] / default['seconds']:.2f}x")
     return 0
 
 

@@ -46,7 +46,6 @@ def floors_hold(p: choose.Plan, g: shardc.Graph) -> int:
 
 @pytest.mark.parametrize(("name", "chips", "sizes"), [
     ("palm_540b_decode.model", 64, {}),
-    ("palm_540b_prefill.model", 64, {"B": 32}),
     ("palm_8b_decode.model", 16, {}),
     ("gqa_decode.model", 8, {}),
 ])

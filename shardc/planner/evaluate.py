@@ -3,8 +3,8 @@
 An :class:`Evaluator` shards and costs one :class:`~shardc.planner.space.Candidate` at a
 time (the layout search, then the figures the ranking reads) and gives its
 :class:`~shardc.planner.bound.Floor` before any search.  :func:`evaluate_all` spreads
-many candidates over worker processes, each mesh's candidates in one worker (they share
-its reshard tables); a worker sends back figures only, and the parent searches a
+many candidates over worker processes, each mesh's candidates one task for the next free
+worker (they share its reshard tables); a worker sends back figures only, and the parent searches a
 :class:`Ranked` candidate's program again when one is asked for (the few the planner
 prints or explains), which costs far less than sending every program back.
 """
@@ -211,17 +211,16 @@ def evaluate_all(ev: Evaluator, todo: Sequence[Candidate], jobs: int) -> list[Ra
     by_mesh: dict[object, list[int]] = {}
     for i, c in enumerate(todo):
         by_mesh.setdefault(c.mesh, []).append(i)
-    batches: list[list[int]] = [[] for _ in range(jobs)]
-    for group in sorted(by_mesh.values(), key=len, reverse=True):  # largest first, onto the lightest
-        min(batches, key=len).extend(group)
-    batches = [b for b in batches if b]
+    # One task per mesh, the largest first, handed to whichever worker is free: meshes differ in how
+    # long their searches take, so a fixed split would leave one worker idle.
+    groups = sorted(by_mesh.values(), key=len, reverse=True)
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     out: list[Ranked | ShardcError] = [ShardcError("not costed")] * len(todo)
-    with ProcessPoolExecutor(max_workers=len(batches), mp_context=context, initializer=_init_worker,
+    with ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=context, initializer=_init_worker,
                              initargs=(ev.g, ev.declared, ev.profile, ev.comm)) as pool:
-        results = pool.map(_cost_in_worker, [[todo[i] for i in b] for b in batches])
-        for batch, costed in zip(batches, results, strict=True):
-            for i, got in zip(batch, costed, strict=True):
+        results = pool.map(_cost_in_worker, [[todo[i] for i in group] for group in groups])
+        for group, costed in zip(groups, results, strict=True):
+            for i, got in zip(group, costed, strict=True):
                 c = todo[i]
                 if isinstance(got, str):
                     out[i] = ShardcError(got)
