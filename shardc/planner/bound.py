@@ -30,7 +30,7 @@ search prices them) are part of every plan.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shardc.errors import ShardcError
 from shardc.hardware.comm import CommMode
@@ -38,9 +38,10 @@ from shardc.hardware.profile import ChipProfile
 from shardc.ir.graph import Decl, DeclKind, Graph, Op, OpKind, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
+from shardc.sharding.counts import op_flops
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import reshard
-from shardc.sharding.timing import VIEWS, op_seconds
+from shardc.sharding.timing import VIEWS, op_seconds, traffic_bytes
 
 __all__ = ["Floor", "floor", "roofline_floor"]
 
@@ -59,20 +60,23 @@ def _numel(v: Value, sizes: dict[str, int]) -> int:
     return math.prod(sizes[d] for d in v.dims)
 
 
+def _whole(v: Value) -> Value:
+    return replace(v, layout=Layout.replicated(v.dims))
+
+
 def _op_floor(op: Op, sizes: dict[str, int], chips: int, chip: ChipProfile) -> float:
-    """Seconds one execution of the source op ``op`` takes at least, however it is sharded."""
+    """Seconds one execution of the source op ``op`` takes at least, however it is sharded: the
+    per-op counts of whole tensors (the tables every estimate reads) over ``chips``."""
     if op.kind in VIEWS:
         return 0.0
+    whole = replace(op, result=_whole(op.result),
+                    operands=tuple(_whole(o) if isinstance(o, Value) else o for o in op.operands))
+    one_chip = Mesh((("x", 1),))
     compute = 0.0
     if op.kind is OpKind.EINSUM:
-        dims: dict[str, int] = {}
-        for v in op.inputs:
-            dims.update((d, sizes[d]) for d in v.dims)
-        flops = 2.0 * math.prod(dims.values())
+        flops = op_flops(whole, sizes, one_chip).einsum
         compute = flops / chips / (chip.peak_flops * max(1.0, chip.calibration.peak_fraction))
-    result = _numel(op.result, sizes) * op.result.dtype.bytes
-    read = result if op.kind is OpKind.LAST else sum(_numel(v, sizes) * v.dtype.bytes for v in op.inputs)
-    memory = (read + result) / chips / chip.hbm_bandwidth
+    memory = traffic_bytes(whole, sizes, one_chip) / chips / chip.hbm_bandwidth
     return max(compute, memory) + chip.calibration.op_overhead
 
 
@@ -121,14 +125,7 @@ def _stored(d: Decl, strategy: Strategy, sizes: dict[str, int], mesh: Mesh) -> L
     """Where the pass will store a declaration (None: a weight its first use places); raises the
     error the pass would raise there when the preset cannot place it."""
     v = d.value
-    layout = v.layout
-    if layout is None:
-        if d.kind is DeclKind.INPUT:
-            layout = strategy.activation_layout(v.dims, sizes)
-        elif d.kind is DeclKind.CACHE:
-            layout = strategy.cache_layout(v.dims, sizes, v.name or "")
-        else:
-            layout = strategy.weight_layout(v.dims, sizes, v.name or "")
+    layout = v.layout if v.layout is not None else strategy.placement(d.kind, v.dims, sizes, v.name or "")
     if layout is not None:
         try:
             layout.check(sizes, mesh, v.dims)

@@ -208,6 +208,15 @@ class Strategy:
             return None
         return _assign(dims, self.weights, sizes, self.mesh, f"weight '{name}'", strict=True)
 
+    def placement(self, kind: DeclKind, dims: tuple[str, ...], sizes: Mapping[str, int],
+                  name: str) -> Layout | None:
+        """Where the pass stores a declaration of ``kind`` (None: a weight its first use places)."""
+        if kind is DeclKind.INPUT:
+            return self.activation_layout(dims, sizes)
+        if kind is DeclKind.CACHE:
+            return self.cache_layout(dims, sizes, name)
+        return self.weight_layout(dims, sizes, name)
+
     def compute_layout(self, stored: Layout) -> Layout:
         """The layout a weight takes for its matmul: ``stored`` minus the gathered axes.
 

@@ -223,12 +223,7 @@ class Walk:
         layout = v.layout
         if layout is None:
             try:
-                if d.kind is DeclKind.INPUT:
-                    layout = self.strategy.activation_layout(v.dims, self.sizes)
-                elif d.kind is DeclKind.CACHE:
-                    layout = self.strategy.cache_layout(v.dims, self.sizes, v.name or "")
-                else:
-                    layout = self.strategy.weight_layout(v.dims, self.sizes, v.name or "")
+                layout = self.strategy.placement(d.kind, v.dims, self.sizes, v.name or "")
             except ShardcError as err:  # the preset cannot place it: say where it is declared
                 raise ShardcError(err.message, self.g.source, d.loc, hint=err.hint) from None
         if layout is None:
