@@ -15,6 +15,10 @@ automaton with the same lexer, reading lark's products rather than the grammar:
   lark's child filters around it), so the value returned is what
   ``Lark.parse`` returns.
 
+Given ``lines`` (:class:`shardc.language.lines.LineReader`), it also takes whole
+statements a line at a time: the table's reductions for the statement's first
+terminal, then the rule the line derives in place of its tokens.
+
 It reads only well-formed text.  Whenever it cannot go on -- a character no
 terminal matches, a token the table has no action for -- it raises
 :class:`Miss` and the caller parses the text again with ``Lark.parse``, whose
@@ -26,12 +30,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 import re
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import lark
 from lark import Token
 from lark.lexer import BasicLexer, PatternStr, UnlessCallback
+from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders
 from lark.parsers.lalr_analysis import Shift
 
 # lark's Token constructor without its check for a deprecated keyword (Token() itself if it has none).
@@ -46,16 +52,26 @@ class Miss(Exception):
 
 
 class _Scan:
-    """What lark's lexer for one parser state matches: one regular expression, keywords, callbacks."""
+    """What lark's lexer for one parser state matches: one regular expression, keywords, callbacks.
 
-    __slots__ = ("match", "ignore", "newline", "keywords", "callbacks")
+    ``plain`` is lark's alternation (first alternative that matches wins); ``match`` is the same
+    behind the blanks lark ignores without a callback (spaces), so that one match reads the
+    blanks and the token after them.  The blanks sit in an atomic group, so a failed match never
+    retries them piecemeal: where ``match`` fails, ``plain`` reads the blanks alone as lark would.
+    """
+
+    __slots__ = ("match", "plain", "ignore", "newline", "keywords", "callbacks")
 
     def __init__(self, lexer: BasicLexer, flags: int) -> None:
         scanner = lexer.scanner  # builds lark's scanner: terminals in its order, keywords folded
         alternatives = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in scanner.terminals)
-        self.match = re.compile(alternatives, flags).match
+        self.plain = re.compile(alternatives, flags).match
         self.ignore = lexer.ignore_types
         self.newline = lexer.newline_types
+        blanks = [t.pattern.to_regexp() for t in scanner.terminals
+                  if t.name in self.ignore and t.name not in self.newline and t.name not in lexer.callback]
+        prefix = "(?>(?:" + "|".join(blanks) + ")*)" if blanks else ""
+        self.match = re.compile(f"{prefix}(?:{alternatives})", flags).match
         self.keywords: dict[str, dict[str, str]] = {}  # type -> {spelling: keyword type}
         self.callbacks: dict[str, Callable[[Token], Token]] = {}
         for type_, callback in lexer.callback.items():
@@ -81,7 +97,8 @@ def _keywords(callback: object) -> dict[str, str] | None:
 class FastParser:
     """Parses text as ``parser.parse(text)`` would, for text lark accepts; :class:`Miss` otherwise."""
 
-    def __init__(self, parser: lark.Lark, start: str = "start") -> None:
+    def __init__(self, parser: lark.Lark, start: str = "start", lines: Callable[[str, int, int], Any] | None = None
+                 ) -> None:
         frontend = parser.parser
         lexer = frontend.lexer
         if parser.options.parser != "lalr" or not isinstance(lexer, lark.lexer.ContextualLexer) \
@@ -108,77 +125,118 @@ class FastParser:
                 elif _is_unit(arg):
                     acts[symbol] = (_UNIT, str(arg.origin.name))
                 else:
-                    callback = _inlined(arg, callbacks[arg])
-                    acts[symbol] = (_REDUCE, (len(arg.expansion), str(arg.origin.name), callback))
+                    pick, build = _reducer(arg, callbacks[arg])
+                    acts[symbol] = (_REDUCE, (len(arg.expansion), str(arg.origin.name), pick, build))
             self.actions[state] = acts
             self.goto[state] = gotos
         self.unseen = _filtered_terminals(parser)
         self.start = table.start_states[start]
         self.end = table.end_states[start]
+        self.lines = lines
 
     def parse(self, text: str) -> Any:
-        """The value of the start rule for ``text``; :class:`Miss` if lark must read it."""
-        actions, goto, end = self.actions, self.goto, self.end
+        """The value of the start rule for ``text``; :class:`Miss` if lark must read it.
+
+        Each step either takes a whole line from ``lines`` (the rule it derives stands where its
+        tokens would have been reduced to) or lexes one token in the parser's current state (lark's
+        contextual lexer reads the parser's position the same way), and runs the table on it.
+        """
         states: list[Any] = [self.start]
         values: list[Any] = []
-        for type_, tok in self._tokens(text, states):
-            while True:  # reduce as long as the table says, then shift the token
-                row = actions[states[-1]]
-                if type_ not in row:
+        cursor = _Cursor(text)
+        lines = self.lines
+        while True:
+            whole = lines(text, cursor.pos, cursor.line) if lines is not None and cursor.at_line_start() else None
+            if whole is not None and whole.rule is None:  # a comment alone: nothing for the automaton
+                cursor.pos = whole.end
+                continue
+            type_, tok = (whole.first, None) if whole is not None else cursor.token(self, states[-1])
+            shift = self._reduce(states, values, type_)
+            if shift is _ACCEPT:
+                return values[-1]
+            if whole is None:
+                if type_ == "$END":
+                    raise Miss  # the end of the text was shifted: lark says what is wrong
+                states.append(shift)
+                values.append(tok)
+            else:  # the state after the rule: the one reading its tokens would reach
+                target = self.goto[states[-1]].get(whole.rule)
+                if target is None:
                     raise Miss
-                kind, arg = row[type_]
-                if kind == _SHIFT:
-                    states.append(arg)
-                    values.append(tok)
-                    break
-                if kind == _UNIT:  # `?rule: other`, one child: the child is the value
-                    states[-1] = goto[states[-2]][arg]
+                states.append(target)
+                values.append(whole.node)
+                cursor.pos = whole.end
+
+    def _reduce(self, states: list[Any], values: list[Any], type_: str) -> Any:
+        """Reduce as long as the table says for the next terminal ``type_``; the state to shift it
+        into, or :data:`_ACCEPT` when the text is read."""
+        actions, goto = self.actions, self.goto
+        while True:
+            action = actions[states[-1]].get(type_)
+            if action is None:
+                raise Miss
+            kind, arg = action
+            if kind == _SHIFT:
+                return arg
+            if kind == _UNIT:  # `?rule: other`, one child: the child is the value
+                states[-1] = goto[states[-2]][arg]
+            else:
+                count, name, pick, build = arg
+                if count:
+                    children = values[-count:]
+                    del states[-count:]
+                    del values[-count:]
+                    values.append(build(pick(children) if pick is not None else children))
                 else:
-                    count, name, callback = arg
-                    children = values[-count:] if count else []
-                    if count:
-                        del states[-count:]
-                        del values[-count:]
-                    values.append(callback(children))
-                    states.append(goto[states[-1]][name])
-                if type_ == "$END" and states[-1] == end:
-                    return values[-1]
-        raise Miss  # the end of the text was shifted: lark says what is wrong
+                    values.append(build([]))
+                states.append(goto[states[-1]][name])
+            if type_ == "$END" and states[-1] == self.end:
+                return _ACCEPT
 
-    def _tokens(self, text: str, states: list[Any]) -> Iterator[tuple[str, Any]]:
-        """(type, token) for each token of ``text`` lexed in the parser's current state, then $END.
 
-        ``states`` is the parser's stack, read as each token is asked for (as lark's contextual
-        lexer reads the parser's position).  A token no rule keeps is given as its type alone.
-        """
-        scan_of, unseen, new_token = self.scan, self.unseen, _NEW_TOKEN
-        pos, line, line_start, size = 0, 1, 0, len(text)
-        while pos < size:
-            scan = scan_of[states[-1]]
-            m = scan.match(text, pos)
+_ACCEPT = object()  # what _reduce returns when the start rule is reduced at the end of the text
+
+
+class _Cursor:
+    """Where the driver is in the text: offset, line, and the offset where the line starts."""
+
+    __slots__ = ("text", "pos", "line", "line_start")
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line, self.line_start = text, 0, 1, 0
+
+    def at_line_start(self) -> bool:
+        return self.pos == self.line_start and self.pos < len(self.text)
+
+    def token(self, parser: FastParser, state: Any) -> tuple[str, Any]:
+        """(type, token) of the next token lexed in parser state ``state``, past blanks and comments
+        (a comment goes to its callback); ``$END`` at the end.  A token no rule keeps is given as
+        its type alone."""
+        text = self.text
+        scan = parser.scan[state]
+        while self.pos < len(text):
+            m = scan.match(text, self.pos) or scan.plain(text, self.pos)
             if m is None:
                 raise Miss
             type_: str = m.lastgroup  # type: ignore[assignment]  # every alternative is a named group
-            value = m.group()
-            start, tok_line, column = pos, line, pos - line_start + 1
-            pos = m.end()
-            if type_ in scan.newline:
-                count = value.count("\n")
-                if count:
-                    line += count
-                    line_start = start + value.rindex("\n") + 1
+            value = m[type_]
+            start, line, column = m.end() - len(value), self.line, m.end() - len(value) - self.line_start + 1
+            self.pos = m.end()
+            if type_ in scan.newline and "\n" in value:
+                self.line += value.count("\n")
+                self.line_start = start + value.rindex("\n") + 1
+            callback = scan.callbacks.get(type_)
             if type_ in scan.ignore:  # white space; a comment goes to its callback
-                if type_ in scan.callbacks:
-                    scan.callbacks[type_](new_token(type_, value, start, tok_line, column))
+                if callback is not None:
+                    callback(_NEW_TOKEN(type_, value, start, line, column))
                 continue
-            if type_ in scan.callbacks:
-                tok = scan.callbacks[type_](new_token(type_, value, start, tok_line, column))
-                yield tok.type, tok
-                continue
+            if callback is not None:
+                tok = callback(_NEW_TOKEN(type_, value, start, line, column))
+                return tok.type, tok
             if type_ in scan.keywords:  # lark's keyword callback, as a table
                 type_ = scan.keywords[type_].get(value, type_)
-            yield type_, (type_ if type_ in unseen else new_token(type_, value, start, tok_line, column))
-        yield "$END", Token("$END", "", pos, line, pos - line_start + 1)
+            return type_, (type_ if type_ in parser.unseen else _NEW_TOKEN(type_, value, start, line, column))
+        return "$END", Token("$END", "", self.pos, self.line, self.pos - self.line_start + 1)
 
 
 def _is_unit(rule: Any) -> bool:
@@ -217,11 +275,32 @@ class _Inlined:
         self.children = children
 
 
-def _inlined(rule: Any, callback: Callable[[list], Any]) -> Callable[[list], Any]:
-    """``callback`` for ``rule``, or for a rule lark inlines, one that makes an :class:`_Inlined`
-    where lark's makes a Tree (lark's child filter kept in front of it)."""
-    if not str(rule.origin.name).startswith("_") or rule.options.expand1:
-        return callback
+def _reducer(rule: Any, callback: Callable[[list], Any]) -> tuple[Callable[[list], Any] | None, Callable]:
+    """(pick, build) for reducing ``rule``: the value is ``build(pick(children))`` (``pick`` None: all).
+
+    lark's callback is its child filter around the rule's method: the filter keeps the children the
+    rule keeps (punctuation and keywords go) and splices in those of inlined rules.  Where nothing is
+    spliced the kept children are fixed positions, picked here with one ``itemgetter`` and handed
+    to the method itself; otherwise lark's own filter runs, with :class:`_Inlined` for the Tree lark
+    would build for an inlined rule.
+    """
+    if str(rule.origin.name).startswith("_") and not rule.options.expand1:
+        return None, _inlined(callback)
+    if isinstance(callback, ChildFilterLALR_NoPlaceholders) \
+            and not any(expand for _, expand in callback.to_include):
+        keep = [i for i, _ in callback.to_include]
+        if keep == list(range(len(rule.expansion))):
+            return None, callback.node_builder
+        if len(keep) == 1:
+            (only,) = keep
+            return (lambda children: (children[only],)), callback.node_builder
+        return operator.itemgetter(*keep), callback.node_builder
+    return None, callback
+
+
+def _inlined(callback: Callable[[list], Any]) -> Callable[[list], Any]:
+    """``callback`` for a rule lark inlines (``_rule``, and the helpers behind ``x*``, ``x+``), making an
+    :class:`_Inlined` where lark's makes a Tree (lark's child filter kept in front of it)."""
     if isinstance(callback, functools.partial):  # no filter: lark's default node builder itself
         return _Inlined
     if isinstance(getattr(callback, "node_builder", None), functools.partial):

@@ -28,6 +28,7 @@ from lark.exceptions import UnexpectedInput
 
 from shardc.errors import Loc, ShardcError, Source
 from shardc.language.lalr import FastParser, Miss
+from shardc.language.lines import LineReader
 from shardc.language.parse_errors import syntax_error
 from shardc.language.syntax_tree import (
     AssignStmt,
@@ -50,7 +51,9 @@ from shardc.language.syntax_tree import (
     Ref,
     RepeatStmt,
     StrArg,
+    negated,
     start_of,
+    string_arg,
 )
 
 # The AST is re-exported: lowering and users read it as syntax.Name, syntax.Call...
@@ -89,6 +92,10 @@ class _ToAst(Transformer):
     def comment(self, tok: Token) -> Token:
         self.comments.append(Comment(str(tok), _loc(tok)))
         return tok
+
+    def add_comment(self, comment: Comment) -> None:
+        """A comment read with its statement (:mod:`shardc.language.lines`)."""
+        self.comments.append(comment)
 
     def _stmt_loc(self, line: int) -> Loc:
         """Statements start their line: point at its first non-blank character."""
@@ -165,8 +172,7 @@ class _ToAst(Transformer):
 
     def neg(self, items: list) -> Neg:
         (operand,) = items
-        loc = start_of(operand)
-        return Neg(operand, Loc(loc.line, max(loc.col - 1, 1)))
+        return negated(operand)
 
     def number(self, items: list) -> Num:
         (tok,) = items
@@ -182,7 +188,7 @@ class _ToAst(Transformer):
 
     def string_arg(self, items: list) -> StrArg:
         (tok,) = items
-        return StrArg(str(tok)[1:-1], _loc(tok))
+        return string_arg(str(tok), _loc(tok))
 
     def dim_arg(self, items: list) -> DimArg:
         (tok,) = items
@@ -220,7 +226,7 @@ def _front() -> _Front:
         lexer_callbacks={"COMMENT": builder.comment},
     )
     try:
-        fast: FastParser | None = FastParser(parser)
+        fast: FastParser | None = FastParser(parser, lines=LineReader(parser, builder.add_comment).read)
     except (AttributeError, TypeError, KeyError):  # another lark's internals: lark alone reads
         fast = None
     return _Front(builder, parser, fast)

@@ -150,6 +150,17 @@ class Module:
     source: Source
 
 
+def negated(operand: Expr) -> Neg:
+    """``-operand``, located one column before its operand (where the sign usually stands)."""
+    loc = start_of(operand)
+    return Neg(operand, Loc(loc.line, max(loc.col - 1, 1)))
+
+
+def string_arg(quoted: str, loc: Loc) -> StrArg:
+    """A string argument from its token (quotes included) at ``loc``."""
+    return StrArg(quoted[1:-1], loc)
+
+
 def start_of(node: object) -> Loc:
     """Where an expression or call argument starts (for carets under operands)."""
     if isinstance(node, Call):
