@@ -147,25 +147,38 @@ class FastParser:
         lines = self.lines
         while True:
             whole = lines(text, cursor.pos, cursor.line) if lines is not None and cursor.at_line_start() else None
-            if whole is not None and whole.rule is None:  # a comment alone: nothing for the automaton
-                cursor.pos = whole.end
+            if whole is not None:
+                self._take(whole, states, values, cursor)
                 continue
-            type_, tok = (whole.first, None) if whole is not None else cursor.token(self, states[-1])
+            type_, tok = cursor.token(self, states[-1])
             shift = self._reduce(states, values, type_)
             if shift is _ACCEPT:
                 return values[-1]
-            if whole is None:
-                if type_ == "$END":
-                    raise Miss  # the end of the text was shifted: lark says what is wrong
-                states.append(shift)
-                values.append(tok)
-            else:  # the state after the rule: the one reading its tokens would reach
-                target = self.goto[states[-1]].get(whole.rule)
-                if target is None:
-                    raise Miss
-                states.append(target)
-                values.append(whole.node)
-                cursor.pos = whole.end
+            if type_ == "$END":
+                raise Miss  # the end of the text was shifted: lark says what is wrong
+            states.append(shift)
+            values.append(tok)
+
+    def _take(self, whole: Any, states: list[Any], values: list[Any], cursor: _Cursor) -> None:
+        """Run the table on a line read whole: the rule it derives stands where the automaton would
+        have reduced its tokens to it; then its newline, if the reader read it."""
+        if whole.rule is not None:
+            self._reduce(states, values, whole.first)  # reading its first token would shift it now
+            target = self.goto[states[-1]].get(whole.rule)
+            if target is None:
+                raise Miss
+            states.append(target)
+            values.append(whole.node)
+        cursor.pos = whole.end
+        if whole.newline is not None:
+            shift = self._reduce(states, values, whole.newline)
+            if shift is _ACCEPT:
+                raise Miss
+            states.append(shift)
+            values.append(whole.newline if whole.newline in self.unseen else Token(whole.newline, "\n"))
+        if whole.newline is not None or (whole.rule is None and cursor.text[cursor.pos - 1] == "\n"):
+            cursor.line += 1
+            cursor.line_start = cursor.pos
 
     def _reduce(self, states: list[Any], values: list[Any], type_: str) -> Any:
         """Reduce as long as the table says for the next terminal ``type_``; the state to shift it

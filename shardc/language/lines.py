@@ -54,13 +54,16 @@ MAX_NESTING = 60
 class Line(NamedTuple):
     """A line read whole: the automaton holds ``rule`` (value ``node``) where the line was.
 
-    ``rule`` None: the line holds only a comment (and blanks), which the automaton never sees.
+    ``rule`` None: the line holds only a comment (and blanks), which the automaton never sees --
+    nor its newline: newlines between statements are one terminal however many there are, and
+    the line before this one ended with one.
     """
 
     first: str  # the terminal the statement starts with: the automaton's reductions before it
     rule: str | None  # the grammar rule the line derives (decl, assign, ...)
     node: Any
-    end: int  # where the line's text ends (its newline is lexed as usual)
+    end: int  # where the line ends: after its newline, if it has one
+    newline: str | None  # the newline's terminal, for the automaton (None: none, or a comment alone)
 
 
 class _Miss(Exception):
@@ -78,6 +81,8 @@ class LineReader:
 
     def __init__(self, parser: lark.Lark, on_comment: Callable[[Comment], object]) -> None:
         self.on_comment = on_comment
+        newlines = [t.name for t in parser.terminals if re.fullmatch(t.pattern.to_regexp(), "\n")]
+        self.newline = newlines[0] if len(newlines) == 1 else None  # None: the newline is lexed as usual
         pattern = {t.name: t.pattern.to_regexp() for t in parser.terminals}
         keyword_type = {t.pattern.value: t.name for t in parser.terminals
                         if isinstance(t.pattern, PatternStr) and re.fullmatch(pattern["NAME"], t.pattern.value)}
@@ -116,11 +121,12 @@ class LineReader:
     # -- the entry point --------------------------------------------------------------
     def read(self, text: str, pos: int, line: int) -> Line | None:
         """The statement on the line starting at ``pos`` (line number ``line``), or None."""
-        eol = text.find("\n", pos)
-        if eol < 0:
-            eol = len(text)
-        elif eol > pos and text[eol - 1] == "\r":
-            eol -= 1  # the CRLF is the newline token's
+        end = text.find("\n", pos)
+        if end < 0:
+            eol = end = len(text)
+        else:
+            eol = end - 1 if end > pos and text[end - 1] == "\r" else end  # the CRLF is the newline
+            end += 1
         head = self.head.match(text, pos, eol)
         if head is None:
             return None
@@ -128,17 +134,22 @@ class LineReader:
         try:
             if word is None:
                 self._comment(head, pos, line)
-                return Line("", None, None, eol)
+                return Line("", None, None, end, None)
             if word in self.forms:
-                return self._form(word, text, pos, eol, line)
-            if word not in self.keywords:
-                return self._assign(text, pos, eol, line)
+                first, rule, node, m = self._form(word, text, pos, eol, line)
+            elif word not in self.keywords:
+                first, rule, node, m = self._assign(text, pos, eol, line)
+            else:
+                return None
         except _Miss:
-            pass
-        return None
+            return None
+        self._comment(m, pos, line)
+        if self.newline is None or end == eol:  # the last line, without a newline; or newlines lexed as usual
+            return Line(first, rule, node, eol, None)
+        return Line(first, rule, node, end, self.newline)
 
     # -- the regular forms ---------------------------------------------------------------
-    def _form(self, word: str, text: str, pos: int, eol: int, line: int) -> Line:
+    def _form(self, word: str, text: str, pos: int, eol: int, line: int) -> tuple[str, str, Any, re.Match]:
         m = self.forms[word].fullmatch(text, pos, eol)
         if m is None:
             raise _Miss
@@ -156,8 +167,7 @@ class LineReader:
             node = DeclStmt(word, self._word(m, "name", pos, line), self._word(m, "dtype", pos, line),
                             self._listed(m, self.uppers, pos, line), self._pin(m, pos, line), at)
             rule = "decl"
-        self._comment(m, pos, line)
-        return Line(self.type_of[word], rule, node, eol)
+        return self.type_of[word], rule, node, m
 
     def _word(self, m: re.Match, group: str, pos: int, line: int) -> Name:
         """The name or dim in ``group`` (a keyword's spelling: lark's lexer may make it a keyword)."""
@@ -187,7 +197,7 @@ class LineReader:
             self.on_comment(Comment(text, Loc(line, m.start("comment") - pos + 1)))
 
     # -- assignments -------------------------------------------------------------------
-    def _assign(self, text: str, pos: int, eol: int, line: int) -> Line:
+    def _assign(self, text: str, pos: int, eol: int, line: int) -> tuple[str, str, Any, re.Match]:
         head = self.assign_head.match(text, pos, eol)
         if head is None:
             raise _Miss
@@ -216,8 +226,7 @@ class LineReader:
             raise _Miss
         target = Name(head["target"], Loc(line, head.start("target") - pos + 1))
         node = AssignStmt(target, expr, self._pin(rest, pos, line), target.loc)
-        self._comment(rest, pos, line)
-        return Line("NAME", "assign", node, eol)
+        return "NAME", "assign", node, rest
 
 
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
