@@ -179,8 +179,8 @@ class LineReader:
     def _listed(self, m: re.Match, pattern: re.Pattern, pos: int, line: int) -> tuple[Name, ...]:
         found = tuple(Name(t[0], Loc(line, t.start() - pos + 1))
                       for t in pattern.finditer(m.string, m.start("body"), m.end("body")))
-        if any(n.text in self.keywords for n in found):
-            raise _Miss
+        if pattern is self.names and any(n.text in self.keywords for n in found):
+            raise _Miss  # (a dim is upper-case: never a keyword's spelling)
         return found
 
     @staticmethod

@@ -61,6 +61,10 @@ def attach_trivia(module: ast.Module) -> dict[Hashable, Trivia]:
 
 def _with_gaps(leading: list[tuple[int, str]], line: int, lines: list[str]) -> tuple[str, ...]:
     """Comment texts with "" wherever blank lines separated them (or the last from ``line``)."""
+    if not leading:
+        return ()
+    if len(leading) == 1 and leading[0][0] == line - 1:  # one comment line right above: no gap to look for
+        return (leading[0][1],)
     out: list[str] = []
     marks = [n for n, _ in leading] + [line]
     for (n, text), nxt in zip(leading, marks[1:]):
