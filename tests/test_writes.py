@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -127,3 +129,21 @@ def test_the_owner_is_kept_when_root_replaces_a_file(tmp_path: Path) -> None:
     os.chown(target, 12345, 12345)
     write_atomically(target, "new\n")
     assert (target.stat().st_uid, target.stat().st_gid) == (12345, 12345)
+
+
+@pytest.mark.parametrize("redirect", ["w", "a"])
+def test_dev_stdout_into_a_file_keeps_the_program_and_the_report(tmp_path: Path, redirect: str) -> None:
+    """``shardc compile F -o /dev/stdout > out.txt``: the program is written through standard output
+    itself, so the report printed after it follows it instead of overwriting it (``>`` or ``>>``)."""
+    out = tmp_path / "out.txt"
+    out.write_text("" if redirect == "w" else "earlier\n")
+    with open(out, redirect) as stream:
+        done = subprocess.run([sys.executable, "-c", "from shardc.cli.main import main; raise SystemExit(main())",
+                               "compile", str(TINY_FFN), "-o", "/dev/stdout"],
+                              stdout=stream, stderr=subprocess.PIPE, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    program = text.index("model tiny_ffn")
+    assert text.startswith("" if redirect == "w" else "earlier\n")
+    assert "collectives on mesh" in text[program:]  # the report, after the whole program
+    assert text.count("model tiny_ffn") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 from shardc.errors import NOLOC, ShardcError, render_diagnostic
 from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
@@ -138,10 +139,11 @@ def write_atomically(path: Path, text: str) -> None:
     the same folder, which is renamed over the target; the temporary is removed on every way out
     (an error, Ctrl-C).  A replaced file keeps its permissions and, where the process may set it, its
     owner; a new one gets the usual ``0o666 & ~umask``.  A symlink is written through, not replaced.
-    A device, FIFO or socket (``-o /dev/null``, ``-o /dev/stdout``) is written into, never renamed
-    over, and so is a name for an open file of the process (``/dev/stdout`` when standard output is a
-    file, ``/dev/fd/N``): it is appended to, as the process's stream would be.  A read-only file is
-    an error, even for root.
+    The file behind the process's own standard output or error (``-o /dev/stdout``, whatever it is
+    redirected to) is written through that stream, so that what the process prints next follows the
+    text instead of overwriting it.  A device, FIFO or socket (``-o /dev/null``) is written into, never
+    renamed over, and so is a name for another open file of the process (``/dev/fd/N``): it is
+    appended to, as the process's stream would be.  A read-only file is an error, even for root.
     """
     try:
         st: os.stat_result | None = os.stat(path)  # follows symlinks: what the name points at
@@ -149,6 +151,11 @@ def write_atomically(path: Path, text: str) -> None:
         st = None
     except OSError as err:
         raise ShardcError(f"cannot write {path}: {err.strerror}") from None
+    stream = _own_stream(st) if st is not None else None
+    if stream is not None:  # -o /dev/stdout > file: through the stream, or what it prints next would overwrite it
+        stream.write(text)
+        stream.flush()
+        return
     if st is not None and not stat.S_ISREG(st.st_mode):
         _write_into(path, st, text)
         return
@@ -190,6 +197,18 @@ def _replace(target: Path, st: os.stat_result | None, text: str) -> None:
         if isinstance(err, OSError):
             raise ShardcError(f"cannot write {target}: {err.strerror}") from None
         raise
+
+
+def _own_stream(st: os.stat_result) -> TextIO | None:
+    """``sys.stdout`` or ``sys.stderr`` if ``st`` is the file behind it, else None."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            own = os.fstat(stream.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            continue  # not backed by a file (a test's capture, a closed stream)
+        if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+            return stream
+    return None
 
 
 # Where a process's open files have names: /dev/stdout links to /proc/self/fd/1.
