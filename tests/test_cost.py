@@ -552,7 +552,11 @@ def test_cli_chip_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     broken = tmp_path / "broken.toml"
     broken.write_text("peak_flops = [", encoding="utf-8")
     code, _, err = run(capsys, PALM_DECODE, "--chip-file", broken)
-    assert code == 2 and "not valid TOML" in err
+    assert code == 2 and "not a valid TOML chip profile" in err
+    huge = tmp_path / "huge.toml"  # tomllib reads integers with int(), which refuses 4,301 digits
+    huge.write_text(good.read_text().replace("links = 6", "links = " + "9" * 4301), encoding="utf-8")
+    code, _, err = run(capsys, PALM_DECODE, "--chip-file", huge)
+    assert code == 2 and "too many digits" in err and "Traceback" not in err
     code, _, err = run(capsys, PALM_DECODE, "--chip-file", tmp_path / "missing.toml")
     assert code == 2 and "no such file" in err
     calibrated = tmp_path / "cal.toml"

@@ -1,6 +1,7 @@
 """``shardc export --to jax`` without running jax: the text, its size, the CLI, and the hint without jax."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -55,6 +56,21 @@ def test_the_cli_writes_the_program(tmp_path: Path, capsys: pytest.CaptureFixtur
                  "-o", str(out)]) == 0
     assert "def body(" in out.read_text()
     assert "--devices 8 --check --time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_the_cli_under_json_prints_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              to_file: bool) -> None:
+    """``--json``: standard output is one JSON object, the program inside it when there is no ``-o``."""
+    out = tmp_path / "prog.py"
+    argv = ["export", str(ROOT / "examples" / "tiny_ffn.model"), "--mesh", "2x4", "--to", "jax", "--json"]
+    assert main(argv + (["-o", str(out)] if to_file else [])) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["mesh"] == "2x4" and obj["chips"] == 8 and obj["target"] == "jax" and obj["lines"] > 10
+    if to_file:
+        assert obj["output"] == str(out) and "program" not in obj and "def body(" in out.read_text()
+    else:
+        assert obj["output"] is None and "def body(" in obj["program"]
 
 
 def test_the_cli_refuses_an_unknown_target(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,13 +16,12 @@ import re
 import stat
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from shardc.errors import NOLOC, ShardcError, render_diagnostic
-from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict
+from shardc.hardware.profile import ChipProfile, builtin_profiles, load_profile, profile_from_dict, read_toml
 from shardc.ir.graph import Graph
 from shardc.ir.mesh import Mesh
 from shardc.language.lower import parse, read_text
@@ -332,16 +331,7 @@ def chip_profile(args: argparse.Namespace) -> ChipProfile:
                               f"({', '.join(builtin_profiles())}); pass a TOML file with --chip-file")
         return load_profile(args.chip)
     path = Path(args.chip_file)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ShardcError(f"--chip-file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ShardcError(f"--chip-file {path}: cannot read it ({err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ShardcError(f"--chip-file {path}: not valid TOML ({err})") from None
-    except RecursionError:
-        raise ShardcError(f"--chip-file {path}: not valid TOML (nested too deeply)") from None
+    data = read_toml(path, f"--chip-file {path}: no such file", f"--chip-file {path}: ")
     return profile_from_dict(data, str(path))
 
 

@@ -7,11 +7,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from shardc.cli.common import chip_profile, load_graph, preset_flags, shard_as_asked, write_atomically
+from shardc.cli.common import chip_profile, emit_json, load_graph, preset_flags, shard_as_asked, write_atomically
 from shardc.errors import ShardcError
 from shardc.execute.verification import shrink
 from shardc.export import export_jax
 from shardc.hardware.comm import comm_mode
+from shardc.ir.graph import Graph
 
 TARGETS = ("jax",)
 
@@ -45,23 +46,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.shrink:
         sg = shrink(sg)
     assert sg.mesh is not None
+    report: dict[str, object] = {"model": sg.name, "mesh": sg.mesh.spec(), "chips": sg.mesh.num_chips}
     if args.compare_xla:
         from shardc.export.vs_xla import compare_xla, format_table
 
         mode = comm_mode(args.comm if args.comm is not None else profile.default_comm)
         sides = compare_xla(sg, profile, mode)
-        print(f"{sg.name} on {sg.mesh.spec()} ({sg.mesh.num_chips} chips of {profile.name}, --comm {mode.value}), "
-              "per chip, one run:")
-        sys.stdout.write(format_table(sides, sg.mesh))
-        if args.to is None:
-            return 0
-    text = export_jax(sg)
-    if args.output is None:
-        sys.stdout.write(text)
-        return 0
-    write_atomically(Path(args.output), text)
-    print(f"wrote {args.output} ({text.count(chr(10))} lines); run it with: "
-          f"python {args.output} --devices {sg.mesh.num_chips} --check --time", file=sys.stderr)
-    if importlib.util.find_spec("jax") is None:
-        print('note: jax is not installed; to run the program: pip install "shardc[jax]"', file=sys.stderr)
+        report["compare_xla"] = {"chip": profile.name, "comm": mode.value, "sides": [s.to_json() for s in sides]}
+        if not args.json:
+            print(f"{sg.name} on {sg.mesh.spec()} ({sg.mesh.num_chips} chips of {profile.name}, --comm {mode.value}), "
+                  "per chip, one run:")
+            sys.stdout.write(format_table(sides, sg.mesh))
+    if args.to is not None:
+        report.update(_write_program(args, sg))
+    if args.json:
+        emit_json(report)
     return 0
+
+
+def _write_program(args: argparse.Namespace, sg: Graph) -> dict[str, object]:
+    """Write the JAX program to ``-o`` (or standard output); what ``--json`` says of it."""
+    assert sg.mesh is not None
+    text = export_jax(sg)
+    written: dict[str, object] = {"target": args.to, "output": args.output, "lines": text.count("\n")}
+    if args.output is None:
+        if args.json:
+            written["program"] = text  # the program inside the JSON, so that stdout stays one object
+        else:
+            sys.stdout.write(text)
+        return written
+    write_atomically(Path(args.output), text)
+    if not args.json:
+        print(f"wrote {args.output} ({text.count(chr(10))} lines); run it with: "
+              f"python {args.output} --devices {sg.mesh.num_chips} --check --time", file=sys.stderr)
+        if importlib.util.find_spec("jax") is None:
+            print('note: jax is not installed; to run the program: pip install "shardc[jax]"', file=sys.stderr)
+    return written

@@ -64,6 +64,12 @@ class Side:
     def seconds(self) -> float:
         return self.comm_s + self.matmul_s
 
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "collectives": dict(self.counts), "bytes_per_chip": self.bytes_per_chip,
+                "dot_flops_per_chip": self.dot_flops_per_chip,
+                "redundant_flops_per_chip": self.redundant_flops_per_chip,
+                "comm_s": self.comm_s, "matmul_s": self.matmul_s, "seconds": self.seconds, "note": self.note}
+
 
 def _unsharded_flops(sg: Graph) -> float:
     """Two-operand einsum FLOPs of one run of the whole (unsharded) program."""

@@ -118,13 +118,20 @@ def load_profile(chip: str | Path | ChipProfile | None = None) -> ChipProfile:
         if str(chip) not in builtin_profiles():  # a name, never a path ('../../x')
             raise ShardcError(f"unknown chip '{chip}'; the built-in profiles are {', '.join(builtin_profiles())}",
                               hint="or describe yours in a TOML file and pass --chip-file FILE")
+    return profile_from_dict(read_toml(path, f"no such chip profile: {path}", f"{path}: "), str(path))
+
+
+def read_toml(path: Path, missing: str, where: str) -> dict:
+    """The table of the TOML file ``path``; a ShardcError saying ``missing`` if there is none, or
+    ``where`` and what is wrong if it cannot be read."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ShardcError(f"no such chip profile: {path}") from None
-    except (tomllib.TOMLDecodeError, RecursionError) as err:
-        raise ShardcError(f"{path}: not a valid TOML chip profile ({_toml_problem(err)})") from None
-    return profile_from_dict(data, str(path))
+        raise ShardcError(missing) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ShardcError(f"{where}cannot read it ({err})") from None
+    except (ValueError, RecursionError) as err:  # TOMLDecodeError, and an integer too long for int()
+        raise ShardcError(f"{where}not a valid TOML chip profile ({_toml_problem(err)})") from None
 
 
 def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float, float]:
@@ -154,8 +161,13 @@ def _node_fields(data: dict, topology: Topology, where: str) -> tuple[int, float
 
 
 def _toml_problem(err: Exception) -> str:
-    """What is wrong with a TOML file, in words (tomllib recurses on nested arrays and tables)."""
-    return "nested too deeply" if isinstance(err, RecursionError) else str(err)
+    """What is wrong with a TOML file, in words (tomllib recurses on nested arrays and tables, and
+    reads integers with int(), which refuses more than 4,300 digits)."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if not isinstance(err, tomllib.TOMLDecodeError):
+        return "a number with too many digits"
+    return str(err)
 
 
 _MOST_CHIPS = 10**18  # as for the sizes of a program's dims and mesh axes
