@@ -58,6 +58,7 @@ _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 _AXES_RE = re.compile(r"[a-z]+")
 _INT_RE = re.compile(r"[0-9]+")
 _DTYPES = {d.value: d for d in DType}  # a dict lookup: calling the enum is slow
+_DECL_KINDS = {k.value: k for k in DeclKind}
 _DECIMAL_RE = re.compile(r"[0-9]+\.[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+")
 
 
@@ -335,7 +336,7 @@ class _Lowerer:
         return layout
 
     def lower_decl(self, stmt: ast.DeclStmt) -> Decl:
-        kind = DeclKind(stmt.kind)
+        kind = _DECL_KINDS[stmt.kind]
         if self.inner is not None and kind is DeclKind.INPUT:
             raise self.error("'input' may not appear inside repeat; declare inputs before it", stmt.loc)
         self.check_new_name(stmt.name)
