@@ -6,6 +6,9 @@ the serial figures (shardc/planner/bound.py, shardc/planner/evaluate.py).
   files at their real sizes and on random small programs.  A floor above the time would let
   ``prune=True`` skip a winner; the mutation test below shows the winner check catches that.
 * ``plan(..., prune=True)`` picks the candidate the full ranking picks.
+* A layout search given a cutoff (``shard_program(..., cutoff=)``, how pruning gives up on a
+  candidate part-way) finds the plan it finds without one when that plan is within the cutoff, and
+  gives up when it is not.
 * ``plan(..., jobs=2)`` ranks the same candidates with the same figures as ``jobs=1``, and a
   candidate's program, searched again in this process, is the one the serial plan made.
 """
@@ -27,6 +30,9 @@ from shardc.planner import choose
 from shardc.planner.bound import Floor
 from shardc.planner.choose import plan
 from shardc.planner.evaluate import Evaluator
+from shardc.sharding.presets import FFN, Attention
+from shardc.sharding.search import Beaten
+from shardc.sharding.shard import shard_program
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -69,6 +75,23 @@ def test_floors_hold_and_pruning_keeps_the_winner_on_random_programs(program) ->
     pruned = plan(g, mesh=g.mesh, prune=True)
     assert pruned.best.candidate == full.best.candidate
     assert pruned.best.figures == full.best.figures
+
+
+@settings(max_examples=examples(15), deadline=None)
+@given(program=layer_programs())
+def test_a_cutoff_finds_the_same_plan_or_gives_up(program) -> None:
+    text, mesh = program
+    g = shardc.parse(text)
+    for ffn in (FFN.WS_2D, FFN.WG_XY):
+        try:
+            plain = shard_program(g, mesh, ffn.value, Attention.BATCH.value)
+        except ShardcError:
+            continue
+        assert plain.seconds is not None
+        within = shard_program(g, mesh, ffn.value, Attention.BATCH.value, cutoff=plain.seconds)
+        assert within.graph == plain.graph and within.seconds == plain.seconds
+        with pytest.raises(Beaten):
+            shard_program(g, mesh, ffn.value, Attention.BATCH.value, cutoff=plain.seconds * 0.999)
 
 
 @pytest.mark.parametrize(("chips", "batch", "weights"), [(64, 64, "bf16"), (64, 8, "int8"), (32, 1024, "int8")])

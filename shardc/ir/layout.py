@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Mapping
 
 from shardc.errors import ShardcError
@@ -36,6 +37,18 @@ class Layout:
 
     split: tuple[tuple[str, tuple[str, ...]], ...]
     partial: frozenset[str] = frozenset()
+
+    def __hash__(self) -> int:
+        # The dataclass's own hash (of the fields), computed once: layouts key every memo table.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.split, self.partial))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict[str, object]:
+        # Not the hash: another process may hash strings with another seed.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -79,7 +92,9 @@ class Layout:
         return layout
 
     # -- queries ------------------------------------------------------------
-    @property
+    # The queries below run in the layout search's inner loops: each is computed once per layout
+    # (cached_property keeps it on the instance, outside the fields that make equality and hash).
+    @cached_property
     def dims(self) -> tuple[str, ...]:
         return tuple(d for d, _ in self.split)
 
@@ -97,12 +112,12 @@ class Layout:
                 return d
         return None
 
-    @property
+    @cached_property
     def split_axes(self) -> frozenset[str]:
         """Every axis that splits some dim."""
         return frozenset(a for _, axes in self.split for a in axes)
 
-    @property
+    @cached_property
     def used_axes(self) -> frozenset[str]:
         """Axes that split a dim or hold partial sums."""
         return self.split_axes | self.partial

@@ -30,7 +30,7 @@ search prices them) are part of every plan.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from shardc.errors import ShardcError
 from shardc.hardware.comm import CommMode
@@ -38,10 +38,9 @@ from shardc.hardware.profile import ChipProfile
 from shardc.ir.graph import Decl, DeclKind, Graph, Op, OpKind, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
-from shardc.sharding.counts import op_flops
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import reshard
-from shardc.sharding.timing import VIEWS, op_seconds, traffic_bytes
+from shardc.sharding.timing import op_floor, op_seconds
 
 __all__ = ["Floor", "floor", "roofline_floor"]
 
@@ -60,26 +59,6 @@ def _numel(v: Value, sizes: dict[str, int]) -> int:
     return math.prod(sizes[d] for d in v.dims)
 
 
-def _whole(v: Value) -> Value:
-    return replace(v, layout=Layout.replicated(v.dims))
-
-
-def _op_floor(op: Op, sizes: dict[str, int], chips: int, chip: ChipProfile) -> float:
-    """Seconds one execution of the source op ``op`` takes at least, however it is sharded: the
-    per-op counts of whole tensors (the tables every estimate reads) over ``chips``."""
-    if op.kind in VIEWS:
-        return 0.0
-    whole = replace(op, result=_whole(op.result),
-                    operands=tuple(_whole(o) if isinstance(o, Value) else o for o in op.operands))
-    one_chip = Mesh((("x", 1),))
-    compute = 0.0
-    if op.kind is OpKind.EINSUM:
-        flops = op_flops(whole, sizes, one_chip).einsum
-        compute = flops / chips / (chip.peak_flops * max(1.0, chip.calibration.peak_fraction))
-    memory = traffic_bytes(whole, sizes, one_chip) / chips / chip.hbm_bandwidth
-    return max(compute, memory) + chip.calibration.op_overhead
-
-
 def roofline_floor(g: Graph, chips: int, chip: ChipProfile) -> float:
     """The part of the floor every candidate on ``chips`` chips shares: each source op ideally
     spread over all of them (module docstring), times its trip count."""
@@ -87,7 +66,7 @@ def roofline_floor(g: Graph, chips: int, chip: ChipProfile) -> float:
     total = 0.0
     for stmt, rep in g.walk():
         if isinstance(stmt, Op):
-            total += _op_floor(stmt, sizes, chips, chip) * (rep.count if rep else 1)
+            total += op_floor(stmt, sizes, chips, chip) * (rep.count if rep else 1)
     return total
 
 

@@ -32,6 +32,7 @@ from shardc.planner.bound import Floor
 from shardc.planner.evaluate import Evaluator, Objective, Ranked, evaluate_all, score
 from shardc.planner.space import Candidate, candidates, max_axes, meshes, pad_options
 from shardc.sharding.presets import FFN, Attention
+from shardc.sharding.search import Beaten
 from shardc.units import human_seconds
 
 __all__ = ["Dropped", "Objective", "Plan", "Ranked", "plan"]
@@ -69,7 +70,7 @@ class Plan:
     considered: int = 0
     profile: ChipProfile | None = field(default=None, repr=False, compare=False)
     comm: str | None = None
-    pruned: int = 0  # with prune=True: candidates not searched, their floor worse than the winner
+    pruned: int = 0  # with prune=True: candidates not searched (their floor worse than the best so far) or given up
 
     @property
     def runner_up(self) -> Ranked | None:
@@ -272,7 +273,12 @@ def _rank(todo: list[Candidate], order: list[int], floors: list[Floor | ShardcEr
         if prune and _floor_score(fl, c, obj, length) > best:
             skipped += 1
             continue
-        outcome = outcomes[i] if i in outcomes else evaluate(c)
+        # Pruning: the search itself gives up once it knows it cannot match the best so far.
+        cutoff = _seconds_at(best, c, obj, length) if prune and best < math.inf else None
+        outcome = outcomes[i] if i in outcomes else evaluate(c, cutoff)
+        if isinstance(outcome, Beaten):
+            skipped += 1
+            continue
         if isinstance(outcome, ShardcError):
             drops.setdefault(_dropped_reason(outcome), []).append((math.inf, f"{c.label()}: {outcome.message}"))
             continue
@@ -289,6 +295,16 @@ def _rank(todo: list[Candidate], order: list[int], floors: list[Floor | ShardcEr
             ranked.append((r.score(obj), i, r))
             best = min(best, r.score(obj))
     return ranked, drops, skipped
+
+
+def _seconds_at(best: float, c: Candidate, objective: Objective, length: int) -> float:
+    """The seconds per run at which the candidate would score ``best`` (the inverse of :func:`score`)."""
+    tokens = c.batch * length
+    if objective is Objective.LATENCY:
+        return best
+    if objective is Objective.THROUGHPUT:
+        return tokens / -best if best < 0 else math.inf
+    return best * tokens / c.mesh.num_chips
 
 
 def _floor_score(fl: Floor | ShardcError, c: Candidate, objective: Objective, length: int) -> float:

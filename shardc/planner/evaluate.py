@@ -27,6 +27,7 @@ from shardc.ir.transforms import with_mesh, with_sizes, with_weight_dtype
 from shardc.planner.bound import Floor, floor, roofline_floor
 from shardc.planner.space import Candidate
 from shardc.sharding.presets import FFN, PRESETS, bind
+from shardc.sharding.search import Beaten
 from shardc.sharding.shard import shard_program
 
 __all__ = ["Evaluator", "Figures", "Objective", "Ranked", "evaluate_all", "figures", "score"]
@@ -135,7 +136,7 @@ class Evaluator:
     def __init__(self, g: Graph, declared: list[DType], profile: ChipProfile, comm: str | None) -> None:
         self.g, self.declared, self.profile, self.comm = g, declared, profile, comm
         self.programs: dict[tuple, Graph] = {}
-        self.done: dict[tuple, Ranked | ShardcError] = {}
+        self.done: dict[tuple, Ranked | ShardcError | Beaten] = {}
         self.rooflines: dict[tuple, float] = {}
         # The search prices ops on these (shard_program's choice for the same chip and --comm).
         self.mode = comm_mode(comm or profile.default_comm)
@@ -165,19 +166,27 @@ class Evaluator:
         except ShardcError as err:
             return err
 
-    def __call__(self, c: Candidate) -> Ranked | ShardcError:
+    def __call__(self, c: Candidate, cutoff: float | None = None) -> Ranked | ShardcError | Beaten:
+        """The candidate's figures, or why it cannot be sharded; with ``cutoff`` (seconds), a
+        :class:`~shardc.sharding.search.Beaten` instead when no plan of it takes at most that
+        (its search gives up as soon as it knows)."""
         g = self.program(c)
         try:
             strategy = bind(PRESETS[c.ffn], c.mesh, c.attention, roles=c.roles)
         except ShardcError as err:
             return err
         key = (c.weights, c.pad, c.batch, c.mesh, replace(strategy, ffn=FFN.NONE))
+        held = self.done.get(key)
+        if isinstance(held, Beaten) and (cutoff is None or cutoff > held.cutoff):
+            del self.done[key]  # beaten at a lower cutoff than asked now: search again
         if key not in self.done:
             real = tuple((d, self.g.sizes[d]) for d, _ in c.pad)
             try:
-                result = shard_program(g, c.mesh, strategy, chip=self.profile, comm=self.comm)
+                result = shard_program(g, c.mesh, strategy, chip=self.profile, comm=self.comm, cutoff=cutoff)
             except ShardcError as err:
                 self.done[key] = err
+            except Beaten as beaten:
+                self.done[key] = beaten
             else:
                 assert result.seconds is not None
                 self.done[key] = Ranked(c, figures(result.graph, result.seconds, self.profile, dict(real)),
@@ -201,6 +210,7 @@ def _cost_in_worker(batch: list[Candidate]) -> list[Costed]:
     out: list[Costed] = []
     for c in batch:
         r = _WORKER(c)
+        assert not isinstance(r, Beaten)  # no cutoff asked
         out.append(r.message if isinstance(r, ShardcError) else (r.figures, r.real_sizes))
     return out
 
