@@ -26,6 +26,7 @@ from shardc.cost.memory import resident_bytes
 from shardc.errors import ShardcError
 from shardc.hardware.profile import load_profile
 from shardc.ir.graph import DeclKind
+from shardc.ir.transforms import with_mesh
 from shardc.planner import choose
 from shardc.planner.bound import Floor
 from shardc.planner.choose import plan
@@ -92,6 +93,22 @@ def test_a_cutoff_finds_the_same_plan_or_gives_up(program) -> None:
         assert within.graph == plain.graph and within.seconds == plain.seconds
         with pytest.raises(Beaten):
             shard_program(g, mesh, ffn.value, Attention.BATCH.value, cutoff=plain.seconds * 0.999)
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(program=layer_programs(), other=layer_programs())
+def test_moving_a_verified_program_checks_what_verifying_checks(program, other) -> None:
+    """The planner moves each verified program to each mesh without verifying it all again
+    (``with_mesh(..., verified=True)``): the same program, or the same error, as verifying."""
+    g = shardc.parse(program[0])
+    mesh = other[1]
+
+    def moved(verified: bool) -> object:
+        try:
+            return with_mesh(g, mesh, verified=verified)
+        except ShardcError as err:
+            return err.message
+    assert moved(True) == moved(False)
 
 
 @pytest.mark.parametrize(("chips", "batch", "weights"), [(64, 64, "bf16"), (64, 8, "int8"), (32, 1024, "int8")])

@@ -42,7 +42,7 @@ from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import reshard
 from shardc.sharding.timing import op_floor, op_seconds
 
-__all__ = ["Floor", "floor", "roofline_floor"]
+__all__ = ["Declared", "Floor", "declared", "floor", "roofline_floor"]
 
 _ROUNDING = 1e-9  # the floor is summed in another order than the search's total
 
@@ -74,29 +74,48 @@ def _einsum_operands(g: Graph) -> set[int]:
     return {v.id for op in g.ops() if op.kind is OpKind.EINSUM for v in op.inputs}
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What a floor reads of one declaration of a program (:func:`declared`)."""
+
+    decl: Decl
+    trips: int  # executions: the trip count of its block
+    nbytes: int  # of the whole tensor
+    einsum_operand: bool  # some einsum reads it
+
+
+def declared(g: Graph) -> tuple[Declared, ...]:
+    """The declarations of ``g`` as :func:`floor` reads them: found once for all the candidates that
+    share the program."""
+    used = _einsum_operands(g)
+    sizes = g.sizes
+    return tuple(Declared(d, rep.count if rep else 1, _numel(d.value, sizes) * d.value.dtype.bytes,
+                          d.value.id in used) for d, rep in g.decls())
+
+
 def floor(g: Graph, mesh: Mesh, strategy: Strategy, chip: ChipProfile, mode: CommMode,
-          shared: float, gathers: bool = True) -> Floor:
+          shared: float, gathers: bool = True, decls: tuple[Declared, ...] | None = None) -> Floor:
     """The :class:`Floor` of sharding ``g`` on ``mesh`` with ``strategy``, priced on ``chip`` (as
     the search prices, :func:`~shardc.hardware.comm.priced_in`); ``shared`` is
-    :func:`roofline_floor` of the program.  ``gathers=False`` leaves the weight gathers out of
-    the time (a lower floor, without their reshard searches: for when only memory is asked)."""
+    :func:`roofline_floor` of the program and ``decls`` its :func:`declared` (found here if not
+    given).  ``gathers=False`` leaves the weight gathers out of the time (a lower floor, without
+    their reshard searches: for when only memory is asked)."""
     sizes = g.sizes
     chips = mesh.num_chips
     every_axis = frozenset(a for a, n in mesh.axes if n > 1)
-    used = _einsum_operands(g)
     seconds, resident = shared, 0.0
-    for d, rep in g.decls():
-        trips = rep.count if rep else 1
+    for fact in declared(g) if decls is None else decls:
+        d = fact.decl
         stored = _stored(d, strategy, sizes, mesh)
-        nbytes = _numel(d.value, sizes) * d.value.dtype.bytes
         if d.kind in (DeclKind.PARAM, DeclKind.CACHE):
             # A floating weight (no stored layout yet) takes at least its share of the chips.
-            local = nbytes / chips if stored is None else stored.local_numel(sizes, mesh) * d.value.dtype.bytes
-            resident += local * trips
+            local = fact.nbytes / chips if stored is None else \
+                stored.local_numel(sizes, mesh) * d.value.dtype.bytes
+            resident += local * fact.trips
         if (gathers and d.kind is DeclKind.PARAM and stored is not None and d.value.layout is None
-                and strategy.gathered and d.value.id in used and stored.used_axes >= every_axis):
+                and strategy.gathered and fact.einsum_operand and stored.used_axes >= every_axis):
             seconds += _gather_seconds(d.value, stored, strategy.compute_layout(stored), sizes, mesh, chip,
-                                       mode) * trips
+                                       mode) * fact.trips
     return Floor(seconds * (1 - _ROUNDING), resident)
 
 
@@ -113,9 +132,25 @@ def _stored(d: Decl, strategy: Strategy, sizes: dict[str, int], mesh: Mesh) -> L
     return layout
 
 
+_GATHERS: dict[tuple, float] = {}
+_GATHERS_MAX = 1 << 16
+
+
 def _gather_seconds(v: Value, stored: Layout, compute: Layout, sizes: dict[str, int], mesh: Mesh,
                     chip: ChipProfile, mode: CommMode) -> float:
-    """The collectives taking a weight from its stored to its compute layout, priced as emitted."""
+    """The collectives taking a weight from its stored to its compute layout, priced as emitted
+    (memoised: every candidate storing a weight alike on a mesh gathers it alike)."""
+    key = (v.type, stored, compute, tuple(sizes[d] for d in v.dims), mesh, chip, mode)
+    found = _GATHERS.get(key)
+    if found is None:
+        if len(_GATHERS) >= _GATHERS_MAX:
+            _GATHERS.clear()
+        found = _GATHERS[key] = _priced_gather(v, stored, compute, sizes, mesh, chip, mode)
+    return found
+
+
+def _priced_gather(v: Value, stored: Layout, compute: Layout, sizes: dict[str, int], mesh: Mesh,
+                   chip: ChipProfile, mode: CommMode) -> float:
     total = 0.0
     for step in reshard(stored, compute, sizes, mesh, itemsize=v.dtype.bytes):
         before = Value(0, None, v.type, step.before)

@@ -24,7 +24,7 @@ from shardc.hardware.comm import comm_mode, priced_in
 from shardc.hardware.profile import ChipProfile
 from shardc.ir.graph import DType, Graph
 from shardc.ir.transforms import with_mesh, with_sizes, with_weight_dtype
-from shardc.planner.bound import Floor, floor, roofline_floor
+from shardc.planner.bound import Declared, Floor, declared, floor, roofline_floor
 from shardc.planner.space import Candidate
 from shardc.sharding.presets import FFN, PRESETS, bind
 from shardc.sharding.search import Beaten
@@ -138,6 +138,7 @@ class Evaluator:
         self.programs: dict[tuple, Graph] = {}
         self.done: dict[tuple, Ranked | ShardcError | Beaten] = {}
         self.rooflines: dict[tuple, float] = {}
+        self.decl_facts: dict[tuple, tuple[Declared, ...]] = {}
         # The search prices ops on these (shard_program's choice for the same chip and --comm).
         self.mode = comm_mode(comm or profile.default_comm)
         self.priced = priced_in(profile, self.mode)
@@ -146,10 +147,17 @@ class Evaluator:
         """The program at the candidate's sizes and dtype, on its mesh (built once for all presets)."""
         key = (c.weights, c.pad, c.batch, c.mesh)
         if key not in self.programs:
+            self.programs[key] = with_mesh(self.sized(c), c.mesh, verified=True)
+        return self.programs[key]
+
+    def sized(self, c: Candidate) -> Graph:
+        """The program at the candidate's sizes and dtype, on no mesh yet (built once for all meshes)."""
+        key = (c.weights, c.pad, c.batch)
+        if key not in self.programs:
             g = self.g
             sized = with_sizes(g, {**dict(c.pad), **({"B": c.batch} if "B" in g.sizes else {})})
             same = self.declared == [c.weights]
-            self.programs[key] = with_mesh(sized if same else with_weight_dtype(sized, c.weights), c.mesh)
+            self.programs[key] = sized if same else with_weight_dtype(sized, c.weights)
         return self.programs[key]
 
     def floor(self, c: Candidate, gathers: bool = True) -> Floor | ShardcError:
@@ -162,7 +170,9 @@ class Evaluator:
             key = (c.weights, c.pad, c.batch, c.mesh.num_chips)
             if key not in self.rooflines:
                 self.rooflines[key] = roofline_floor(g, c.mesh.num_chips, self.priced)
-            return floor(g, c.mesh, strategy, self.priced, self.mode, self.rooflines[key], gathers)
+                self.decl_facts[key] = declared(g)
+            return floor(g, c.mesh, strategy, self.priced, self.mode, self.rooflines[key], gathers,
+                         self.decl_facts[key])
         except ShardcError as err:
             return err
 
