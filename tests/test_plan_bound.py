@@ -150,3 +150,18 @@ def test_workers_give_the_serial_ranking() -> None:
     assert parallel.why == serial.why
     assert parallel.candidates[3].built is None  # not sent back: searched again when asked for
     assert parallel.candidates[3].graph == serial.candidates[3].graph
+
+
+def test_planning_leaves_the_collector_as_it_was() -> None:
+    """plan() collects garbage less often while it runs, and restores the thresholds after."""
+    import gc
+    g = shardc.load(EXAMPLES / "tiny_layer.model")
+    before = gc.get_threshold()
+    plan(g, 8, jobs=1)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.set_threshold(0)  # collection off: it stays off
+    try:
+        plan(g, 8, jobs=1)
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Mapping
 
 from shardc.errors import ShardcError
@@ -92,11 +91,15 @@ class Layout:
         return layout
 
     # -- queries ------------------------------------------------------------
-    # The queries below run in the layout search's inner loops: each is computed once per layout
-    # (cached_property keeps it on the instance, outside the fields that make equality and hash).
-    @cached_property
+    # The queries below run in the layout search's inner loops: each is computed once per layout and
+    # kept on the instance, outside the fields that make equality and hash (not functools'
+    # cached_property, which takes a lock on every first use).
+    @property
     def dims(self) -> tuple[str, ...]:
-        return tuple(d for d, _ in self.split)
+        found = self.__dict__.get("_dims")
+        if found is None:
+            found = self.__dict__["_dims"] = tuple(d for d, _ in self.split)
+        return found
 
     def axes_of(self, dim: str) -> tuple[str, ...]:
         """The axes splitting ``dim`` (major first); () when unsplit."""
@@ -112,19 +115,25 @@ class Layout:
                 return d
         return None
 
-    @cached_property
+    @property
     def split_axes(self) -> frozenset[str]:
         """Every axis that splits some dim."""
-        return frozenset(a for _, axes in self.split for a in axes)
+        found = self.__dict__.get("_split_axes")
+        if found is None:
+            found = self.__dict__["_split_axes"] = frozenset(a for _, axes in self.split for a in axes)
+        return found
 
-    @cached_property
+    @property
     def used_axes(self) -> frozenset[str]:
         """Axes that split a dim or hold partial sums."""
-        return self.split_axes | self.partial
+        found = self.__dict__.get("_used_axes")
+        if found is None:
+            found = self.__dict__["_used_axes"] = self.split_axes | self.partial
+        return found
 
     def local_sizes(self, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, ...]:
         """Per-chip shape of a tensor with global dim ``sizes``."""
-        return tuple(sizes[d] // mesh.group_size(axes) for d, axes in self.split)
+        return tuple(sizes[d] // mesh.group_size(axes) if axes else sizes[d] for d, axes in self.split)
 
     def local_numel(self, sizes: Mapping[str, int], mesh: Mesh) -> int:
         return math.prod(self.local_sizes(sizes, mesh))

@@ -18,10 +18,12 @@ instead.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from shardc.cost.model import CostReport
 from shardc.errors import ShardcError
@@ -217,6 +219,43 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
     processes for the searches (default: one per core; :mod:`shardc.planner.evaluate`), used
     without ``prune`` when there are at least :data:`PARALLEL_MIN` candidates to search.
     """
+    with _collecting_less():
+        return _plan(g, chips, mesh, chip, comm, objective, max_latency, ffn, attention, weights, pad, batch,
+                     prune, jobs)
+
+
+@contextmanager
+def _collecting_less() -> Iterator[None]:
+    """The cyclic garbage collector, run less often while planning (its thresholds restored after).
+
+    The searches allocate millions of small objects, nearly all freed by reference counting, and
+    keep memo tables that grow to millions more: at the default thresholds the collector walks all
+    of those again and again, a quarter of a sweep's time.  Garbage with cycles (errors holding
+    their tracebacks) is still collected, later.
+    """
+    old = gc.get_threshold()
+    if not gc.isenabled() or old[0] == 0:  # the caller turned collection off: leave it so
+        yield
+        return
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
+    # What exists now (the memo tables of earlier calls among it) is not walked meanwhile; unless
+    # the caller froze objects of its own, which unfreezing after would let go of too.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.unfreeze()
+        gc.set_threshold(*old)
+
+
+def _plan(g: Graph, chips: int | None, mesh: Mesh | str | None, chip: str | ChipProfile | None,
+          comm: str | None, objective: Objective | str, max_latency: float | None,
+          ffn: str | Sequence[FFN | str], attention: str | Sequence[Attention | str],
+          weights: str | Sequence[DType | str] | None, pad: str | Mapping[str, int],
+          batch: int | str | Sequence[int] | None, prune: bool, jobs: int | None) -> Plan:
     profile = load_profile(chip)
     obj = objective if isinstance(objective, Objective) else _choices(objective, list(Objective), Objective,
                                                                       "--objective")[0]

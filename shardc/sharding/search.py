@@ -35,7 +35,6 @@ from typing import Callable, Hashable
 from shardc.errors import ShardcError
 from shardc.ir.graph import Decl, Op, Output, Repeat, Stmt, Value
 from shardc.ir.layout import Layout
-from shardc.sharding.timing import op_floor
 from shardc.sharding.walk import Decision, Option, State, Walk
 from shardc.units import human_seconds
 
@@ -131,7 +130,6 @@ def _floors_after(walk: Walk, units: list[Unit]) -> list[float]:
     """For each unit, seconds the units after it add to any plan at least: each source op is
     emitted once, at no less than :func:`~shardc.sharding.timing.op_floor`, times the trip count
     of its block (a sum chain, whose adds the pass may regroup, and the rest count nothing)."""
-    chips = walk.mesh.num_chips
     out = [0.0] * len(units)
     later, count = 0.0, 1
     for i in range(len(units) - 1, -1, -1):
@@ -144,7 +142,7 @@ def _floors_after(walk: Walk, units: list[Unit]) -> list[float]:
             count = 1
         elif unit.kind is UnitKind.OP:
             assert isinstance(unit.stmt, Op)
-            later += op_floor(unit.stmt, walk.sizes, chips, walk.chip) * count
+            later += walk.floor(unit.stmt) * count
     return out
 
 
