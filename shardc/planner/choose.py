@@ -126,7 +126,8 @@ def explain_win(best: Ranked, other: Ranked | None, objective: Objective, chip: 
     if other is None:
         return f"{title} is the only candidate that divides and fits"
     a, b = _terms(best.report(chip, comm)), _terms(other.report(chip, comm))
-    saved = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in set(a) | set(b)}
+    # In the reports' own order (a set's order changes with the hash seed, and ties would too).
+    saved = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in dict.fromkeys([*a, *b])}
     gain = max(saved, key=lambda k: saved[k])
     loss = min(saved, key=lambda k: saved[k])
     rival = (f"{other.candidate.ffn.value}/{other.candidate.attention.value} on {other.candidate.mesh.spec()}"
@@ -271,7 +272,7 @@ def _plan(g: Graph, chips: int | None, mesh: Mesh | str | None, chip: str | Chip
     floors = [evaluate.floor(c, gathers=prune) for c in todo]  # without pruning only memory is read
     order = list(range(len(todo)))
     if prune:  # the most promising first, so the winner is found early and the rest are skipped
-        order.sort(key=lambda i: _floor_score(floors[i], todo[i], obj, length))
+        order.sort(key=lambda i: (_floor_score(floors[i], todo[i], obj, length), max(todo[i].mesh.shape)))
     outcomes: dict[int, Ranked | ShardcError] = {}
     workers = max(1, jobs if jobs is not None else os.cpu_count() or 1)
     searched = [i for i in order if not isinstance(floors[i], ShardcError)
