@@ -37,6 +37,18 @@ class Layout:
     split: tuple[tuple[str, tuple[str, ...]], ...]
     partial: frozenset[str] = frozenset()
 
+    def __hash__(self) -> int:
+        # The dataclass's own hash (of the fields), computed once: layouts key every memo table.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.split, self.partial))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict[str, object]:
+        # Not the hash: another process may hash strings with another seed.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     # -- construction -------------------------------------------------------
     @classmethod
     def replicated(cls, dims: tuple[str, ...]) -> "Layout":
@@ -79,9 +91,15 @@ class Layout:
         return layout
 
     # -- queries ------------------------------------------------------------
+    # The queries below run in the layout search's inner loops: each is computed once per layout and
+    # kept on the instance, outside the fields that make equality and hash (not functools'
+    # cached_property, which takes a lock on every first use).
     @property
     def dims(self) -> tuple[str, ...]:
-        return tuple(d for d, _ in self.split)
+        found = self.__dict__.get("_dims")
+        if found is None:
+            found = self.__dict__["_dims"] = tuple(d for d, _ in self.split)
+        return found
 
     def axes_of(self, dim: str) -> tuple[str, ...]:
         """The axes splitting ``dim`` (major first); () when unsplit."""
@@ -100,16 +118,22 @@ class Layout:
     @property
     def split_axes(self) -> frozenset[str]:
         """Every axis that splits some dim."""
-        return frozenset(a for _, axes in self.split for a in axes)
+        found = self.__dict__.get("_split_axes")
+        if found is None:
+            found = self.__dict__["_split_axes"] = frozenset(a for _, axes in self.split for a in axes)
+        return found
 
     @property
     def used_axes(self) -> frozenset[str]:
         """Axes that split a dim or hold partial sums."""
-        return self.split_axes | self.partial
+        found = self.__dict__.get("_used_axes")
+        if found is None:
+            found = self.__dict__["_used_axes"] = self.split_axes | self.partial
+        return found
 
     def local_sizes(self, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, ...]:
         """Per-chip shape of a tensor with global dim ``sizes``."""
-        return tuple(sizes[d] // mesh.group_size(axes) for d, axes in self.split)
+        return tuple(sizes[d] // mesh.group_size(axes) if axes else sizes[d] for d, axes in self.split)
 
     def local_numel(self, sizes: Mapping[str, int], mesh: Mesh) -> int:
         return math.prod(self.local_sizes(sizes, mesh))

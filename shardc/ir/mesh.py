@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from shardc.errors import ShardcError
 from shardc.units import whole_number
@@ -31,6 +32,18 @@ class Mesh:
     """Named mesh axes and their sizes, major axis first."""
 
     axes: tuple[tuple[str, int], ...]
+
+    def __hash__(self) -> int:
+        # The dataclass's own hash (of the field), computed once: meshes key every memo table.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.axes,))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict[str, object]:
+        # Not the hash: another process may hash strings with another seed.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -68,27 +81,33 @@ class Mesh:
             )
         return cls(tuple(zip(DEFAULT_AXIS_NAMES, (_axis_size(p.strip(), text) for p in parts))))
 
-    @property
+    # The queries below run in the layout search's inner loops: each is computed once per mesh
+    # (cached_property keeps it on the instance, outside the fields that make equality and hash).
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.axes)
 
-    @property
+    @cached_property
     def shape(self) -> tuple[int, ...]:
         return tuple(size for _, size in self.axes)
 
-    @property
+    @cached_property
     def num_chips(self) -> int:
         return math.prod(self.shape)
 
+    @cached_property
+    def _sizes(self) -> dict[str, int]:
+        return dict(self.axes)
+
     def has(self, axis: str) -> bool:
-        return any(name == axis for name, _ in self.axes)
+        return axis in self._sizes
 
     def size(self, axis: str) -> int:
         """Size of one axis (ShardcError if the mesh lacks it)."""
-        for name, size in self.axes:
-            if name == axis:
-                return size
-        raise ShardcError(f"mesh {self} has no axis '{axis}'")
+        size = self._sizes.get(axis)
+        if size is None:
+            raise ShardcError(f"mesh {self} has no axis '{axis}'")
+        return size
 
     def index(self, axis: str) -> int:
         """Position of ``axis`` in major-to-minor order."""
@@ -96,7 +115,13 @@ class Mesh:
 
     def group_size(self, axes: tuple[str, ...] | frozenset[str]) -> int:
         """Number of chips in a group spanning ``axes`` (product of their sizes)."""
-        return math.prod(self.size(a) for a in axes)
+        sizes = self._sizes
+        try:
+            return math.prod(sizes[a] for a in axes)
+        except KeyError:
+            for a in axes:
+                self.size(a)  # the error that names the missing axis
+            raise
 
     def sort_axes(self, axes: tuple[str, ...] | frozenset[str] | set[str]) -> tuple[str, ...]:
         """``axes`` in mesh (major-to-minor) order."""

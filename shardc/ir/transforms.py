@@ -21,6 +21,7 @@ from shardc.ir.graph import (
     Op,
     Operand,
     Output,
+    Repeat,
     Stmt,
     TensorType,
     Trivia,
@@ -103,10 +104,18 @@ def with_sizes(g: Graph, sizes: Mapping[str, int]) -> Graph:
     return verify_graph(replace(g, dims=tuple((d, sizes.get(d, n)) for d, n in g.dims)))
 
 
-def with_mesh(g: Graph, mesh: Mesh) -> Graph:
-    """``g`` on another mesh; every pin is re-checked against it (an error points at its statement)."""
+def with_mesh(g: Graph, mesh: Mesh, verified: bool = False) -> Graph:
+    """``g`` on another mesh; every pin is re-checked against it (an error points at its statement).
+
+    ``verified``: ``g`` is known to pass :func:`verify_graph` (the planner's programs, each made by
+    :func:`with_sizes`), so only what depends on the mesh -- the layouts of declarations and op
+    results -- is checked, not the whole program again (a program whose loop carries have layouts
+    is verified again: the verifier is what checks those)."""
+    carried_pins = False
     for stmt, _ in g.walk():
         values = [stmt.value] if isinstance(stmt, Decl) else [stmt.result] if isinstance(stmt, Op) else []
+        if isinstance(stmt, Repeat):
+            carried_pins |= any(v.layout is not None for c in stmt.carries for v in (c.arg, c.result))
         for v in values:
             if v.layout is not None:
                 try:
@@ -114,4 +123,5 @@ def with_mesh(g: Graph, mesh: Mesh) -> Graph:
                 except ShardcError as err:
                     raise ShardcError(err.message, g.source, stmt.loc, hint=err.hint) from None
     # The mesh line's comment described the old mesh: it goes with it.
-    return verify_graph(replace(g, mesh=mesh, mesh_trivia=Trivia(g.mesh_trivia.before, None, g.mesh_trivia.blank)))
+    moved = replace(g, mesh=mesh, mesh_trivia=Trivia(g.mesh_trivia.before, None, g.mesh_trivia.blank))
+    return moved if verified and not carried_pins else verify_graph(moved)

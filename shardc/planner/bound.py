@@ -30,7 +30,7 @@ search prices them) are part of every plan.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from shardc.errors import ShardcError
 from shardc.hardware.comm import CommMode
@@ -38,12 +38,11 @@ from shardc.hardware.profile import ChipProfile
 from shardc.ir.graph import Decl, DeclKind, Graph, Op, OpKind, Value
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
-from shardc.sharding.counts import op_flops
 from shardc.sharding.presets import Strategy
 from shardc.sharding.reshard import reshard
-from shardc.sharding.timing import VIEWS, op_seconds, traffic_bytes
+from shardc.sharding.timing import op_floor, op_seconds
 
-__all__ = ["Floor", "floor", "roofline_floor"]
+__all__ = ["Declared", "Floor", "declared", "floor", "roofline_floor"]
 
 _ROUNDING = 1e-9  # the floor is summed in another order than the search's total
 
@@ -60,26 +59,6 @@ def _numel(v: Value, sizes: dict[str, int]) -> int:
     return math.prod(sizes[d] for d in v.dims)
 
 
-def _whole(v: Value) -> Value:
-    return replace(v, layout=Layout.replicated(v.dims))
-
-
-def _op_floor(op: Op, sizes: dict[str, int], chips: int, chip: ChipProfile) -> float:
-    """Seconds one execution of the source op ``op`` takes at least, however it is sharded: the
-    per-op counts of whole tensors (the tables every estimate reads) over ``chips``."""
-    if op.kind in VIEWS:
-        return 0.0
-    whole = replace(op, result=_whole(op.result),
-                    operands=tuple(_whole(o) if isinstance(o, Value) else o for o in op.operands))
-    one_chip = Mesh((("x", 1),))
-    compute = 0.0
-    if op.kind is OpKind.EINSUM:
-        flops = op_flops(whole, sizes, one_chip).einsum
-        compute = flops / chips / (chip.peak_flops * max(1.0, chip.calibration.peak_fraction))
-    memory = traffic_bytes(whole, sizes, one_chip) / chips / chip.hbm_bandwidth
-    return max(compute, memory) + chip.calibration.op_overhead
-
-
 def roofline_floor(g: Graph, chips: int, chip: ChipProfile) -> float:
     """The part of the floor every candidate on ``chips`` chips shares: each source op ideally
     spread over all of them (module docstring), times its trip count."""
@@ -87,7 +66,7 @@ def roofline_floor(g: Graph, chips: int, chip: ChipProfile) -> float:
     total = 0.0
     for stmt, rep in g.walk():
         if isinstance(stmt, Op):
-            total += _op_floor(stmt, sizes, chips, chip) * (rep.count if rep else 1)
+            total += op_floor(stmt, sizes, chips, chip) * (rep.count if rep else 1)
     return total
 
 
@@ -95,29 +74,48 @@ def _einsum_operands(g: Graph) -> set[int]:
     return {v.id for op in g.ops() if op.kind is OpKind.EINSUM for v in op.inputs}
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What a floor reads of one declaration of a program (:func:`declared`)."""
+
+    decl: Decl
+    trips: int  # executions: the trip count of its block
+    nbytes: int  # of the whole tensor
+    einsum_operand: bool  # some einsum reads it
+
+
+def declared(g: Graph) -> tuple[Declared, ...]:
+    """The declarations of ``g`` as :func:`floor` reads them: found once for all the candidates that
+    share the program."""
+    used = _einsum_operands(g)
+    sizes = g.sizes
+    return tuple(Declared(d, rep.count if rep else 1, _numel(d.value, sizes) * d.value.dtype.bytes,
+                          d.value.id in used) for d, rep in g.decls())
+
+
 def floor(g: Graph, mesh: Mesh, strategy: Strategy, chip: ChipProfile, mode: CommMode,
-          shared: float, gathers: bool = True) -> Floor:
+          shared: float, gathers: bool = True, decls: tuple[Declared, ...] | None = None) -> Floor:
     """The :class:`Floor` of sharding ``g`` on ``mesh`` with ``strategy``, priced on ``chip`` (as
     the search prices, :func:`~shardc.hardware.comm.priced_in`); ``shared`` is
-    :func:`roofline_floor` of the program.  ``gathers=False`` leaves the weight gathers out of
-    the time (a lower floor, without their reshard searches: for when only memory is asked)."""
+    :func:`roofline_floor` of the program and ``decls`` its :func:`declared` (found here if not
+    given).  ``gathers=False`` leaves the weight gathers out of the time (a lower floor, without
+    their reshard searches: for when only memory is asked)."""
     sizes = g.sizes
     chips = mesh.num_chips
     every_axis = frozenset(a for a, n in mesh.axes if n > 1)
-    used = _einsum_operands(g)
     seconds, resident = shared, 0.0
-    for d, rep in g.decls():
-        trips = rep.count if rep else 1
+    for fact in declared(g) if decls is None else decls:
+        d = fact.decl
         stored = _stored(d, strategy, sizes, mesh)
-        nbytes = _numel(d.value, sizes) * d.value.dtype.bytes
         if d.kind in (DeclKind.PARAM, DeclKind.CACHE):
             # A floating weight (no stored layout yet) takes at least its share of the chips.
-            local = nbytes / chips if stored is None else stored.local_numel(sizes, mesh) * d.value.dtype.bytes
-            resident += local * trips
+            local = fact.nbytes / chips if stored is None else \
+                stored.local_numel(sizes, mesh) * d.value.dtype.bytes
+            resident += local * fact.trips
         if (gathers and d.kind is DeclKind.PARAM and stored is not None and d.value.layout is None
-                and strategy.gathered and d.value.id in used and stored.used_axes >= every_axis):
+                and strategy.gathered and fact.einsum_operand and stored.used_axes >= every_axis):
             seconds += _gather_seconds(d.value, stored, strategy.compute_layout(stored), sizes, mesh, chip,
-                                       mode) * trips
+                                       mode) * fact.trips
     return Floor(seconds * (1 - _ROUNDING), resident)
 
 
@@ -134,9 +132,25 @@ def _stored(d: Decl, strategy: Strategy, sizes: dict[str, int], mesh: Mesh) -> L
     return layout
 
 
+_GATHERS: dict[tuple, float] = {}
+_GATHERS_MAX = 1 << 16
+
+
 def _gather_seconds(v: Value, stored: Layout, compute: Layout, sizes: dict[str, int], mesh: Mesh,
                     chip: ChipProfile, mode: CommMode) -> float:
-    """The collectives taking a weight from its stored to its compute layout, priced as emitted."""
+    """The collectives taking a weight from its stored to its compute layout, priced as emitted
+    (memoised: every candidate storing a weight alike on a mesh gathers it alike)."""
+    key = (v.type, stored, compute, tuple(sizes[d] for d in v.dims), mesh, chip, mode)
+    found = _GATHERS.get(key)
+    if found is None:
+        if len(_GATHERS) >= _GATHERS_MAX:
+            _GATHERS.clear()
+        found = _GATHERS[key] = _priced_gather(v, stored, compute, sizes, mesh, chip, mode)
+    return found
+
+
+def _priced_gather(v: Value, stored: Layout, compute: Layout, sizes: dict[str, int], mesh: Mesh,
+                   chip: ChipProfile, mode: CommMode) -> float:
     total = 0.0
     for step in reshard(stored, compute, sizes, mesh, itemsize=v.dtype.bytes):
         before = Value(0, None, v.type, step.before)

@@ -18,10 +18,12 @@ instead.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from shardc.cost.model import CostReport
 from shardc.errors import ShardcError
@@ -32,6 +34,7 @@ from shardc.planner.bound import Floor
 from shardc.planner.evaluate import Evaluator, Objective, Ranked, evaluate_all, score
 from shardc.planner.space import Candidate, candidates, max_axes, meshes, pad_options
 from shardc.sharding.presets import FFN, Attention
+from shardc.sharding.search import Beaten
 from shardc.units import human_seconds
 
 __all__ = ["Dropped", "Objective", "Plan", "Ranked", "plan"]
@@ -69,7 +72,7 @@ class Plan:
     considered: int = 0
     profile: ChipProfile | None = field(default=None, repr=False, compare=False)
     comm: str | None = None
-    pruned: int = 0  # with prune=True: candidates not searched, their floor worse than the winner
+    pruned: int = 0  # with prune=True: candidates not searched (their floor worse than the best so far) or given up
 
     @property
     def runner_up(self) -> Ranked | None:
@@ -123,7 +126,8 @@ def explain_win(best: Ranked, other: Ranked | None, objective: Objective, chip: 
     if other is None:
         return f"{title} is the only candidate that divides and fits"
     a, b = _terms(best.report(chip, comm)), _terms(other.report(chip, comm))
-    saved = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in set(a) | set(b)}
+    # In the reports' own order (a set's order changes with the hash seed, and ties would too).
+    saved = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in dict.fromkeys([*a, *b])}
     gain = max(saved, key=lambda k: saved[k])
     loss = min(saved, key=lambda k: saved[k])
     rival = (f"{other.candidate.ffn.value}/{other.candidate.attention.value} on {other.candidate.mesh.spec()}"
@@ -216,6 +220,43 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
     processes for the searches (default: one per core; :mod:`shardc.planner.evaluate`), used
     without ``prune`` when there are at least :data:`PARALLEL_MIN` candidates to search.
     """
+    with _collecting_less():
+        return _plan(g, chips, mesh, chip, comm, objective, max_latency, ffn, attention, weights, pad, batch,
+                     prune, jobs)
+
+
+@contextmanager
+def _collecting_less() -> Iterator[None]:
+    """The cyclic garbage collector, run less often while planning (its thresholds restored after).
+
+    The searches allocate millions of small objects, nearly all freed by reference counting, and
+    keep memo tables that grow to millions more: at the default thresholds the collector walks all
+    of those again and again, a quarter of a sweep's time.  Garbage with cycles (errors holding
+    their tracebacks) is still collected, later.
+    """
+    old = gc.get_threshold()
+    if not gc.isenabled() or old[0] == 0:  # the caller turned collection off: leave it so
+        yield
+        return
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
+    # What exists now (the memo tables of earlier calls among it) is not walked meanwhile; unless
+    # the caller froze objects of its own, which unfreezing after would let go of too.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.unfreeze()
+        gc.set_threshold(*old)
+
+
+def _plan(g: Graph, chips: int | None, mesh: Mesh | str | None, chip: str | ChipProfile | None,
+          comm: str | None, objective: Objective | str, max_latency: float | None,
+          ffn: str | Sequence[FFN | str], attention: str | Sequence[Attention | str],
+          weights: str | Sequence[DType | str] | None, pad: str | Mapping[str, int],
+          batch: int | str | Sequence[int] | None, prune: bool, jobs: int | None) -> Plan:
     profile = load_profile(chip)
     obj = objective if isinstance(objective, Objective) else _choices(objective, list(Objective), Objective,
                                                                       "--objective")[0]
@@ -231,7 +272,7 @@ def plan(g: Graph, chips: int | None = None, *, mesh: Mesh | str | None = None, 
     floors = [evaluate.floor(c, gathers=prune) for c in todo]  # without pruning only memory is read
     order = list(range(len(todo)))
     if prune:  # the most promising first, so the winner is found early and the rest are skipped
-        order.sort(key=lambda i: _floor_score(floors[i], todo[i], obj, length))
+        order.sort(key=lambda i: (_floor_score(floors[i], todo[i], obj, length), max(todo[i].mesh.shape)))
     outcomes: dict[int, Ranked | ShardcError] = {}
     workers = max(1, jobs if jobs is not None else os.cpu_count() or 1)
     searched = [i for i in order if not isinstance(floors[i], ShardcError)
@@ -272,7 +313,12 @@ def _rank(todo: list[Candidate], order: list[int], floors: list[Floor | ShardcEr
         if prune and _floor_score(fl, c, obj, length) > best:
             skipped += 1
             continue
-        outcome = outcomes[i] if i in outcomes else evaluate(c)
+        # Pruning: the search itself gives up once it knows it cannot match the best so far.
+        cutoff = _seconds_at(best, c, obj, length) if prune and best < math.inf else None
+        outcome = outcomes[i] if i in outcomes else evaluate(c, cutoff)
+        if isinstance(outcome, Beaten):
+            skipped += 1
+            continue
         if isinstance(outcome, ShardcError):
             drops.setdefault(_dropped_reason(outcome), []).append((math.inf, f"{c.label()}: {outcome.message}"))
             continue
@@ -289,6 +335,16 @@ def _rank(todo: list[Candidate], order: list[int], floors: list[Floor | ShardcEr
             ranked.append((r.score(obj), i, r))
             best = min(best, r.score(obj))
     return ranked, drops, skipped
+
+
+def _seconds_at(best: float, c: Candidate, objective: Objective, length: int) -> float:
+    """The seconds per run at which the candidate would score ``best`` (the inverse of :func:`score`)."""
+    tokens = c.batch * length
+    if objective is Objective.LATENCY:
+        return best
+    if objective is Objective.THROUGHPUT:
+        return tokens / -best if best < 0 else math.inf
+    return best * tokens / c.mesh.num_chips
 
 
 def _floor_score(fl: Floor | ShardcError, c: Candidate, objective: Objective, length: int) -> float:

@@ -24,9 +24,10 @@ from shardc.hardware.comm import comm_mode, priced_in
 from shardc.hardware.profile import ChipProfile
 from shardc.ir.graph import DType, Graph
 from shardc.ir.transforms import with_mesh, with_sizes, with_weight_dtype
-from shardc.planner.bound import Floor, floor, roofline_floor
+from shardc.planner.bound import Declared, Floor, declared, floor, roofline_floor
 from shardc.planner.space import Candidate
 from shardc.sharding.presets import FFN, PRESETS, bind
+from shardc.sharding.search import Beaten
 from shardc.sharding.shard import shard_program
 
 __all__ = ["Evaluator", "Figures", "Objective", "Ranked", "evaluate_all", "figures", "score"]
@@ -135,8 +136,9 @@ class Evaluator:
     def __init__(self, g: Graph, declared: list[DType], profile: ChipProfile, comm: str | None) -> None:
         self.g, self.declared, self.profile, self.comm = g, declared, profile, comm
         self.programs: dict[tuple, Graph] = {}
-        self.done: dict[tuple, Ranked | ShardcError] = {}
+        self.done: dict[tuple, Ranked | ShardcError | Beaten] = {}
         self.rooflines: dict[tuple, float] = {}
+        self.decl_facts: dict[tuple, tuple[Declared, ...]] = {}
         # The search prices ops on these (shard_program's choice for the same chip and --comm).
         self.mode = comm_mode(comm or profile.default_comm)
         self.priced = priced_in(profile, self.mode)
@@ -145,10 +147,17 @@ class Evaluator:
         """The program at the candidate's sizes and dtype, on its mesh (built once for all presets)."""
         key = (c.weights, c.pad, c.batch, c.mesh)
         if key not in self.programs:
+            self.programs[key] = with_mesh(self.sized(c), c.mesh, verified=True)
+        return self.programs[key]
+
+    def sized(self, c: Candidate) -> Graph:
+        """The program at the candidate's sizes and dtype, on no mesh yet (built once for all meshes)."""
+        key = (c.weights, c.pad, c.batch)
+        if key not in self.programs:
             g = self.g
             sized = with_sizes(g, {**dict(c.pad), **({"B": c.batch} if "B" in g.sizes else {})})
             same = self.declared == [c.weights]
-            self.programs[key] = with_mesh(sized if same else with_weight_dtype(sized, c.weights), c.mesh)
+            self.programs[key] = sized if same else with_weight_dtype(sized, c.weights)
         return self.programs[key]
 
     def floor(self, c: Candidate, gathers: bool = True) -> Floor | ShardcError:
@@ -161,23 +170,33 @@ class Evaluator:
             key = (c.weights, c.pad, c.batch, c.mesh.num_chips)
             if key not in self.rooflines:
                 self.rooflines[key] = roofline_floor(g, c.mesh.num_chips, self.priced)
-            return floor(g, c.mesh, strategy, self.priced, self.mode, self.rooflines[key], gathers)
+                self.decl_facts[key] = declared(g)
+            return floor(g, c.mesh, strategy, self.priced, self.mode, self.rooflines[key], gathers,
+                         self.decl_facts[key])
         except ShardcError as err:
             return err
 
-    def __call__(self, c: Candidate) -> Ranked | ShardcError:
+    def __call__(self, c: Candidate, cutoff: float | None = None) -> Ranked | ShardcError | Beaten:
+        """The candidate's figures, or why it cannot be sharded; with ``cutoff`` (seconds), a
+        :class:`~shardc.sharding.search.Beaten` instead when no plan of it takes at most that
+        (its search gives up as soon as it knows)."""
         g = self.program(c)
         try:
             strategy = bind(PRESETS[c.ffn], c.mesh, c.attention, roles=c.roles)
         except ShardcError as err:
             return err
         key = (c.weights, c.pad, c.batch, c.mesh, replace(strategy, ffn=FFN.NONE))
+        held = self.done.get(key)
+        if isinstance(held, Beaten) and (cutoff is None or cutoff > held.cutoff):
+            del self.done[key]  # beaten at a lower cutoff than asked now: search again
         if key not in self.done:
             real = tuple((d, self.g.sizes[d]) for d, _ in c.pad)
             try:
-                result = shard_program(g, c.mesh, strategy, chip=self.profile, comm=self.comm)
+                result = shard_program(g, c.mesh, strategy, chip=self.profile, comm=self.comm, cutoff=cutoff)
             except ShardcError as err:
                 self.done[key] = err
+            except Beaten as beaten:
+                self.done[key] = beaten
             else:
                 assert result.seconds is not None
                 self.done[key] = Ranked(c, figures(result.graph, result.seconds, self.profile, dict(real)),
@@ -201,6 +220,7 @@ def _cost_in_worker(batch: list[Candidate]) -> list[Costed]:
     out: list[Costed] = []
     for c in batch:
         r = _WORKER(c)
+        assert not isinstance(r, Beaten)  # no cutoff asked
         out.append(r.message if isinstance(r, ShardcError) else (r.figures, r.real_sizes))
     return out
 

@@ -328,8 +328,31 @@ class Strategy:
         return rows
 
 
+_ASSIGNED: dict[tuple, Layout | ShardcError] = {}
+_ASSIGNED_MAX = 1 << 16
+
+
 def _assign(dims: tuple[str, ...], table: tuple[tuple[str, tuple[str, ...]], ...], sizes: Mapping[str, int],
             mesh: Mesh, what: str, strict: bool) -> Layout:
+    """:func:`_layout_of`, memoised: the planner asks it for every declaration of every candidate, and
+    the answer depends on the sizes of ``dims`` only."""
+    key = (dims, table, tuple(sizes.get(d) for d in dims), mesh, what, strict)
+    found = _ASSIGNED.get(key)
+    if found is None:
+        if len(_ASSIGNED) >= _ASSIGNED_MAX:
+            _ASSIGNED.clear()
+        try:
+            found = _layout_of(dims, table, sizes, mesh, what, strict)
+        except ShardcError as err:
+            found = err
+        _ASSIGNED[key] = found
+    if isinstance(found, ShardcError):
+        raise found.with_traceback(None)  # the same error again, not a longer traceback
+    return found
+
+
+def _layout_of(dims: tuple[str, ...], table: tuple[tuple[str, tuple[str, ...]], ...], sizes: Mapping[str, int],
+               mesh: Mesh, what: str, strict: bool) -> Layout:
     """A layout over ``dims`` giving each dim in ``table`` its axes (each axis once).
 
     ``strict``: a dim whose size does not divide is an error (weights must

@@ -50,25 +50,22 @@ Within that rule the search is exact.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Iterator, Mapping, NoReturn
+from typing import Callable, Mapping, NoReturn
 
 from shardc.errors import ShardcError
 from shardc.ir.graph import CollectiveAttrs, OpKind
 from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.ir.ops import spell_call
+from shardc.sharding.reshard_graph import RANK, Graph, PathSearch, node_of, scaled_cost
 
 AG, RS, AR, A2A, SLICE = (
     OpKind.ALL_GATHER, OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE, OpKind.ALL_TO_ALL, OpKind.SLICE,
 )
-# Tie-break between equally cheap sequences of equal length (first differing step decides).
-_RANK = {SLICE: 0, AR: 1, RS: 2, A2A: 3, AG: 4}
-_NO_LABEL = (math.inf,)
+_RANK = RANK  # the collectives, and their tie-break order (shardc.sharding.reshard_graph)
 
 
 @dataclass(frozen=True)
@@ -232,19 +229,7 @@ def collective_bytes(kind: OpKind, attrs: CollectiveAttrs, before: Layout, after
     chips = mesh.num_chips
     in_bytes = before.local_numel(sizes, mesh) * itemsize
     out_bytes = after.local_numel(sizes, mesh) * itemsize
-    return _scaled_cost(kind, mesh.group_size(attrs.axes), in_bytes, out_bytes, chips) / chips
-
-
-def _scaled_cost(kind: OpKind, k: int, in_bytes: int, out_bytes: int, chips: int) -> int:
-    """The cost formula times ``chips``: an exact integer because ``k`` divides ``chips``."""
-    if kind is SLICE:
-        return 0
-    per_byte = (k - 1) * (chips // k)
-    if kind is AG:
-        return per_byte * out_bytes
-    if kind is AR:
-        return 2 * per_byte * in_bytes
-    return per_byte * in_bytes  # reduce_scatter, all_to_all
+    return scaled_cost(kind, mesh.group_size(attrs.axes), in_bytes, out_bytes, chips) / chips
 
 
 # --- the search ------------------------------------------------------------------------
@@ -293,124 +278,22 @@ def _reshard(src: Layout, dst: Layout, sizes: tuple[tuple[str, int], ...], mesh:
             f"partial sum over {''.join(mesh.sort_axes(new))}; no collective creates partial sums")
     # Partial axes that dst keeps are frozen: once summed they could never come back.
     sliceable = src.used_axes | dst.split_axes  # no detours through idle axes
-    return _search(src, dst.partial, sliceable, sizes, mesh).steps_to(dst)
+    found = _search(src, dst.partial, sliceable, sizes, mesh)
+    moves = found.graph.replay(found.src, found.keys_to(node_of(dst)))
+    return tuple(Step(kind, attrs, before, after, cost / mesh.num_chips) for kind, attrs, before, after, cost in moves)
+
+
+@lru_cache(maxsize=4096)
+def _graph(dims: tuple[str, ...], sizes: tuple[int, ...], mesh: Mesh, frozen: frozenset[str],
+           sliceable: frozenset[str]) -> Graph:
+    return Graph(dims, sizes, mesh, frozen, sliceable)
 
 
 @lru_cache(maxsize=4096)
 def _search(src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
-            sizes: tuple[tuple[str, int], ...], mesh: Mesh) -> "_Search":
-    return _Search(src, frozen, sliceable, dict(sizes), mesh, 1)
-
-
-class _Search:
-    """Dijkstra from one layout, run lazily: each query resumes it until its target is settled.
-
-    Invariant: ``done`` maps every settled layout to its least-label path; the heap
-    holds tentative paths, ``best`` the least tentative label per layout.
-    """
-
-    def __init__(self, src: Layout, frozen: frozenset[str], sliceable: frozenset[str],
-                 sizes: dict[str, int], mesh: Mesh, itemsize: int) -> None:
-        self.frozen, self.sizes, self.mesh, self.itemsize = frozen, sizes, mesh, itemsize
-        self.sliceable = sliceable
-        self.axis = dict(mesh.axes)
-        self.chips = mesh.num_chips
-        self.done: dict[Layout, tuple[Step, ...]] = {}
-        self.best: dict[Layout, tuple] = {src: (0, 0, ())}
-        # Entries (cost, steps, keys, layout, path).  Two entries never tie on the label:
-        # equal keys mean the same moves from src, and each path is pushed at most once.
-        self.heap: list[tuple] = [(0, 0, (), src, ())]
-
-    def steps_to(self, dst: Layout) -> tuple[Step, ...]:
-        while dst not in self.done:
-            if not self.heap:  # cannot happen for valid layouts: gather all, then slice
-                raise ShardcError(f"no sequence of collectives reaches {dst.format(self.mesh)}")
-            cost, count, keys, layout, path = heapq.heappop(self.heap)
-            if layout not in self.done:
-                self.done[layout] = path
-                self._expand(cost, count, keys, layout, path)
-        return self.done[dst]
-
-    def _expand(self, cost: int, count: int, keys: tuple, layout: Layout, path: tuple) -> None:
-        in_bytes = math.prod(self.sizes[d] // self._group(held) for d, held in layout.split)
-        in_bytes *= self.itemsize
-        for kind, attrs in _moves(layout, self.frozen, self.sliceable, self.mesh.names):
-            after = _apply(layout, kind, attrs)
-            if after in self.done or not self._divides(after, kind, attrs):
-                continue
-            k = self._group(attrs.axes)
-            out_bytes = in_bytes * k if kind is AG else in_bytes // k if kind in (RS, SLICE) else in_bytes
-            step_cost = _scaled_cost(kind, k, in_bytes, out_bytes, self.chips)
-            key = (_RANK[kind], attrs.axes, attrs.dim or "", attrs.src or "", attrs.dst or "")
-            label = (cost + step_cost, count + 1, keys + (key,))
-            if label >= self.best.get(after, _NO_LABEL):
-                continue
-            self.best[after] = label
-            step = Step(kind, attrs, layout, after, step_cost / self.chips)
-            heapq.heappush(self.heap, (*label, after, path + (step,)))
-
-    def _group(self, axes: tuple[str, ...]) -> int:
-        return math.prod(self.axis[a] for a in axes)
-
-    def _divides(self, after: Layout, kind: OpKind, attrs: CollectiveAttrs) -> bool:
-        """Whether the dim that received axes still divides (removing axes never breaks it)."""
-        if kind in (AG, AR):
-            return True
-        dim = attrs.dst if kind is A2A else attrs.dim
-        assert dim is not None
-        return self.sizes[dim] % self._group(after.axes_of(dim)) == 0
-
-
-def _moves(layout: Layout, frozen: frozenset[str], sliceable: frozenset[str],
-           names: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
-    """Every collective legal on ``layout`` that leaves ``frozen`` partial axes pending
-    and slices only ``sliceable`` axes.
-
-    Legal by construction (suffix and partial rules); divisibility is left to the caller.
-    """
-    dims = layout.dims
-    reducible = [a for a in names if a in layout.partial and a not in frozen]  # mesh order
-    unused = [a for a in names if a not in layout.used_axes and a in sliceable]
-    yield from _reductions(reducible, dims)
-    yield from _slices(unused, dims)
-    yield from _gathers(layout)
-    yield from _all_to_alls(layout)
-
-
-def _reductions(reducible: list[str], dims: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
-    """all_reduce and reduce_scatter over every group of ``reducible`` axes, smaller groups first."""
-    for r in range(1, len(reducible) + 1):
-        for group in itertools.combinations(reducible, r):
-            yield AR, CollectiveAttrs(group)
-        for group in itertools.permutations(reducible, r):  # the order lands in the dim
-            for d in dims:
-                yield RS, CollectiveAttrs(group, dim=d)
-
-
-def _slices(unused: list[str], dims: tuple[str, ...]) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
-    """slice of every ordered group of ``unused`` axes onto every dim."""
-    for r in range(1, len(unused) + 1):
-        for group in itertools.permutations(unused, r):
-            for d in dims:
-                yield SLICE, CollectiveAttrs(group, dim=d)
-
-
-def _gathers(layout: Layout) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
-    """all_gather of any suffix of each dim at once (not all empty), axes in layout order."""
-    for cut in itertools.product(*(range(len(held) + 1) for _, held in layout.split)):
-        group = tuple(a for n, (_, held) in zip(cut, layout.split) for a in held[len(held) - n:])
-        if group:
-            yield AG, CollectiveAttrs(group)
-
-
-def _all_to_alls(layout: Layout) -> Iterator[tuple[OpKind, CollectiveAttrs]]:
-    """all_to_all of every non-empty suffix of each dim's axes to every other dim."""
-    dims = layout.dims
-    for s, held in layout.split:
-        for n in range(1, len(held) + 1):
-            for d in dims:
-                if d != s:
-                    yield A2A, CollectiveAttrs(held[len(held) - n:], src=s, dst=d)
+            sizes: tuple[tuple[str, int], ...], mesh: Mesh) -> PathSearch:
+    graph = _graph(src.dims, tuple(n for _, n in sizes), mesh, frozen, sliceable)
+    return PathSearch(graph, node_of(src))
 
 
 def _sizes_key(layout: Layout, sizes: Mapping[str, int]) -> tuple[tuple[str, int], ...]:

@@ -38,12 +38,23 @@ from shardc.ir.layout import Layout
 from shardc.sharding.walk import Decision, Option, State, Walk
 from shardc.units import human_seconds
 
-__all__ = ["Alternative", "Method", "Unit", "alternatives", "every_plan", "search", "units_of"]
+__all__ = ["Alternative", "Beaten", "Method", "Unit", "alternatives", "every_plan", "search", "units_of"]
 
 PinMessage = Callable[[State, Value, Value, Layout], str]
 
 # Two costs this close are equal: ties keep the earlier candidate, as the candidate table orders them.
 _REL_TIE = 1e-9
+# A partial plan is given up only when its floor is above the cutoff by more than this: far more
+# than the rounding of sums taken in another order, and than the ties above.
+_CUTOFF_MARGIN = 1e-6
+
+
+class Beaten(Exception):
+    """No plan of the program takes at most the cutoff asked for (:func:`search`'s ``cutoff``)."""
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__(f"no plan takes at most {cutoff!r} s")
+        self.cutoff = cutoff
 
 
 class Method(enum.StrEnum):
@@ -115,14 +126,37 @@ Forbid = tuple[tuple[int, int], tuple[Layout | None, ...]] | None
 """A choice the search may not make: (where in the walk, operand layouts) -- for :func:`alternatives`."""
 
 
+def _floors_after(walk: Walk, units: list[Unit]) -> list[float]:
+    """For each unit, seconds the units after it add to any plan at least: each source op is
+    emitted once, at no less than :func:`~shardc.sharding.timing.op_floor`, times the trip count
+    of its block (a sum chain, whose adds the pass may regroup, and the rest count nothing)."""
+    out = [0.0] * len(units)
+    later, count = 0.0, 1
+    for i in range(len(units) - 1, -1, -1):
+        out[i] = later
+        unit = units[i]
+        if unit.kind is UnitKind.EXIT:
+            assert isinstance(unit.stmt, Repeat)
+            count = unit.stmt.count
+        elif unit.kind is UnitKind.ENTER:
+            count = 1
+        elif unit.kind is UnitKind.OP:
+            assert isinstance(unit.stmt, Op)
+            later += walk.floor(unit.stmt) * count
+    return out
+
+
 class _Search:
     def __init__(self, walk: Walk, method: Method, pin_message: PinMessage, forbid: Forbid = None,
-                 limit: int | None = None) -> None:
-        """``limit``: keep every state, merging none, and give up past ``limit`` of them (:func:`every_plan`)."""
+                 limit: int | None = None, cutoff: float | None = None) -> None:
+        """``limit``: keep every state, merging none, and give up past ``limit`` of them (:func:`every_plan`);
+        ``cutoff``: drop partial plans that cannot finish within it (:func:`search`)."""
         self.walk, self.method, self.pin_message, self.forbid, self.limit = walk, method, pin_message, forbid, limit
         self.units = units_of(walk)
         self.live = _live_after(self.units)
         self.error: ShardcError | None = None
+        self.cutoff = cutoff
+        self.rest = _floors_after(walk, self.units) if cutoff is not None else []
 
     def run(self) -> State:
         return min(self.finals(), key=lambda s: s.seconds)
@@ -138,6 +172,12 @@ class _Search:
             if not frontier:
                 assert self.error is not None
                 raise self.error
+            if self.cutoff is not None:
+                # Seconds only grow along the walk, by at least the floor of what is left.
+                limit = self.cutoff * (1 + _CUTOFF_MARGIN)
+                frontier = [st for st in frontier if st.seconds + self.rest[i] <= limit]
+                if not frontier:
+                    raise Beaten(self.cutoff)
         for st in frontier:
             self.walk.close_block(st)
         return frontier
@@ -223,12 +263,16 @@ def _keep(merged: dict[Hashable, State], key: Hashable, st: State) -> None:
         merged[key] = st
 
 
-def search(walk: Walk, method: Method, pin_message: PinMessage) -> State:
+def search(walk: Walk, method: Method, pin_message: PinMessage, cutoff: float | None = None) -> State:
     """The walk's final state: the cheapest plan (:attr:`Method.SEARCH`) or the greedy one.
 
-    Raises the first :class:`ShardcError` met when no plan gets through the program.
+    Raises the first :class:`ShardcError` met when no plan gets through the program.  ``cutoff``
+    (seconds): partial plans whose time so far, plus a floor under the rest of the walk, is above
+    it are dropped, and :class:`Beaten` is raised when none is left -- for a caller that only
+    wants a plan faster than one it has (the planner's pruning).  A plan within the cutoff is
+    found exactly as without it: every partial plan on its way is within it too.
     """
-    return _Search(walk, method, pin_message).run()
+    return _Search(walk, method, pin_message, cutoff=cutoff).run()
 
 
 def every_plan(walk: Walk, pin_message: PinMessage, limit: int) -> list[State]:

@@ -105,10 +105,10 @@ class _PinMessages:
 
 
 def _run(g: Graph, mesh: Mesh, strategy: Strategy, method: Method, chip: ChipProfile, mode: CommMode,
-         explain: bool) -> ShardResult:
+         explain: bool, cutoff: float | None = None) -> ShardResult:
     walk = Walk(g, mesh, strategy, chip, mode, _post_requirements(g, mesh))
     pins = _PinMessages(g)
-    best = search(walk, method, pins)
+    best = search(walk, method, pins, cutoff)
     sharded, ids = _finish(g, mesh, best)
     reasons = {ids[old]: why for old, why in best.reason_map().items()}
     beaten: dict[int, str] = {}
@@ -139,12 +139,14 @@ def shard_program(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoi
                   attention: Attention | str | None = None, *, ffn: str | None = None,
                   roles: RoleAssignment | None = None, method: Method | str = Method.SEARCH,
                   chip: str | ChipProfile | None = None, comm: str | None = None,
-                  explain: bool = False) -> ShardResult:
+                  explain: bool = False, cutoff: float | None = None) -> ShardResult:
     """Shard ``g`` and report the collectives (see :func:`shard`).
 
     ``explain``: also find, for each collective a choice of the search put in, the
     cheapest plan that chose otherwise (:func:`shardc.sharding.search.alternatives`;
     it costs one more search per such choice), given in each record's ``alternative``.
+    ``cutoff``: seconds; raise :class:`~shardc.sharding.search.Beaten` as soon as no plan can
+    take at most that (the planner's pruning; a plan within it is the one found without it).
     """
     if ffn is not None:
         if strategy is not None:
@@ -163,7 +165,7 @@ def shard_program(g: Graph, mesh: Mesh | str | None = None, strategy: PresetChoi
     profile = load_profile(chip)
     mode = comm_mode(comm or profile.default_comm)
     # As the estimate does: fitted terms hold only in the model they were fitted in.
-    return _run(g, mesh, bound, _method(method), priced_in(profile, mode), mode, explain)
+    return _run(g, mesh, bound, _method(method), priced_in(profile, mode), mode, explain, cutoff)
 
 
 def _finish(g: Graph, mesh: Mesh, st: State) -> tuple[Graph, dict[int, int]]:

@@ -18,16 +18,18 @@ every op, collective or not, identically.  Per execution of an op, per chip:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Mapping
 
 from shardc.hardware.comm import CommMode, collective_time
 from shardc.hardware.profile import ChipProfile
-from shardc.ir.graph import CollectiveAttrs, EinsumAttrs, Op, OpKind
+from shardc.ir.graph import CollectiveAttrs, EinsumAttrs, Op, OpKind, Value
+from shardc.ir.layout import Layout
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import local_bytes, op_flops, op_hbm_bytes
 from shardc.sharding.stats import op_stats
 
-__all__ = ["VIEWS", "matmul_efficiency", "matmul_shape", "op_seconds", "op_time", "traffic_bytes"]
+__all__ = ["VIEWS", "matmul_efficiency", "matmul_shape", "op_floor", "op_seconds", "op_time", "traffic_bytes"]
 
 
 def matmul_shape(op: Op, sizes: Mapping[str, int], mesh: Mesh) -> tuple[int, int, int, int] | None:
@@ -123,3 +125,30 @@ def op_seconds(op: Op, sizes: Mapping[str, int], mesh: Mesh, chip: ChipProfile, 
     """Seconds of one execution of ``op`` per chip, as the estimate adds them without overlap."""
     compute, memory, bw, lat = op_time(op, sizes, mesh, chip, mode)
     return max(compute, memory) + bw + lat + (0.0 if op.kind in VIEWS else chip.calibration.op_overhead)
+
+
+def _whole(v: Value) -> Value:
+    return replace(v, layout=Layout.replicated(v.dims))
+
+
+def op_floor(op: Op, sizes: Mapping[str, int], chips: int, chip: ChipProfile) -> float:
+    """Seconds one execution of the source op ``op`` takes at least on ``chips`` chips, however it is
+    sharded: the per-op counts of whole tensors (the tables every estimate reads) over ``chips``.
+
+    Why it holds: the sharded op's operands and result each have a local block of at least
+    ``1/chips`` of the global tensor, so its HBM traffic is at least the global traffic over
+    ``chips``; an einsum's local FLOPs are at least its global FLOPs over ``chips``, and the
+    matrix unit runs at most at peak (:func:`matmul_efficiency` is at most ``max(1, peak)``);
+    communication is never negative, and every op but a view pays the overhead.
+    """
+    if op.kind in VIEWS:
+        return 0.0
+    whole = replace(op, result=_whole(op.result),
+                    operands=tuple(_whole(o) if isinstance(o, Value) else o for o in op.operands))
+    one_chip = Mesh((("x", 1),))
+    compute = 0.0
+    if op.kind is OpKind.EINSUM:
+        flops = op_flops(whole, sizes, one_chip).einsum
+        compute = flops / chips / (chip.peak_flops * max(1.0, chip.calibration.peak_fraction))
+    memory = traffic_bytes(whole, sizes, one_chip) / chips / chip.hbm_bandwidth
+    return max(compute, memory) + chip.calibration.op_overhead

@@ -18,6 +18,7 @@ model's own per-op time, times the trip count of the block it is in.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -48,7 +49,7 @@ from shardc.sharding.reshard import Step, reshard
 from shardc.sharding.rules import Inferred, infer, operand_layouts
 from shardc.sharding.stats import describe_stats
 from shardc.sharding.sums import SumChains
-from shardc.sharding.timing import op_seconds
+from shardc.sharding.timing import op_floor, op_seconds
 
 __all__ = ["Option", "State", "Walk", "describe"]
 
@@ -167,6 +168,7 @@ class Walk:
         shared = _shared_memo((tuple(sorted(self.sizes.items())), mesh, chip, mode))
         self._reshards: dict[tuple[Layout, Layout, int], tuple[Step, ...]] = shared[0]
         self._seconds: dict[Hashable, float] = shared[1]
+        self._floors: dict[Hashable, float] = shared[2]
 
     # -- helpers -----------------------------------------------------------------------------
     def new_value(self, st: State, name: str | None, type_: TensorType, layout: Layout) -> Value:
@@ -210,6 +212,15 @@ class Walk:
         if key not in self._seconds:
             self._seconds[key] = op_seconds(op, self.sizes, self.mesh, self.chip, self.mode)
         return self._seconds[key]
+
+    def floor(self, op: Op) -> float:
+        """:func:`~shardc.sharding.timing.op_floor` of the source op ``op`` on this walk's chips
+        (memoised by what it depends on: the whole tensors)."""
+        key = (op.kind, op.attrs, op.result.type, tuple(o.type if isinstance(o, Value) else o for o in op.operands))
+        found = self._floors.get(key)
+        if found is None:
+            found = self._floors[key] = op_floor(op, self.sizes, self.mesh.num_chips, self.chip)
+        return found
 
     def emit(self, st: State, op: Op, reason: str | None = None) -> None:
         st.outs[-1].append(op)
@@ -436,17 +447,21 @@ class Walk:
                                   rep.close_trivia))
 
 
-_SHARED: dict[Hashable, tuple[dict, dict]] = {}
-_SHARED_MAX = 64  # contexts kept (each a few thousand entries at most)
+_SHARED: OrderedDict[Hashable, tuple[dict, dict, dict]] = OrderedDict()
+_SHARED_MAX = 256  # contexts kept, the least recently used dropped (each a few thousand entries at most;
+# a planner call on 512 chips has over a hundred: a mesh for each shape and role assignment, padded or not)
 
 
-def _shared_memo(context: Hashable) -> tuple[dict, dict]:
-    """The reshard and op-time memo tables of one (sizes, mesh, chip, model) context."""
-    if context not in _SHARED:
+def _shared_memo(context: Hashable) -> tuple[dict, dict, dict]:
+    """The reshard, op-time and op-floor memo tables of one (sizes, mesh, chip, model) context."""
+    found = _SHARED.get(context)
+    if found is None:
         if len(_SHARED) >= _SHARED_MAX:
-            _SHARED.clear()
-        _SHARED[context] = ({}, {})
-    return _SHARED[context]
+            _SHARED.popitem(last=False)
+        found = _SHARED[context] = ({}, {}, {})
+    else:
+        _SHARED.move_to_end(context)
+    return found
 
 
 def describe(op: Op) -> str:
