@@ -31,9 +31,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from shardc.errors import ShardcError
-from shardc.execute import chips
+from shardc.execute import chips, fusion
 from shardc.execute.footprint import emulation_footprint
-from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
+from shardc.execute.fusion import exclusive
+from shardc.execute.local_ops import BINARY_UFUNCS, LOCAL_IMPLS, LocalCtx, _layout, binary_into
 from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, seeded_data, where
 from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
 from shardc.ir.mesh import Mesh
@@ -155,16 +156,37 @@ class _Ctx(LocalCtx):
             self.live.pop(i, None)
 
 
-def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
+def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray], dying: Sequence[int]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
     try:
-        result = LOCAL_IMPLS[op.kind](ctx, op, args).astype(ctx.dtype, copy=False)
+        if op.kind in BINARY_UFUNCS:
+            result = binary_into(ctx, op, args, _reusable(ctx, op, args, dying))
+        else:
+            result = LOCAL_IMPLS[op.kind](ctx, op, args)
     except Exception as err:  # a bug here: say which statement it was running
         err.add_note(f"shardc: while emulating {where(op)}")
         raise
-    flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
-    hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
-    ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
+    return _finish(ctx, op, result)
+
+
+def _reusable(ctx: _Ctx, op: Op, args: list[np.ndarray | float], dying: Sequence[int]) -> np.ndarray | None:
+    """An operand's array a binary op may write its result into: nothing reads the operand
+    afterwards, it has the result's dims and dtype, and no one else holds its memory (its
+    shape is checked against the other operand's by :func:`binary_into`)."""
+    for k, operand in enumerate(op.operands):
+        arr = args[k]
+        if (isinstance(operand, Value) and isinstance(arr, np.ndarray) and operand.id in dying
+                and operand.dims == op.result.dims and arr.dtype == ctx.dtype):
+            holders = 2 + sum(1 for a in args if a is arr)  # env's, ``arr`` and the args list's
+            if exclusive(arr, holders):
+                return arr
+    return None
+
+
+def _finish(ctx: _Ctx, op: Op, result: np.ndarray) -> np.ndarray:
+    """Count ``op``, check the replicas of its result and keep one copy of them."""
+    result = result.astype(ctx.dtype, copy=False)
+    _count(ctx, op)
     layout = op.result.layout
     assert layout is not None
     # A value replicated over an axis is held once along it when it was made that way (an
@@ -180,6 +202,13 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     if ctx.on_value is not None:
         ctx.on_value(op, ctx.layer, result)
     return result
+
+
+def _count(ctx: _Ctx, op: Op) -> None:
+    """Add ``op``'s per-chip counts (the same whether or not its result was held whole)."""
+    flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
+    hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
+    ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
 
 
 def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
@@ -216,6 +245,14 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     return Emulation(outputs, ctx.counters, mesh)
 
 
+def _fused(ctx: _Ctx, plan: fusion.Fusion, env: dict[int, np.ndarray]) -> np.ndarray | None:
+    try:
+        return fusion.run(ctx, plan, env, ctx.dtype)
+    except Exception as err:
+        err.add_note(f"shardc: while emulating {where(plan.einsum)} with {where(plan.consumer)}")
+        raise
+
+
 def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer: int) -> np.ndarray:
     layout = decl.value.layout
     assert layout is not None
@@ -227,13 +264,22 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
                keep: frozenset[int] = frozenset()) -> None:
     """Run ``stmts``; ``emit(name, array)`` receives each output (a repeat body's: once per layer)."""
     frees = last_uses(stmts, keep)
+    # A caller watching every value sees each einsum's result whole: no fusion then.
+    fusions = fusion.plan(stmts, frees) if ctx.on_value is None else {}
+    ahead: dict[int, np.ndarray] = {}  # a consumer's result, computed with the einsum before it
     repeat_index = 0
     for i, stmt in enumerate(stmts):
         if isinstance(stmt, Decl):
             env[stmt.value.id] = _declare(ctx, stmt, data, repeat, ctx.layer)
             ctx.hold(stmt.value)
         elif isinstance(stmt, Op):
-            env[stmt.result.id] = _run_op(ctx, stmt, env)
+            if i in ahead:
+                env[stmt.result.id] = _finish(ctx, stmt, ahead.pop(i))
+            elif i in fusions and (done := _fused(ctx, fusions[i], env)) is not None:
+                _count(ctx, stmt)  # its result is never held whole
+                ahead[i + 1] = done
+            else:
+                env[stmt.result.id] = _run_op(ctx, stmt, env, frees.get(i, ()))
             ctx.hold(stmt.result)
         elif isinstance(stmt, Output):
             for v in stmt.values:
