@@ -232,7 +232,7 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     verify_sharded(sg)
     mesh = sg.mesh
     assert mesh is not None
-    need = emulation_footprint(sg, dtype, layers)
+    need = emulation_footprint(sg, dtype, layers, fused=on_value is None)
     if need > max_bytes:
         raise ShardcError(
             f"emulating this program would need about {human_bytes(need)} of host memory (limit "
@@ -265,7 +265,7 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
     """Run ``stmts``; ``emit(name, array)`` receives each output (a repeat body's: once per layer)."""
     frees = last_uses(stmts, keep)
     # A caller watching every value sees each einsum's result whole: no fusion then.
-    fusions = fusion.plan(stmts, frees) if ctx.on_value is None else {}
+    fusions = fusion.plan(stmts, frees, ctx.mesh) if ctx.on_value is None else {}
     ahead: dict[int, np.ndarray] = {}  # a consumer's result, computed with the einsum before it
     repeat_index = 0
     for i, stmt in enumerate(stmts):

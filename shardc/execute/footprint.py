@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from shardc.execute import chips
+from shardc.execute import chips, fusion
 from shardc.execute.local_ops import copies_operands
 from shardc.execute.reference import _np_dtype
 from shardc.ir.graph import Decl, EinsumAttrs, Graph, Op, OpKind, Output, Repeat, Stmt, Value
@@ -63,9 +63,13 @@ def host_bytes(v: Value, sizes: Mapping[str, int], mesh: Mesh, itemsize: int) ->
     return v.layout.local_numel(sizes, mesh) * distinct * itemsize
 
 
-def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
-    """An upper bound on the bytes an emulated run of the sharded ``g`` holds at once."""
-    walk = _Walk(g, _np_dtype(dtype).itemsize)
+def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None, *, fused: bool = True) -> int:
+    """An upper bound on the bytes an emulated run of the sharded ``g`` holds at once.
+
+    ``fused``: the run takes the fused steps of :mod:`shardc.execute.fusion` (as it does unless a
+    caller watches every value with ``on_value``).
+    """
+    walk = _Walk(g, _np_dtype(dtype).itemsize, fused)
     walk.block(g.body.stmts, layers, frozenset())
     statements = sum(1 for _ in g.walk())
     return int(walk.peak * (1 + MARGIN)) + FIXED_BYTES + PER_STATEMENT_BYTES * statements
@@ -77,6 +81,7 @@ class _Walk:
 
     g: Graph
     itemsize: int
+    fused: bool
     live: dict[int, int] = field(default_factory=dict)
     kept: int = 0  # outputs handed back (they stay until the run ends)
     peak: int = 0
@@ -98,6 +103,7 @@ class _Walk:
 
     def block(self, stmts: Sequence[Stmt], layers: int | None, keep: frozenset[int]) -> None:
         frees = last_uses(stmts, keep)
+        fusions = fusion.plan(stmts, frees, self.mesh) if self.fused else {}
         for i, stmt in enumerate(stmts):
             if isinstance(stmt, Decl):
                 size = self.bytes_of(stmt.value)
@@ -106,8 +112,14 @@ class _Walk:
                 self.at(size + drawn)
                 self.live[stmt.value.id] = size
                 self.declared.add(stmt.value.id)
+            elif isinstance(stmt, Op) and i in fusions:
+                self.at(self.fused_scratch(fusions[i]))
+                self.live[stmt.result.id] = 0  # never held whole
             elif isinstance(stmt, Op):
                 size = self.bytes_of(stmt.result)
+                before = fusions.get(i - 1)
+                if before is not None and before.partner is not None:
+                    self.live.pop(before.partner.id, None)  # the sum is written into the addend's memory
                 self.at(size + self.scratch(stmt, size))
                 self.live[stmt.result.id] = size
             elif isinstance(stmt, Output):
@@ -126,6 +138,16 @@ class _Walk:
             extra += self.einsum_copies(op)
         if op.kind is OpKind.RELABEL:
             return -size  # the operand's array, renamed
+        return extra
+
+    def fused_scratch(self, plan: fusion.Fusion) -> int:
+        """Bytes a fused einsum allocates: one slice's product and operand copies at a time, and a
+        reduction's running sum (the consumer's result, made here)."""
+        p = fusion.slice_axis(plan, self.mesh)
+        slices = self.mesh.shape[p] if p is not None else 1
+        extra = (self.bytes_of(plan.einsum.result) + self.einsum_copies(plan.einsum)) // slices
+        if plan.kind is fusion.FusionKind.REDUCE:
+            extra += self.bytes_of(plan.consumer.result)
         return extra
 
     def einsum_copies(self, op: Op) -> int:

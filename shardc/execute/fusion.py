@@ -31,8 +31,11 @@ import numpy as np
 from shardc.execute import chips
 from shardc.execute.local_ops import LocalCtx, batched_einsum
 from shardc.ir.graph import CollectiveAttrs, Const, EinsumAttrs, Op, OpKind, Stmt, Value
+from shardc.ir.layout import Layout
+from shardc.ir.mesh import Mesh
+from shardc.sharding.counts import reads
 
-__all__ = ["Fusion", "FusionKind", "exclusive", "plan", "run"]
+__all__ = ["Fusion", "FusionKind", "exclusive", "plan", "run", "slice_axis"]
 
 #: Reference counts :func:`exclusive` sees besides the caller's: its own argument and
 #: ``sys.getrefcount``'s.
@@ -74,26 +77,72 @@ class Fusion:
     partner: Value | None  # ADD_INTO: the other addend, whose array receives the sum
 
 
-def plan(stmts: Sequence[Stmt], frees: Mapping[int, Sequence[int]]) -> dict[int, Fusion]:
+def plan(stmts: Sequence[Stmt], frees: Mapping[int, Sequence[int]], mesh: Mesh) -> dict[int, Fusion]:
     """Statement index -> the fusion of that einsum with the next statement, where the program
-    allows one (``frees``: :func:`~shardc.sharding.counts.last_uses` of ``stmts``)."""
+    allows one (``frees``: :func:`~shardc.sharding.counts.last_uses` of ``stmts``).
+
+    Decided from the program alone, so that the memory estimate
+    (:mod:`shardc.execute.footprint`) knows what the run will hold: the einsum's copies need no
+    replica check (no mesh axis its operands vary on is one its result replicates over); a
+    reduction's first summed axis is one both operands vary on (the slices are taken along it, in
+    chip order); an addend that receives the sum is another two-operand einsum's result (a fresh
+    array) that nothing but the add reads, so no other array shares its memory.
+    """
+    made: dict[int, Op] = {}  # value id -> the op of this block that computed it
+    readers: dict[int, int] = {}
+    for s in stmts:
+        if isinstance(s, Op):
+            made[s.result.id] = s
+        for v in reads(s):  # ops, outputs, repeats (whose carries may hand an init back as is)
+            readers[v.id] = readers.get(v.id, 0) + 1
     out: dict[int, Fusion] = {}
     for i in range(len(stmts) - 1):
         e, nxt = stmts[i], stmts[i + 1]
-        if not (isinstance(e, Op) and e.kind is OpKind.EINSUM and len(e.inputs) == 2
-                and isinstance(nxt, Op)):
-            continue
-        r = e.result
-        if r.id not in frees.get(i + 1, ()) or sum(1 for v in nxt.inputs if v.id == r.id) != 1:
-            continue  # read after the next statement too, or twice by it
-        if nxt.kind in (OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE):
-            out[i] = Fusion(FusionKind.REDUCE, e, nxt, None)
-        elif nxt.kind is OpKind.ADD and not any(isinstance(o, Const) for o in nxt.operands):
-            (partner,) = [v for v in nxt.inputs if v.id != r.id]
-            if (partner.id in frees.get(i + 1, ()) and partner.dims == r.dims == nxt.result.dims
-                    and partner.layout == r.layout == nxt.result.layout):
-                out[i] = Fusion(FusionKind.ADD_INTO, e, nxt, partner)
+        if isinstance(e, Op) and _two_operand_einsum(e) and isinstance(nxt, Op):
+            dying = frees.get(i + 1, ())
+            found = _fusion(e, nxt, dying, made, readers, mesh)
+            if found is not None:
+                out[i] = found
     return out
+
+
+def _fusion(e: Op, nxt: Op, dying: Sequence[int], made: Mapping[int, Op], readers: Mapping[int, int],
+            mesh: Mesh) -> Fusion | None:
+    r = e.result
+    if r.id not in dying or sum(1 for v in nxt.inputs if v.id == r.id) != 1:
+        return None  # read after the next statement too, or twice by it
+    varies = [set(_layout(v).used_axes) for v in e.inputs]
+    if (varies[0] | varies[1]) - _layout(r).used_axes:
+        return None  # copies computed chip by chip: the unfused run checks them
+    if nxt.kind in (OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE):
+        first = min(nxt.attrs_as(CollectiveAttrs).axes, key=mesh.index)
+        ok = first in varies[0] & varies[1] and mesh.size(first) > 1
+        return Fusion(FusionKind.REDUCE, e, nxt, None) if ok else None
+    if nxt.kind is not OpKind.ADD or any(isinstance(o, Const) for o in nxt.operands):
+        return None
+    (partner,) = [v for v in nxt.inputs if v.id != r.id]
+    source = made.get(partner.id)
+    ok = (source is not None and _two_operand_einsum(source) and readers.get(partner.id) == 1
+          and partner.id in dying and partner.dims == r.dims == nxt.result.dims
+          and partner.layout == r.layout == nxt.result.layout)
+    return Fusion(FusionKind.ADD_INTO, e, nxt, partner) if ok else None
+
+
+def slice_axis(fusion: Fusion, mesh: Mesh) -> int | None:
+    """The mesh dim the einsum is computed slice by slice along (None: at once)."""
+    if fusion.kind is FusionKind.REDUCE:
+        return min(mesh.index(a) for a in fusion.consumer.attrs_as(CollectiveAttrs).axes)
+    both = set(_layout(fusion.einsum.inputs[0]).used_axes) & set(_layout(fusion.einsum.inputs[1]).used_axes)
+    return min((mesh.index(a) for a in both if mesh.size(a) > 1), default=None)
+
+
+def _two_operand_einsum(op: Op) -> bool:
+    return op.kind is OpKind.EINSUM and len(op.inputs) == 2 and len(op.operands) == 2
+
+
+def _layout(v: Value) -> Layout:
+    assert v.layout is not None
+    return v.layout
 
 
 def run(ctx: LocalCtx, fusion: Fusion, env: dict[int, np.ndarray], dtype: np.dtype) -> np.ndarray | None:
@@ -105,38 +154,35 @@ def run(ctx: LocalCtx, fusion: Fusion, env: dict[int, np.ndarray], dtype: np.dty
     m = ctx.m
     layout = e.result.layout
     assert layout is not None
-    if a.dtype != dtype or b.dtype != dtype or len(spec.output) != len(e.result.dims):
+    if a.dtype != dtype or b.dtype != dtype:
         return None
     mesh_shape = [max(x, y) for x, y in zip(a.shape[:m], b.shape[:m])]
-    if any(mesh_shape[p] > 1 for p, name in enumerate(ctx.mesh.names) if name not in layout.used_axes):
-        return None  # copies computed chip by chip: the unfused run checks them
-    both = [p for p in range(m) if a.shape[p] > 1 and b.shape[p] > 1]  # the product loops over these
+    p = slice_axis(fusion, ctx.mesh)
+    if p is not None and not (a.shape[p] == b.shape[p] == mesh_shape[p] > 1):
+        return None  # not as the layouts say (the plan read them): run both statements as they are
     buffers: dict[tuple[int, ...], np.ndarray] = {}  # one slice's product, its memory reused by the next
 
-    def product(p: int | None, j: int) -> np.ndarray:
+    def product(j: int) -> np.ndarray:
         pick = tuple([slice(None)] * p + [slice(j, j + 1)]) if p is not None else ()
         return batched_einsum(spec.inputs[0], spec.inputs[1], spec.output, a[pick], b[pick], m, buffers)
 
+    slices = mesh_shape[p] if p is not None else 1
     if fusion.kind is FusionKind.ADD_INTO:
         assert fusion.partner is not None
         out = env[fusion.partner.id]
         shape = tuple(mesh_shape) + layout.local_sizes(ctx.sizes, ctx.mesh)
         if out.shape != shape or out.dtype != dtype or not exclusive(out, 2):  # env's, and ``out``
             return None
-        p = both[0] if both else None
-        for j in range(shape[p] if p is not None else 1):
+        for j in range(slices):
             part = out[tuple([slice(None)] * p + [slice(j, j + 1)])] if p is not None else out
-            np.add(part, product(p, j), out=part)
+            np.add(part, product(j), out=part)
         return out
-    attrs = fusion.consumer.attrs
-    assert isinstance(attrs, CollectiveAttrs)
-    positions = sorted(ctx.mesh.index(x) for x in attrs.axes)
-    p = positions[0]
-    if p not in both:
-        return None
+    attrs = fusion.consumer.attrs_as(CollectiveAttrs)
+    assert p is not None
+    rest = sorted(ctx.mesh.index(x) for x in attrs.axes)[1:]
     acc: np.ndarray | None = None
-    for j in range(mesh_shape[p]):  # chip order: the first summed axis outermost
-        acc = chips.chip_order_sum(product(p, j), positions[1:], ctx.mesh, into=acc)
+    for j in range(slices):  # chip order: the first summed axis outermost
+        acc = chips.chip_order_sum(product(j), rest, ctx.mesh, into=acc)
     assert acc is not None
     if fusion.consumer.kind is OpKind.ALL_REDUCE:
         return acc
