@@ -83,23 +83,43 @@ def palm_2d_ws(ffn: str = "2d-ws") -> shardc.Graph:
     return shrink(shard_program(g, "2x2x2", ffn, "heads").graph, floor=8)
 
 
-@pytest.mark.parametrize("ffn", ["1d-ws", "2d-ws"])
-def test_weight_stationary_layers_fuse_both_kinds(ffn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The comparison above means something: these layers do take the fused steps."""
-    sg = palm_2d_ws(ffn)
+#: Two partial sums added, and the sum read by something other than a reduction.
+ADDED = """\
+model added
+mesh x=2, y=2
+dims B=4, E=8, F=6
+input h : f32[B, E] @ BE_x
+param w1 : f32[E, F] @ E_xF_y
+param w2 : f32[E, F] @ E_xF_y
+o = einsum("BE,EF->BF", h, w1) @ BF_y (partialsum-x)
+f = einsum("BE,EF->BF", h, w2) @ BF_y (partialsum-x)
+t = o + f @ BF_y (partialsum-x)
+u = t * 0.5 @ BF_y (partialsum-x)
+r = all_reduce(u, over=x) @ BF_y
+output r
+"""
+
+
+@pytest.mark.parametrize("case", ["1d-ws", "2d-ws", "added"])
+def test_the_fused_steps_are_taken(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison above means something: these programs do take the fused steps."""
+    sg = shardc.parse(ADDED) if case == "added" else palm_2d_ws(case)
     assert fusions(sg) > 0
     real = fusion.run
     taken: list[fusion.FusionKind] = []
 
-    def counted(ctx, plan, env, dtype):  # type: ignore[no-untyped-def]
-        out = real(ctx, plan, env, dtype)
+    def counted(ctx, plan, env, dtype, late):  # type: ignore[no-untyped-def]
+        out = real(ctx, plan, env, dtype, late)
         if out is not None:
             taken.append(plan.kind)
         return out
 
     monkeypatch.setattr(fusion, "run", counted)
-    emulate(sg, 0, "f32", 2)
-    assert set(taken) == set(fusion.FusionKind), taken
+    fused = emulate(sg, 0, "f32", 2)
+    kinds = {fusion.FusionKind.ADD_INTO} if case == "added" else {fusion.FusionKind.REDUCE,
+                                                                   fusion.FusionKind.ADD_REDUCE}
+    assert set(taken) == kinds, taken
+    assert same(fused, unfused(sg))
 
 
 @pytest.mark.parametrize("mutation", ["drop a slice", "reverse the chips"])
@@ -197,3 +217,22 @@ def test_the_memory_estimate_follows_fusion_on_and_off(ffn: str) -> None:
             tracemalloc.stop()
         bound = emulation_footprint(sg, "f32", 2, fused=fused)
         assert peaks[fused] <= bound <= 1.5 * peaks[fused], (fused, peaks[fused], bound)
+
+
+def test_a_fusion_the_arrays_refuse_runs_the_statements_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``fusion.run`` declines at run time, a put-off einsum is computed whole after all."""
+    sg = palm_2d_ws("1d-ws")
+    real = fusion.run
+    declined: list[fusion.FusionKind] = []
+
+    def declining(ctx, plan, env, dtype, late):  # type: ignore[no-untyped-def]
+        if plan.kind is fusion.FusionKind.ADD_REDUCE:
+            declined.append(plan.kind)
+            return None
+        return real(ctx, plan, env, dtype, late)
+
+    monkeypatch.setattr(fusion, "run", declining)
+    fused = emulate(sg, 0, "f32", 2)
+    assert declined
+    plain = unfused(sg)
+    assert same(fused, plain) and fused.counters.to_json() == plain.counters.to_json()

@@ -36,7 +36,7 @@ from shardc.execute.footprint import emulation_footprint
 from shardc.execute.fusion import exclusive
 from shardc.execute.local_ops import BINARY_UFUNCS, LOCAL_IMPLS, LocalCtx, _layout, binary_into
 from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, seeded_data, where
-from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
+from shardc.ir.graph import Const, Decl, Graph, Op, OpKind, Output, Repeat, Stmt, Value
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
 from shardc.sharding.sharded import verify_sharded
@@ -185,8 +185,13 @@ def _reusable(ctx: _Ctx, op: Op, args: list[np.ndarray | float], dying: Sequence
 
 def _finish(ctx: _Ctx, op: Op, result: np.ndarray) -> np.ndarray:
     """Count ``op``, check the replicas of its result and keep one copy of them."""
-    result = result.astype(ctx.dtype, copy=False)
     _count(ctx, op)
+    return _keep(ctx, op, result)
+
+
+def _keep(ctx: _Ctx, op: Op, result: np.ndarray) -> np.ndarray:
+    """Check the replicas of ``op``'s result and keep one copy of them."""
+    result = result.astype(ctx.dtype, copy=False)
     layout = op.result.layout
     assert layout is not None
     # A value replicated over an axis is held once along it when it was made that way (an
@@ -245,12 +250,53 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     return Emulation(outputs, ctx.counters, mesh)
 
 
-def _fused(ctx: _Ctx, plan: fusion.Fusion, env: dict[int, np.ndarray]) -> np.ndarray | None:
+def _fused(ctx: _Ctx, plan: fusion.Fusion, env: dict[int, np.ndarray],
+           late: dict[int, list[np.ndarray]]) -> np.ndarray | None:
     try:
-        return fusion.run(ctx, plan, env, ctx.dtype)
+        return fusion.run(ctx, plan, env, ctx.dtype, late)
     except Exception as err:
         err.add_note(f"shardc: while emulating {where(plan.einsum)} with {where(plan.consumer)}")
         raise
+
+
+@dataclass
+class _Fusing:
+    """A block's fused steps, and what they carry from one statement to the next."""
+
+    plans: dict[int, fusion.Fusion]
+    put_off: dict[int, fusion.Fusion]  # statement index -> the fusion that computes that einsum later
+    ahead: dict[int, np.ndarray | None] = field(default_factory=dict)  # results computed early (None: never held)
+    late: dict[int, list[np.ndarray]] = field(default_factory=dict)  # a put-off einsum's operands, by its result id
+
+
+def _step(ctx: _Ctx, i: int, op: Op, env: dict[int, np.ndarray], dying: Sequence[int], fusing: _Fusing) -> None:
+    """Run (or count) the op at statement ``i``, fused with its neighbours where planned."""
+    if i in fusing.ahead:
+        done = fusing.ahead.pop(i)
+        if done is None:
+            _count(ctx, op)  # a sum of partial sums reduced at once: never held whole
+        else:
+            env[op.result.id] = _finish(ctx, op, done)
+        return
+    if i in fusing.put_off:  # computed later, slice by slice, with the statements it is fused with
+        fusing.late[op.result.id] = [env[v.id] for v in op.inputs]
+        _count(ctx, op)
+        return
+    plan = fusing.plans.get(i)
+    if plan is not None:
+        done = _fused(ctx, plan, env, fusing.late)
+        if plan.partner is not None and plan.late is not None:
+            operands = fusing.late.pop(plan.partner.id)
+            if done is None:  # not fused after all: the put-off einsum is needed whole now
+                env[plan.partner.id] = _keep(ctx, plan.late, LOCAL_IMPLS[OpKind.EINSUM](ctx, plan.late, operands))
+        if done is not None:
+            _count(ctx, op)  # its result is never held whole
+            if plan.reduce is not None:
+                fusing.ahead[i + 1], fusing.ahead[i + 2] = None, done
+            else:
+                fusing.ahead[i + 1] = done
+            return
+    env[op.result.id] = _run_op(ctx, op, env, dying)
 
 
 def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer: int) -> np.ndarray:
@@ -265,21 +311,15 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
     """Run ``stmts``; ``emit(name, array)`` receives each output (a repeat body's: once per layer)."""
     frees = last_uses(stmts, keep)
     # A caller watching every value sees each einsum's result whole: no fusion then.
-    fusions = fusion.plan(stmts, frees, ctx.mesh) if ctx.on_value is None else {}
-    ahead: dict[int, np.ndarray] = {}  # a consumer's result, computed with the einsum before it
+    plans = fusion.plan(stmts, frees, ctx.mesh) if ctx.on_value is None else {}
+    fusing = _Fusing(plans, {f.late_index: f for f in plans.values() if f.late_index is not None})
     repeat_index = 0
     for i, stmt in enumerate(stmts):
         if isinstance(stmt, Decl):
             env[stmt.value.id] = _declare(ctx, stmt, data, repeat, ctx.layer)
             ctx.hold(stmt.value)
         elif isinstance(stmt, Op):
-            if i in ahead:
-                env[stmt.result.id] = _finish(ctx, stmt, ahead.pop(i))
-            elif i in fusions and (done := _fused(ctx, fusions[i], env)) is not None:
-                _count(ctx, stmt)  # its result is never held whole
-                ahead[i + 1] = done
-            else:
-                env[stmt.result.id] = _run_op(ctx, stmt, env, frees.get(i, ()))
+            _step(ctx, i, stmt, env, frees.get(i, ()), fusing)
             ctx.hold(stmt.result)
         elif isinstance(stmt, Output):
             for v in stmt.values:

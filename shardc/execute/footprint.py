@@ -75,6 +75,18 @@ def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None,
     return int(walk.peak * (1 + MARGIN)) + FIXED_BYTES + PER_STATEMENT_BYTES * statements
 
 
+def _host_frees(frees: dict[int, list[int]], fusions: Mapping[int, fusion.Fusion]) -> dict[int, list[int]]:
+    """``frees`` with the operands of each put-off einsum kept until its fused statements have run."""
+    out = {i: list(ids) for i, ids in frees.items()}
+    for i, f in fusions.items():
+        if f.late is None or f.late_index is None:
+            continue
+        moved = [v.id for v in f.late.inputs if v.id in out.get(f.late_index, ())]
+        out[f.late_index] = [v for v in out.get(f.late_index, []) if v not in moved]
+        out.setdefault(i + 1, []).extend(moved)
+    return out
+
+
 @dataclass
 class _Walk:
     """The emulator's run replayed in bytes: what is live, and the most ever live with scratch."""
@@ -104,6 +116,9 @@ class _Walk:
     def block(self, stmts: Sequence[Stmt], layers: int | None, keep: frozenset[int]) -> None:
         frees = last_uses(stmts, keep)
         fusions = fusion.plan(stmts, frees, self.mesh) if self.fused else {}
+        put_off = {f.late_index for f in fusions.values() if f.late_index is not None}
+        never_whole = {f.consumer.result.id for f in fusions.values() if f.reduce is not None}
+        frees = _host_frees(frees, fusions)
         for i, stmt in enumerate(stmts):
             if isinstance(stmt, Decl):
                 size = self.bytes_of(stmt.value)
@@ -112,16 +127,12 @@ class _Walk:
                 self.at(size + drawn)
                 self.live[stmt.value.id] = size
                 self.declared.add(stmt.value.id)
-            elif isinstance(stmt, Op) and i in fusions:
-                self.at(self.fused_scratch(fusions[i]))
+            elif isinstance(stmt, Op) and (i in fusions or i in put_off or stmt.result.id in never_whole):
+                if i in fusions:
+                    self.at(self.fused_scratch(fusions[i]))
                 self.live[stmt.result.id] = 0  # never held whole
             elif isinstance(stmt, Op):
-                size = self.bytes_of(stmt.result)
-                before = fusions.get(i - 1)
-                if before is not None and before.partner is not None:
-                    self.live.pop(before.partner.id, None)  # the sum is written into the addend's memory
-                self.at(size + self.scratch(stmt, size))
-                self.live[stmt.result.id] = size
+                self.op(stmt, fusions.get(i - 1))
             elif isinstance(stmt, Output):
                 for v in stmt.values:
                     self.at(2 * self.global_bytes(v))  # assembled, then copied out
@@ -140,14 +151,25 @@ class _Walk:
             return -size  # the operand's array, renamed
         return extra
 
+    def op(self, stmt: Op, after: fusion.Fusion | None) -> None:
+        """An op run as it is; ``after``: the fusion of the statement before (an ADD_INTO's sum is
+        written into the addend's memory)."""
+        size = self.bytes_of(stmt.result)
+        if after is not None and after.kind is fusion.FusionKind.ADD_INTO:
+            assert after.partner is not None
+            self.live.pop(after.partner.id, None)
+        self.at(size + self.scratch(stmt, size))
+        self.live[stmt.result.id] = size
+
     def fused_scratch(self, plan: fusion.Fusion) -> int:
         """Bytes a fused einsum allocates: one slice's product and operand copies at a time, and a
         reduction's running sum (the consumer's result, made here)."""
         p = fusion.slice_axis(plan, self.mesh)
         slices = self.mesh.shape[p] if p is not None else 1
-        extra = (self.bytes_of(plan.einsum.result) + self.einsum_copies(plan.einsum)) // slices
-        if plan.kind is fusion.FusionKind.REDUCE:
-            extra += self.bytes_of(plan.consumer.result)
+        einsums = [plan.einsum] if plan.late is None else [plan.einsum, plan.late]
+        extra = sum(self.bytes_of(e.result) + self.einsum_copies(e) for e in einsums) // slices
+        if plan.kind is not fusion.FusionKind.ADD_INTO:
+            extra += self.bytes_of(plan.result.result)
         return extra
 
     def einsum_copies(self, op: Op) -> int:

@@ -65,16 +65,27 @@ class FusionKind(Enum):
 
     ADD_INTO = "add_into"  # the next statement adds them to an addend that dies there
     REDUCE = "reduce"  # the next statement sums them over chips (reduce-scatter or all-reduce)
+    # The next statement adds them to an earlier einsum's, computed late, and the one after sums
+    # that over chips: neither einsum nor their sum is ever held whole.
+    ADD_REDUCE = "add_reduce"
 
 
 @dataclass(frozen=True)
 class Fusion:
-    """An einsum (statement ``index``) computed with the statement after it."""
+    """An einsum computed with the statement after it (ADD_REDUCE: the two after it)."""
 
     kind: FusionKind
     einsum: Op
     consumer: Op
-    partner: Value | None  # ADD_INTO: the other addend, whose array receives the sum
+    partner: Value | None  # ADD_INTO, ADD_REDUCE: the other addend
+    late: Op | None = None  # ADD_REDUCE: the einsum computing the partner, put off until here
+    late_index: int | None = None  # its statement index
+    reduce: Op | None = None  # ADD_REDUCE: the reduction of the sum
+
+    @property
+    def result(self) -> Op:
+        """The last statement fused: its result is the one the run holds."""
+        return self.reduce if self.reduce is not None else self.consumer
 
 
 def plan(stmts: Sequence[Stmt], frees: Mapping[int, Sequence[int]], mesh: Mesh) -> dict[int, Fusion]:
@@ -89,10 +100,12 @@ def plan(stmts: Sequence[Stmt], frees: Mapping[int, Sequence[int]], mesh: Mesh) 
     array) that nothing but the add reads, so no other array shares its memory.
     """
     made: dict[int, Op] = {}  # value id -> the op of this block that computed it
+    index: dict[int, int] = {}  # value id -> the statement computing it
     readers: dict[int, int] = {}
-    for s in stmts:
+    for n, s in enumerate(stmts):
         if isinstance(s, Op):
             made[s.result.id] = s
+            index[s.result.id] = n
         for v in reads(s):  # ops, outputs, repeats (whose carries may hand an init back as is)
             readers[v.id] = readers.get(v.id, 0) + 1
     out: dict[int, Fusion] = {}
@@ -101,9 +114,27 @@ def plan(stmts: Sequence[Stmt], frees: Mapping[int, Sequence[int]], mesh: Mesh) 
         if isinstance(e, Op) and _two_operand_einsum(e) and isinstance(nxt, Op):
             dying = frees.get(i + 1, ())
             found = _fusion(e, nxt, dying, made, readers, mesh)
+            if found is not None and found.kind is FusionKind.ADD_INTO and i + 2 < len(stmts):
+                found = _add_reduce(found, stmts[i + 2], frees.get(i + 2, ()), made, index, readers, mesh) or found
             if found is not None:
                 out[i] = found
     return out
+
+
+def _add_reduce(add: Fusion, third: Stmt, dying: Sequence[int], made: Mapping[int, Op],
+                index: Mapping[int, int], readers: Mapping[int, int], mesh: Mesh) -> Fusion | None:
+    """ADD_INTO made ADD_REDUCE: the sum is read only by the next statement, a reduction over
+    chips whose first summed axis all four einsum operands vary on (the slices, in chip order)."""
+    total = add.consumer.result
+    if not (isinstance(third, Op) and third.kind in (OpKind.REDUCE_SCATTER, OpKind.ALL_REDUCE)
+            and third.inputs[0].id == total.id and readers.get(total.id) == 1 and total.id in dying):
+        return None
+    assert add.partner is not None
+    late = made[add.partner.id]
+    first = min(third.attrs_as(CollectiveAttrs).axes, key=mesh.index)
+    if mesh.size(first) < 2 or not all(first in _layout(v).used_axes for v in (*add.einsum.inputs, *late.inputs)):
+        return None
+    return Fusion(FusionKind.ADD_REDUCE, add.einsum, add.consumer, add.partner, late, index[add.partner.id], third)
 
 
 def _fusion(e: Op, nxt: Op, dying: Sequence[int], made: Mapping[int, Op], readers: Mapping[int, int],
@@ -130,8 +161,8 @@ def _fusion(e: Op, nxt: Op, dying: Sequence[int], made: Mapping[int, Op], reader
 
 def slice_axis(fusion: Fusion, mesh: Mesh) -> int | None:
     """The mesh dim the einsum is computed slice by slice along (None: at once)."""
-    if fusion.kind is FusionKind.REDUCE:
-        return min(mesh.index(a) for a in fusion.consumer.attrs_as(CollectiveAttrs).axes)
+    if fusion.kind is not FusionKind.ADD_INTO:
+        return min(mesh.index(a) for a in fusion.result.attrs_as(CollectiveAttrs).axes)
     both = set(_layout(fusion.einsum.inputs[0]).used_axes) & set(_layout(fusion.einsum.inputs[1]).used_axes)
     return min((mesh.index(a) for a in both if mesh.size(a) > 1), default=None)
 
@@ -145,28 +176,22 @@ def _layout(v: Value) -> Layout:
     return v.layout
 
 
-def run(ctx: LocalCtx, fusion: Fusion, env: dict[int, np.ndarray], dtype: np.dtype) -> np.ndarray | None:
-    """The consumer's result, the einsum computed slice by slice into it; None where the arrays
-    do not allow it (the caller then runs both statements as they are)."""
+def run(ctx: LocalCtx, fusion: Fusion, env: Mapping[int, np.ndarray], dtype: np.dtype,
+        late: Mapping[int, Sequence[np.ndarray]]) -> np.ndarray | None:
+    """The last fused statement's result, the einsum computed slice by slice into it; None where
+    the arrays do not allow it (the caller then runs the statements as they are).  ``late``: the
+    operands of einsums put off until here, by result id (ADD_REDUCE's partner)."""
     e = fusion.einsum
-    spec = e.attrs_as(EinsumAttrs)
     a, b = (env[v.id] for v in e.inputs)
     m = ctx.m
     layout = e.result.layout
     assert layout is not None
-    if a.dtype != dtype or b.dtype != dtype:
-        return None
     mesh_shape = [max(x, y) for x, y in zip(a.shape[:m], b.shape[:m])]
     p = slice_axis(fusion, ctx.mesh)
-    if p is not None and not (a.shape[p] == b.shape[p] == mesh_shape[p] > 1):
-        return None  # not as the layouts say (the plan read them): run both statements as they are
-    buffers: dict[tuple[int, ...], np.ndarray] = {}  # one slice's product, its memory reused by the next
-
-    def product(j: int) -> np.ndarray:
-        pick = tuple([slice(None)] * p + [slice(j, j + 1)]) if p is not None else ()
-        return batched_einsum(spec.inputs[0], spec.inputs[1], spec.output, a[pick], b[pick], m, buffers)
-
+    if a.dtype != dtype or b.dtype != dtype or (p is not None and not a.shape[p] == b.shape[p] == mesh_shape[p] > 1):
+        return None  # not as the layouts say (the plan read them): run the statements as they are
     slices = mesh_shape[p] if p is not None else 1
+    buffers: dict[tuple[int, ...], np.ndarray] = {}  # one slice's product, its memory reused by the next
     if fusion.kind is FusionKind.ADD_INTO:
         assert fusion.partner is not None
         out = env[fusion.partner.id]
@@ -174,17 +199,42 @@ def run(ctx: LocalCtx, fusion: Fusion, env: dict[int, np.ndarray], dtype: np.dty
         if out.shape != shape or out.dtype != dtype or not exclusive(out, 2):  # env's, and ``out``
             return None
         for j in range(slices):
-            part = out[tuple([slice(None)] * p + [slice(j, j + 1)])] if p is not None else out
-            np.add(part, product(j), out=part)
+            part = out[_pick(p, j)]
+            np.add(part, _product(e, a, b, p, j, m, buffers), out=part)
         return out
-    attrs = fusion.consumer.attrs_as(CollectiveAttrs)
     assert p is not None
+    attrs = fusion.result.attrs_as(CollectiveAttrs)
     rest = sorted(ctx.mesh.index(x) for x in attrs.axes)[1:]
     acc: np.ndarray | None = None
-    for j in range(slices):  # chip order: the first summed axis outermost
-        acc = chips.chip_order_sum(product(j), rest, ctx.mesh, into=acc)
+    if fusion.kind is FusionKind.REDUCE:
+        for j in range(slices):  # chip order: the first summed axis outermost
+            acc = chips.chip_order_sum(_product(e, a, b, p, j, m, buffers), rest, ctx.mesh, into=acc)
+    else:
+        assert fusion.partner is not None and fusion.late is not None
+        first = fusion.late
+        a1, b1 = late[fusion.partner.id]
+        if a1.dtype != dtype or b1.dtype != dtype or [max(x, y) for x, y in zip(a1.shape[:m], b1.shape[:m])] \
+                != mesh_shape or not a1.shape[p] == b1.shape[p] == slices:
+            return None
+        other: dict[tuple[int, ...], np.ndarray] = {}
+        for j in range(slices):
+            part = _product(first, a1, b1, p, j, m, other)
+            np.add(part, _product(e, a, b, p, j, m, buffers), out=part)
+            acc = chips.chip_order_sum(part, rest, ctx.mesh, into=acc)
     assert acc is not None
-    if fusion.consumer.kind is OpKind.ALL_REDUCE:
+    if fusion.result.kind is OpKind.ALL_REDUCE:
         return acc
     assert attrs.dim is not None
     return chips.scatter_sum(acc, layout, attrs.axes, attrs.dim, ctx.mesh)
+
+
+def _pick(p: int | None, j: int) -> tuple[slice, ...]:
+    return tuple([slice(None)] * p + [slice(j, j + 1)]) if p is not None else ()
+
+
+def _product(e: Op, a: np.ndarray, b: np.ndarray, p: int | None, j: int, m: int,
+             buffers: dict[tuple[int, ...], np.ndarray]) -> np.ndarray:
+    """Slice ``j`` along mesh dim ``p`` of einsum ``e``'s product (a view into ``buffers``)."""
+    spec = e.attrs_as(EinsumAttrs)
+    pick = _pick(p, j)
+    return batched_einsum(spec.inputs[0], spec.inputs[1], spec.output, a[pick], b[pick], m, buffers)
