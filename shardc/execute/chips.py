@@ -141,9 +141,39 @@ def all_gather(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], mesh:
 
 
 def sum_over(stacked: np.ndarray, axes: tuple[str, ...], mesh: Mesh) -> np.ndarray:
-    """All-reduce: every chip gets the sum over the chips along ``axes`` (held once along them)."""
+    """All-reduce: every chip gets the sum over the chips along ``axes`` (held once along them).
+
+    NumPy's own reduction (its order of additions follows the memory order): for the statistics
+    of norms and softmaxes.  The all-reduce collective adds in chip order (:func:`chip_order_sum`).
+    """
     positions = [mesh.index(a) for a in axes]
     return full(stacked, positions, mesh).sum(axis=tuple(positions), keepdims=True)
+
+
+def chip_order_sum(stacked: np.ndarray, positions: list[int], mesh: Mesh,
+                   into: np.ndarray | None = None) -> np.ndarray:
+    """The sum over the mesh dims at ``positions`` (kept at size 1), added one chip after the other
+    in row-major chip order, or added on to ``into`` (the running sum of earlier chips) in place.
+
+    A fixed order, whatever the memory order of ``stacked``: the emulator can then compute a
+    reduction's operand chunk by chunk (:mod:`shardc.execute.fusion`) and add each chunk as it
+    comes, with the same result to the last bit.  A dim of size 1 at a position (one copy held
+    once) is added as often as the mesh axis has chips, as every chip holds that copy.
+    """
+    positions = sorted(positions)
+    data = full(stacked, positions, mesh)
+    acc = into
+    for index in np.ndindex(*(data.shape[p] for p in positions)):
+        pick: list[slice | int] = [slice(None)] * data.ndim
+        for p, i in zip(positions, index):
+            pick[p] = slice(i, i + 1)
+        part = data[tuple(pick)]
+        if acc is None:
+            acc = part.copy(order="K")  # in the memory order of the parts: the additions then run along it
+        else:
+            np.add(acc, part, out=acc)
+    assert acc is not None
+    return acc
 
 
 def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str, mesh: Mesh) -> np.ndarray:
@@ -167,9 +197,14 @@ def slice_blocks(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim
 def reduce_scatter(stacked: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str,
                    mesh: Mesh) -> np.ndarray:
     """Sum over ``axes`` and give chip ``(i_a1, ..., i_am)`` block ``i_a1 K_a2 ... + i_am`` of ``dim``."""
+    positions = [mesh.index(a) for a in axes]
+    return scatter_sum(chip_order_sum(stacked, positions, mesh), layout, axes, dim, mesh)
+
+
+def scatter_sum(summed: np.ndarray, layout: Layout, axes: tuple[str, ...], dim: str, mesh: Mesh) -> np.ndarray:
+    """A reduce-scatter's second half: the sum (size 1 along ``axes``) cut into each chip's block (a view)."""
     m = len(mesh.axes)
     positions = [mesh.index(a) for a in axes]
-    summed = full(stacked, positions, mesh).sum(axis=tuple(positions), keepdims=True)  # size 1 along ``axes``
     q = m + layout.dims.index(dim)
     shape = list(summed.shape)
     k = [mesh.size(a) for a in axes]
@@ -186,7 +221,7 @@ def run_collective(stacked: np.ndarray, kind: OpKind, attrs: CollectiveAttrs, be
     if kind is OpKind.ALL_GATHER:
         return all_gather(stacked, before, attrs.axes, mesh)
     if kind is OpKind.ALL_REDUCE:
-        return sum_over(stacked, attrs.axes, mesh)
+        return chip_order_sum(stacked, [mesh.index(a) for a in attrs.axes], mesh)
     if kind is OpKind.REDUCE_SCATTER:
         assert attrs.dim is not None
         return reduce_scatter(stacked, before, attrs.axes, attrs.dim, mesh)

@@ -31,11 +31,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from shardc.errors import ShardcError
-from shardc.execute import chips
+from shardc.execute import chips, fusion
 from shardc.execute.footprint import emulation_footprint
-from shardc.execute.local_ops import LOCAL_IMPLS, LocalCtx, _layout
+from shardc.execute.fusion import exclusive
+from shardc.execute.local_ops import BINARY_UFUNCS, LOCAL_IMPLS, LocalCtx, _layout, binary_into
 from shardc.execute.reference import DEFAULT_MAX_BYTES, Inputs, SeededData, _np_dtype, seeded_data, where
-from shardc.ir.graph import Const, Decl, Graph, Op, Output, Repeat, Stmt, Value
+from shardc.ir.graph import Const, Decl, Graph, Op, OpKind, Output, Repeat, Stmt, Value
 from shardc.ir.mesh import Mesh
 from shardc.sharding.counts import last_uses, op_comm_bytes, op_flops, op_hbm_bytes
 from shardc.sharding.sharded import verify_sharded
@@ -155,16 +156,42 @@ class _Ctx(LocalCtx):
             self.live.pop(i, None)
 
 
-def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
+def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray], dying: Sequence[int]) -> np.ndarray:
     args = [o.value if isinstance(o, Const) else env[o.id] for o in op.operands]
     try:
-        result = LOCAL_IMPLS[op.kind](ctx, op, args).astype(ctx.dtype, copy=False)
+        if op.kind in BINARY_UFUNCS:
+            result = binary_into(ctx, op, args, _reusable(ctx, op, args, dying))
+        else:
+            result = LOCAL_IMPLS[op.kind](ctx, op, args)
     except Exception as err:  # a bug here: say which statement it was running
         err.add_note(f"shardc: while emulating {where(op)}")
         raise
-    flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
-    hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
-    ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
+    return _finish(ctx, op, result)
+
+
+def _reusable(ctx: _Ctx, op: Op, args: list[np.ndarray | float], dying: Sequence[int]) -> np.ndarray | None:
+    """An operand's array a binary op may write its result into: nothing reads the operand
+    afterwards, it has the result's dims and dtype, and no one else holds its memory (its
+    shape is checked against the other operand's by :func:`binary_into`)."""
+    for k, operand in enumerate(op.operands):
+        arr = args[k]
+        if (isinstance(operand, Value) and isinstance(arr, np.ndarray) and operand.id in dying
+                and operand.dims == op.result.dims and arr.dtype == ctx.dtype):
+            holders = 2 + sum(1 for a in args if a is arr)  # env's, ``arr`` and the args list's
+            if exclusive(arr, holders):
+                return arr
+    return None
+
+
+def _finish(ctx: _Ctx, op: Op, result: np.ndarray) -> np.ndarray:
+    """Count ``op``, check the replicas of its result and keep one copy of them."""
+    _count(ctx, op)
+    return _keep(ctx, op, result)
+
+
+def _keep(ctx: _Ctx, op: Op, result: np.ndarray) -> np.ndarray:
+    """Check the replicas of ``op``'s result and keep one copy of them."""
+    result = result.astype(ctx.dtype, copy=False)
     layout = op.result.layout
     assert layout is not None
     # A value replicated over an axis is held once along it when it was made that way (an
@@ -180,6 +207,13 @@ def _run_op(ctx: _Ctx, op: Op, env: Mapping[int, np.ndarray]) -> np.ndarray:
     if ctx.on_value is not None:
         ctx.on_value(op, ctx.layer, result)
     return result
+
+
+def _count(ctx: _Ctx, op: Op) -> None:
+    """Add ``op``'s per-chip counts (the same whether or not its result was held whole)."""
+    flops, elementwise = op_flops(op, ctx.sizes, ctx.mesh)
+    hbm = op_hbm_bytes(op, ctx.sizes, ctx.mesh)
+    ctx.counters.add(op, flops, elementwise, op_comm_bytes(op, ctx.sizes, ctx.mesh), hbm)
 
 
 def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = None, *,
@@ -203,7 +237,7 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     verify_sharded(sg)
     mesh = sg.mesh
     assert mesh is not None
-    need = emulation_footprint(sg, dtype, layers)
+    need = emulation_footprint(sg, dtype, layers, fused=on_value is None)
     if need > max_bytes:
         raise ShardcError(
             f"emulating this program would need about {human_bytes(need)} of host memory (limit "
@@ -214,6 +248,55 @@ def emulate(sg: Graph, seed: int = 0, dtype: str = "f32", layers: int | None = N
     outputs: dict[str, np.ndarray] = {}
     _run_block(ctx, sg.body.stmts, env, data, None, layers, outputs.__setitem__)
     return Emulation(outputs, ctx.counters, mesh)
+
+
+def _fused(ctx: _Ctx, plan: fusion.Fusion, env: dict[int, np.ndarray],
+           late: dict[int, list[np.ndarray]]) -> np.ndarray | None:
+    try:
+        return fusion.run(ctx, plan, env, ctx.dtype, late)
+    except Exception as err:
+        err.add_note(f"shardc: while emulating {where(plan.einsum)} with {where(plan.consumer)}")
+        raise
+
+
+@dataclass
+class _Fusing:
+    """A block's fused steps, and what they carry from one statement to the next."""
+
+    plans: dict[int, fusion.Fusion]
+    put_off: dict[int, fusion.Fusion]  # statement index -> the fusion that computes that einsum later
+    ahead: dict[int, np.ndarray | None] = field(default_factory=dict)  # results computed early (None: never held)
+    late: dict[int, list[np.ndarray]] = field(default_factory=dict)  # a put-off einsum's operands, by its result id
+
+
+def _step(ctx: _Ctx, i: int, op: Op, env: dict[int, np.ndarray], dying: Sequence[int], fusing: _Fusing) -> None:
+    """Run (or count) the op at statement ``i``, fused with its neighbours where planned."""
+    if i in fusing.ahead:
+        done = fusing.ahead.pop(i)
+        if done is None:
+            _count(ctx, op)  # a sum of partial sums reduced at once: never held whole
+        else:
+            env[op.result.id] = _finish(ctx, op, done)
+        return
+    if i in fusing.put_off:  # computed later, slice by slice, with the statements it is fused with
+        fusing.late[op.result.id] = [env[v.id] for v in op.inputs]
+        _count(ctx, op)
+        return
+    plan = fusing.plans.get(i)
+    if plan is not None:
+        done = _fused(ctx, plan, env, fusing.late)
+        if plan.partner is not None and plan.late is not None:
+            operands = fusing.late.pop(plan.partner.id)
+            if done is None:  # not fused after all: the put-off einsum is needed whole now
+                env[plan.partner.id] = _keep(ctx, plan.late, LOCAL_IMPLS[OpKind.EINSUM](ctx, plan.late, operands))
+        if done is not None:
+            _count(ctx, op)  # its result is never held whole
+            if plan.reduce is not None:
+                fusing.ahead[i + 1], fusing.ahead[i + 2] = None, done
+            else:
+                fusing.ahead[i + 1] = done
+            return
+    env[op.result.id] = _run_op(ctx, op, env, dying)
 
 
 def _declare(ctx: _Ctx, decl: Decl, data: SeededData, repeat: int | None, layer: int) -> np.ndarray:
@@ -227,13 +310,16 @@ def _run_block(ctx: _Ctx, stmts: Sequence[Stmt], env: dict[int, np.ndarray], dat
                keep: frozenset[int] = frozenset()) -> None:
     """Run ``stmts``; ``emit(name, array)`` receives each output (a repeat body's: once per layer)."""
     frees = last_uses(stmts, keep)
+    # A caller watching every value sees each einsum's result whole: no fusion then.
+    plans = fusion.plan(stmts, frees, ctx.mesh) if ctx.on_value is None else {}
+    fusing = _Fusing(plans, {f.late_index: f for f in plans.values() if f.late_index is not None})
     repeat_index = 0
     for i, stmt in enumerate(stmts):
         if isinstance(stmt, Decl):
             env[stmt.value.id] = _declare(ctx, stmt, data, repeat, ctx.layer)
             ctx.hold(stmt.value)
         elif isinstance(stmt, Op):
-            env[stmt.result.id] = _run_op(ctx, stmt, env)
+            _step(ctx, i, stmt, env, frees.get(i, ()), fusing)
             ctx.hold(stmt.result)
         elif isinstance(stmt, Output):
             for v in stmt.values:

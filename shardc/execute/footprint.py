@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from shardc.execute import chips
+from shardc.execute import chips, fusion
 from shardc.execute.local_ops import copies_operands
 from shardc.execute.reference import _np_dtype
 from shardc.ir.graph import Decl, EinsumAttrs, Graph, Op, OpKind, Output, Repeat, Stmt, Value
@@ -63,12 +63,28 @@ def host_bytes(v: Value, sizes: Mapping[str, int], mesh: Mesh, itemsize: int) ->
     return v.layout.local_numel(sizes, mesh) * distinct * itemsize
 
 
-def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None) -> int:
-    """An upper bound on the bytes an emulated run of the sharded ``g`` holds at once."""
-    walk = _Walk(g, _np_dtype(dtype).itemsize)
+def emulation_footprint(g: Graph, dtype: str = "f32", layers: int | None = None, *, fused: bool = True) -> int:
+    """An upper bound on the bytes an emulated run of the sharded ``g`` holds at once.
+
+    ``fused``: the run takes the fused steps of :mod:`shardc.execute.fusion` (as it does unless a
+    caller watches every value with ``on_value``).
+    """
+    walk = _Walk(g, _np_dtype(dtype).itemsize, fused)
     walk.block(g.body.stmts, layers, frozenset())
     statements = sum(1 for _ in g.walk())
     return int(walk.peak * (1 + MARGIN)) + FIXED_BYTES + PER_STATEMENT_BYTES * statements
+
+
+def _host_frees(frees: dict[int, list[int]], fusions: Mapping[int, fusion.Fusion]) -> dict[int, list[int]]:
+    """``frees`` with the operands of each put-off einsum kept until its fused statements have run."""
+    out = {i: list(ids) for i, ids in frees.items()}
+    for i, f in fusions.items():
+        if f.late is None or f.late_index is None:
+            continue
+        moved = [v.id for v in f.late.inputs if v.id in out.get(f.late_index, ())]
+        out[f.late_index] = [v for v in out.get(f.late_index, []) if v not in moved]
+        out.setdefault(i + 1, []).extend(moved)
+    return out
 
 
 @dataclass
@@ -77,6 +93,7 @@ class _Walk:
 
     g: Graph
     itemsize: int
+    fused: bool
     live: dict[int, int] = field(default_factory=dict)
     kept: int = 0  # outputs handed back (they stay until the run ends)
     peak: int = 0
@@ -98,6 +115,10 @@ class _Walk:
 
     def block(self, stmts: Sequence[Stmt], layers: int | None, keep: frozenset[int]) -> None:
         frees = last_uses(stmts, keep)
+        fusions = fusion.plan(stmts, frees, self.mesh) if self.fused else {}
+        put_off = {f.late_index for f in fusions.values() if f.late_index is not None}
+        never_whole = {f.consumer.result.id for f in fusions.values() if f.reduce is not None}
+        frees = _host_frees(frees, fusions)
         for i, stmt in enumerate(stmts):
             if isinstance(stmt, Decl):
                 size = self.bytes_of(stmt.value)
@@ -106,10 +127,12 @@ class _Walk:
                 self.at(size + drawn)
                 self.live[stmt.value.id] = size
                 self.declared.add(stmt.value.id)
+            elif isinstance(stmt, Op) and (i in fusions or i in put_off or stmt.result.id in never_whole):
+                if i in fusions:
+                    self.at(self.fused_scratch(fusions[i]))
+                self.live[stmt.result.id] = 0  # never held whole
             elif isinstance(stmt, Op):
-                size = self.bytes_of(stmt.result)
-                self.at(size + self.scratch(stmt, size))
-                self.live[stmt.result.id] = size
+                self.op(stmt, fusions.get(i - 1))
             elif isinstance(stmt, Output):
                 for v in stmt.values:
                     self.at(2 * self.global_bytes(v))  # assembled, then copied out
@@ -126,6 +149,27 @@ class _Walk:
             extra += self.einsum_copies(op)
         if op.kind is OpKind.RELABEL:
             return -size  # the operand's array, renamed
+        return extra
+
+    def op(self, stmt: Op, after: fusion.Fusion | None) -> None:
+        """An op run as it is; ``after``: the fusion of the statement before (an ADD_INTO's sum is
+        written into the addend's memory)."""
+        size = self.bytes_of(stmt.result)
+        if after is not None and after.kind is fusion.FusionKind.ADD_INTO:
+            assert after.partner is not None
+            self.live.pop(after.partner.id, None)
+        self.at(size + self.scratch(stmt, size))
+        self.live[stmt.result.id] = size
+
+    def fused_scratch(self, plan: fusion.Fusion) -> int:
+        """Bytes a fused einsum allocates: one slice's product and operand copies at a time, and a
+        reduction's running sum (the consumer's result, made here)."""
+        p = fusion.slice_axis(plan, self.mesh)
+        slices = self.mesh.shape[p] if p is not None else 1
+        einsums = [plan.einsum] if plan.late is None else [plan.einsum, plan.late]
+        extra = sum(self.bytes_of(e.result) + self.einsum_copies(e) for e in einsums) // slices
+        if plan.kind is not fusion.FusionKind.ADD_INTO:
+            extra += self.bytes_of(plan.result.result)
         return extra
 
     def einsum_copies(self, op: Op) -> int:

@@ -70,9 +70,9 @@ def _local_einsum(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> 
     return batched_einsum(op.attrs.inputs[0], op.attrs.inputs[1], op.attrs.output, arrays[0], arrays[1], ctx.m)
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The emulator's one matrix product, ``np.matmul`` (one entry point, so a test can watch its operands)."""
-    return np.matmul(a, b)
+    return np.matmul(a, b, out=out)
 
 
 def inner_contiguous(x: np.ndarray) -> bool:
@@ -90,7 +90,8 @@ def inner_contiguous(x: np.ndarray) -> bool:
     return row_major or column_major
 
 
-def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int) -> np.ndarray:
+def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray, lead: int,
+                   buffers: dict[tuple[int, ...], np.ndarray] | None = None) -> np.ndarray:
     """``einsum(f"{left},{right}->{out}")`` on every chip at once, as one batched matmul.
 
     ``a`` and ``b`` carry ``lead`` mesh dims first; a mesh dim of size 1 means
@@ -105,11 +106,20 @@ def batched_einsum(left: str, right: str, out: str, a: np.ndarray, b: np.ndarray
     ``[*batch, contracted, free]``) with the inner pair contiguous -- a view
     when its strides allow, else one copy (:func:`_as_matrices`) -- and goes to
     :func:`matmul`; the product is unflattened and transposed to ``out`` (a view).
+    ``buffers``: arrays by shape the product may be written into (one is made on first use), for a
+    caller that computes products of one shape again and again and reads each before the next.
     """
     a, left = _sum_away(a, left, right + out, lead)
     b, right = _sum_away(b, right, left + out, lead)
     ga, gb, names, sizes = _groups(left, right, out, a.shape, b.shape, lead)
-    product = matmul(_as_matrices(a, *ga), _as_matrices(b, *gb)).reshape(sizes)
+    ma, mb = _as_matrices(a, *ga), _as_matrices(b, *gb)
+    into = None
+    if buffers is not None:
+        shape = np.broadcast_shapes(ma.shape[:-2], mb.shape[:-2]) + (ma.shape[-2], mb.shape[-1])
+        into = buffers.get(shape)
+        if into is None:
+            into = buffers[shape] = np.empty(shape, np.result_type(ma, mb))
+    product = matmul(ma, mb, into).reshape(sizes)
     return product.transpose([names.index(p) for p in range(lead)] + [names.index(c) for c in out])
 
 
@@ -202,12 +212,24 @@ def _align(arr: np.ndarray | float, dims: tuple[str, ...], out: tuple[str, ...],
     return arr.transpose(order).reshape(shape)
 
 
-def _local_binary(ufunc: np.ufunc) -> Local:
-    def binary(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
-        left, right = (a if isinstance(o, Const) else _align(a, o.dims, op.result.dims, ctx.m)
-                       for o, a in zip(op.operands, args))
-        return ufunc(left, right)
-    return binary
+def _local_binary(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float]) -> np.ndarray:
+    return binary_into(ctx, op, args, None)
+
+
+BINARY_UFUNCS: Mapping[OpKind, np.ufunc] = {
+    OpKind.ADD: np.add, OpKind.SUB: np.subtract, OpKind.MUL: np.multiply, OpKind.DIV: np.divide}
+
+
+def binary_into(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float], out: np.ndarray | None) -> np.ndarray:
+    """``+ - * /`` on every chip, operands aligned by name to the result; into ``out`` when given
+    (an operand's array that nothing reads afterwards, of the result's shape and dtype: the
+    emulator reuses its memory instead of allocating another result)."""
+    left, right = (a if isinstance(o, Const) else _align(a, o.dims, op.result.dims, ctx.m)
+                   for o, a in zip(op.operands, args))
+    ufunc = BINARY_UFUNCS[op.kind]
+    if out is not None and out.shape != np.broadcast_shapes(np.shape(left), np.shape(right)):
+        out = None  # the other operand has chips or elements this one lacks
+    return ufunc(left, right) if out is None else ufunc(left, right, out=out)
 
 
 def _global_unary(kind: OpKind) -> Local:
@@ -328,10 +350,10 @@ def _local_collective(ctx: LocalCtx, op: Op, args: Sequence[np.ndarray | float])
 
 LOCAL_IMPLS: dict[OpKind, Local] = {
     OpKind.EINSUM: _local_einsum,
-    OpKind.ADD: _local_binary(np.add),
-    OpKind.SUB: _local_binary(np.subtract),
-    OpKind.MUL: _local_binary(np.multiply),
-    OpKind.DIV: _local_binary(np.divide),
+    OpKind.ADD: _local_binary,
+    OpKind.SUB: _local_binary,
+    OpKind.MUL: _local_binary,
+    OpKind.DIV: _local_binary,
     OpKind.NEG: _global_unary(OpKind.NEG),
     OpKind.GELU: _global_unary(OpKind.GELU),
     OpKind.RELU: _global_unary(OpKind.RELU),

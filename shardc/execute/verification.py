@@ -197,7 +197,7 @@ def _check_memory(sg: Graph, source: Graph | None, dtype: str, layers: int | Non
                for op in sg.ops())
     kept += sum(math.prod(sg.sizes[d] for d in decl.value.dims) * item * _runs(sg, decl, layers)
                 for decl, _ in sg.decls())
-    need = ref + kept + emulation_footprint(sg, dtype, layers)
+    need = ref + kept + emulation_footprint(sg, dtype, layers, fused=False)  # it watches every value
     if source is not None:
         need += reference_footprint(source, dtype, layers)[0]
     if need > max_bytes:
