@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_emulate_blas import EXAMPLES, programs
 
 import shardc
 from shardc.execute import chips, fusion
@@ -30,23 +31,6 @@ from shardc.sharding.counts import last_uses
 from shardc.sharding.shard import shard_program
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.model"))
-PRESETS = list(itertools.product(("1d-ws", "2d-ws", "wg-x", "wg-xy", "wg-xyz"), ("heads", "batch")))
-
-
-def programs(path: Path, mesh: str) -> list[tuple[str, shardc.Graph]]:
-    out = []
-    for ffn, attention in PRESETS:
-        sizes = {"H": 64} if path.stem.startswith("palm") and ffn == "1d-ws" else {}
-        g = shardc.parse(path.read_text(encoding="utf-8"), str(path), sizes=sizes)
-        try:
-            sg = shard_program(g, mesh, ffn, attention).graph
-        except shardc.ShardcError:
-            continue
-        out.append((f"{ffn}/{attention}", shrink(sg, floor=8)))
-    return out
-
-
 def unfused(sg: shardc.Graph, **kw: object) -> Emulation:
     return emulate(sg, 0, "f32", 2, on_value=lambda op, layer, a: None, **kw)  # type: ignore[arg-type]
 

@@ -90,7 +90,7 @@ class _ToAst(Transformer):
         self.comments = []
 
     def comment(self, tok: Token) -> Token:
-        self.comments.append(Comment(str(tok), _loc(tok)))
+        self.add_comment(Comment(str(tok), _loc(tok)))
         return tok
 
     def add_comment(self, comment: Comment) -> None:
